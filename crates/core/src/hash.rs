@@ -1,0 +1,130 @@
+//! The keyed hash stored in place of a key: HMAC-SHA256 of the whole key under
+//! a server secret (the pepper). Peppers are versioned so that the secret can
+//! change: each stored hash records the version it was made with.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::error::PepperError;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// 32 bytes of server secret. `Debug` never prints it.
+#[derive(Clone)]
+pub struct Pepper {
+    version: u32,
+    bytes: [u8; 32],
+}
+
+impl Pepper {
+    pub fn new(version: u32, bytes: [u8; 32]) -> Self {
+        Pepper { version, bytes }
+    }
+
+    /// A fresh pepper from the OS CSPRNG.
+    pub fn generate(version: u32) -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+        Pepper { version, bytes }
+    }
+
+    /// Reads 64 hex characters (surrounding white space ignored).
+    pub fn from_hex(version: u32, s: &str) -> Result<Self, PepperError> {
+        let v = hex::decode(s.trim()).map_err(|_| PepperError::Format)?;
+        let bytes: [u8; 32] = v.try_into().map_err(|_| PepperError::Format)?;
+        Ok(Pepper { version, bytes })
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.bytes)
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pepper(v{})", self.version)
+    }
+}
+
+/// The stored form of a key: 32 bytes of HMAC output. Safe to log in short form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    pub fn from_slice(b: &[u8]) -> Option<KeyHash> {
+        Some(KeyHash(b.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({}…)", hex::encode(&self.0[..6]))
+    }
+}
+
+/// Hashes keys under the current pepper, and under older ones still in use.
+/// The HMAC state is keyed once at start and cloned per hash, which saves the
+/// two key-pad compressions on every verify.
+#[derive(Clone)]
+pub struct KeyHasher {
+    current: (u32, HmacSha256),
+    older: Vec<(u32, HmacSha256)>,
+}
+
+impl KeyHasher {
+    /// `current` hashes new keys; `older` peppers still verify keys made with them.
+    pub fn new(current: &Pepper, older: &[Pepper]) -> Self {
+        let mk = |p: &Pepper| {
+            (p.version, HmacSha256::new_from_slice(&p.bytes).expect("HMAC takes any key length"))
+        };
+        KeyHasher { current: mk(current), older: older.iter().map(mk).collect() }
+    }
+
+    /// The version of the pepper that new hashes use.
+    pub fn current_version(&self) -> u32 {
+        self.current.0
+    }
+
+    /// The hash of `key` under the current pepper.
+    pub fn hash(&self, key: &str) -> KeyHash {
+        Self::run(&self.current.1, key)
+    }
+
+    /// The hashes of `key` under every pepper, current first, with versions.
+    pub fn hash_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = (u32, KeyHash)> + 'a {
+        std::iter::once(&self.current)
+            .chain(self.older.iter())
+            .map(move |(v, m)| (*v, Self::run(m, key)))
+    }
+
+    /// A short, non-reversible fingerprint of any presented string, for
+    /// correlating repeated bad attempts without keeping what was presented.
+    pub fn fingerprint(&self, presented: &str) -> String {
+        let mut m = self.current.1.clone();
+        m.update(b"fingerprint\0");
+        m.update(presented.as_bytes());
+        hex::encode(&m.finalize().into_bytes()[..8])
+    }
+
+    fn run(m: &HmacSha256, key: &str) -> KeyHash {
+        let mut m = m.clone();
+        m.update(key.as_bytes());
+        KeyHash(m.finalize().into_bytes().into())
+    }
+}
+
+/// The label stored beside each hash, naming its algorithm and pepper version.
+pub fn hash_kind(version: u32) -> String {
+    format!("hmac-sha256:v{version}")
+}
+
+/// The pepper version in a label made by [`hash_kind`].
+pub fn parse_hash_kind(kind: &str) -> Option<u32> {
+    kind.strip_prefix("hmac-sha256:v")?.parse().ok()
+}
