@@ -1,1 +1,52 @@
-//! placeholder
+//! keyward's durable state. [`Store`] is the one interface the service uses;
+//! [`sqlite::SqliteStore`] is the embedded default (one file, WAL mode).
+//!
+//! Invariants:
+//! * Every management change is written in the same transaction as its audit
+//!   record, so there is never a change without its audit entry or the reverse.
+//! * Only hashes are stored: no type here can hold a raw key.
+//! * A call returns only after its transaction is committed with
+//!   `synchronous=FULL`: what the API acknowledges survives a crash.
+
+pub mod error;
+pub mod model;
+pub mod sqlite;
+
+pub use error::StoreError;
+pub use model::*;
+
+/// Result of a store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Durable state. Calls block: async callers run them on a blocking thread.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a workspace with its first admin root key.
+    fn create_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<()>;
+    /// Number of workspaces (zero means a fresh data dir).
+    fn workspace_count(&self) -> Result<u64>;
+
+    fn insert_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()>;
+    fn update_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()>;
+    fn get_keyspace(&self, workspace_id: &str, id: &str) -> Result<Option<Keyspace>>;
+    fn list_keyspaces(&self, workspace_id: &str) -> Result<Vec<Keyspace>>;
+
+    fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()>;
+    /// Replaces every mutable field of the key with the given record.
+    fn update_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()>;
+    fn get_key(&self, workspace_id: &str, id: &str) -> Result<Option<KeyRecord>>;
+    fn find_key_by_hash(&self, hash: &keyward_core::KeyHash) -> Result<Option<KeyRecord>>;
+    fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>>;
+    /// Calls `f` for every key, to fill the in-memory index at start.
+    fn for_each_key(&self, f: &mut dyn FnMut(KeyRecord)) -> Result<()>;
+    /// Writes a batch of last-use marks (key id, instant, source address).
+    fn record_last_used(&self, batch: &[LastUse]) -> Result<()>;
+
+    fn insert_root_key(&self, rk: &RootKeyRecord, audit: &AuditEntry) -> Result<()>;
+    fn revoke_root_key(&self, workspace_id: &str, id: &str, at: i64, audit: &AuditEntry) -> Result<()>;
+    fn list_root_keys(&self, workspace_id: &str) -> Result<Vec<RootKeyRecord>>;
+    fn all_root_keys(&self) -> Result<Vec<RootKeyRecord>>;
+
+    fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
+    /// Recomputes the hash chain of a workspace's audit log.
+    fn verify_audit(&self, workspace_id: &str) -> Result<AuditCheck>;
+}

@@ -1,0 +1,136 @@
+//! The records the store keeps. Plain data; the service owns their meaning.
+
+use keyward_core::{KeyHash, Role};
+use serde_json::Value;
+
+/// An isolated tenant: its root keys see nothing of other workspaces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A family of keys with one prefix and shared defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keyspace {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub prefix: String,
+    /// Lifetime given to new keys that set neither `expires_at` nor `ttl_ms`.
+    pub default_ttl_ms: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One API key, by hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub keyspace_id: String,
+    pub name: Option<String>,
+    pub owner_id: Option<String>,
+    /// Always a JSON object.
+    pub meta: Value,
+    pub hash: KeyHash,
+    /// Algorithm and pepper version, e.g. `hmac-sha256:v1`.
+    pub hash_kind: String,
+    pub hint: String,
+    pub enabled: bool,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub revoke_reason: Option<String>,
+    pub revoke_note: Option<String>,
+    pub incident_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub last_used_ip: Option<String>,
+}
+
+/// A key of the management API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootKeyRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub role: Role,
+    pub hash: KeyHash,
+    pub hash_kind: String,
+    pub hint: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// One management action, chained to the one before it in its workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub workspace_id: String,
+    pub at: i64,
+    /// The root key that acted, or `system`.
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// Position in the workspace chain; set by the store.
+    pub seq: i64,
+    /// Hex SHA-256 over the previous hash and this entry; set by the store.
+    pub hash: String,
+}
+
+/// The status filter of key listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Disabled,
+    Expired,
+    Revoked,
+}
+
+/// Which keys to list: all filters are ANDed; `after` is the pagination cursor.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub workspace_id: String,
+    pub keyspace_id: Option<String>,
+    pub owner_id: Option<String>,
+    pub status: Option<KeyStatus>,
+    /// The instant `status` is judged at.
+    pub now: i64,
+    /// Only ids greater than this one.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// Which audit entries to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub workspace_id: String,
+    pub action: Option<String>,
+    pub target_id: Option<String>,
+    /// Only entries with a smaller sequence number.
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// The result of re-hashing a workspace's audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheck {
+    pub entries: u64,
+    /// The first sequence number whose hash does not match, if any.
+    pub first_bad_seq: Option<i64>,
+}
+
+/// A batched last-use mark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastUse {
+    pub key_id: String,
+    pub at: i64,
+    pub ip: Option<String>,
+}

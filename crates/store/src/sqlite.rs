@@ -1,0 +1,564 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
+//! versioned migrations run at open, one connection behind a mutex (writes are
+//! management calls and batched marks; the verify path never comes here on a
+//! cache hit).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use keyward_core::{KeyHash, Role};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    AuditCheck, AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, LastUse, Result,
+    RootKeyRecord, Store, StoreError, Workspace,
+};
+
+/// Schema steps, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: workspaces, keyspaces, keys, root keys, audit.
+    r#"
+    CREATE TABLE workspaces (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE keyspaces (
+        id              TEXT PRIMARY KEY,
+        workspace_id    TEXT NOT NULL REFERENCES workspaces(id),
+        name            TEXT NOT NULL,
+        prefix          TEXT NOT NULL,
+        default_ttl_ms  INTEGER,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+    );
+    CREATE INDEX keyspaces_ws ON keyspaces(workspace_id, id);
+    CREATE TABLE keys (
+        id              TEXT PRIMARY KEY,
+        workspace_id    TEXT NOT NULL REFERENCES workspaces(id),
+        keyspace_id     TEXT NOT NULL REFERENCES keyspaces(id),
+        name            TEXT,
+        owner_id        TEXT,
+        meta            TEXT NOT NULL,
+        hash            BLOB NOT NULL UNIQUE,
+        hash_kind       TEXT NOT NULL,
+        hint            TEXT NOT NULL,
+        enabled         INTEGER NOT NULL,
+        expires_at      INTEGER,
+        revoked_at      INTEGER,
+        revoke_reason   TEXT,
+        revoke_note     TEXT,
+        incident_id     TEXT,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        last_used_at    INTEGER,
+        last_used_ip    TEXT
+    );
+    CREATE INDEX keys_ws ON keys(workspace_id, id);
+    CREATE INDEX keys_ws_owner ON keys(workspace_id, owner_id, id);
+    CREATE INDEX keys_ws_ks ON keys(workspace_id, keyspace_id, id);
+    CREATE TABLE root_keys (
+        id            TEXT PRIMARY KEY,
+        workspace_id  TEXT NOT NULL REFERENCES workspaces(id),
+        name          TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        hash          BLOB NOT NULL UNIQUE,
+        hash_kind     TEXT NOT NULL,
+        hint          TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        revoked_at    INTEGER
+    );
+    CREATE TABLE audit (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL UNIQUE,
+        workspace_id  TEXT NOT NULL,
+        at            INTEGER NOT NULL,
+        actor         TEXT NOT NULL,
+        action        TEXT NOT NULL,
+        target_type   TEXT NOT NULL,
+        target_id     TEXT NOT NULL,
+        source_ip     TEXT,
+        request_id    TEXT,
+        before        TEXT,
+        after         TEXT,
+        hash          TEXT NOT NULL
+    );
+    CREATE INDEX audit_ws ON audit(workspace_id, seq);
+    "#,
+];
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests and benchmarks.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        // A panic while holding the lock leaves the connection usable: SQLite
+        // rolls back the open transaction when it is dropped.
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+}
+
+/// Runs every migration newer than the file's `user_version`, each in its own
+/// transaction, and refuses a file from a newer binary.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::TooNew { found: current, supported });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "Applied store migration.");
+    }
+    Ok(())
+}
+
+fn map_unique(e: rusqlite::Error, what: &str) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Conflict(format!("{what} already exists"))
+        }
+        e => StoreError::Sqlite(e),
+    }
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+/// The chained hash of one audit entry: SHA-256 over the previous hash and
+/// every stored field, separated by a byte that cannot occur in them.
+fn audit_hash(prev: &str, seq: i64, e: &AuditEntry, before: Option<&str>, after: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    let seq = seq.to_string();
+    let at = e.at.to_string();
+    for part in [
+        prev,
+        &seq,
+        &e.id,
+        &e.workspace_id,
+        &at,
+        &e.actor,
+        &e.action,
+        &e.target_type,
+        &e.target_id,
+        e.source_ip.as_deref().unwrap_or(""),
+        e.request_id.as_deref().unwrap_or(""),
+        before.unwrap_or(""),
+        after.unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    hex::encode(h.finalize())
+}
+
+fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<()> {
+    let prev: String = tx
+        .query_row(
+            "SELECT hash FROM audit WHERE workspace_id = ?1 ORDER BY seq DESC LIMIT 1",
+            [&e.workspace_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_default();
+    let before = json_text(&e.before);
+    let after = json_text(&e.after);
+    tx.execute(
+        "INSERT INTO audit (id, workspace_id, at, actor, action, target_type, target_id, source_ip,
+                            request_id, before, after, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, '')",
+        params![
+            e.id, e.workspace_id, e.at, e.actor, e.action, e.target_type, e.target_id, e.source_ip,
+            e.request_id, before, after
+        ],
+    )?;
+    let seq = tx.last_insert_rowid();
+    let hash = audit_hash(&prev, seq, e, before.as_deref(), after.as_deref());
+    tx.execute("UPDATE audit SET hash = ?1 WHERE seq = ?2", params![hash, seq])?;
+    Ok(())
+}
+
+const KEY_COLS: &str = "id, workspace_id, keyspace_id, name, owner_id, meta, hash, hash_kind, hint, enabled,
+    expires_at, revoked_at, revoke_reason, revoke_note, incident_id, created_at, updated_at,
+    last_used_at, last_used_ip";
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let meta: String = r.get(5)?;
+    let hash: Vec<u8> = r.get(6)?;
+    Ok(KeyRecord {
+        id: r.get(0)?,
+        workspace_id: r.get(1)?,
+        keyspace_id: r.get(2)?,
+        name: r.get(3)?,
+        owner_id: r.get(4)?,
+        meta: serde_json::from_str(&meta).unwrap_or(Value::Object(Default::default())),
+        hash: KeyHash::from_slice(&hash).unwrap_or(KeyHash([0; 32])),
+        hash_kind: r.get(7)?,
+        hint: r.get(8)?,
+        enabled: r.get(9)?,
+        expires_at: r.get(10)?,
+        revoked_at: r.get(11)?,
+        revoke_reason: r.get(12)?,
+        revoke_note: r.get(13)?,
+        incident_id: r.get(14)?,
+        created_at: r.get(15)?,
+        updated_at: r.get(16)?,
+        last_used_at: r.get(17)?,
+        last_used_ip: r.get(18)?,
+    })
+}
+
+const KS_COLS: &str = "id, workspace_id, name, prefix, default_ttl_ms, created_at, updated_at";
+
+fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
+    Ok(Keyspace {
+        id: r.get(0)?,
+        workspace_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        default_ttl_ms: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+const RK_COLS: &str = "id, workspace_id, name, role, hash, hash_kind, hint, created_at, revoked_at";
+
+fn root_key_from_row(r: &Row<'_>) -> rusqlite::Result<RootKeyRecord> {
+    let role: String = r.get(3)?;
+    let hash: Vec<u8> = r.get(4)?;
+    Ok(RootKeyRecord {
+        id: r.get(0)?,
+        workspace_id: r.get(1)?,
+        name: r.get(2)?,
+        // An unknown role reads as the least powerful one.
+        role: Role::parse(&role).unwrap_or(Role::Verifier),
+        hash: KeyHash::from_slice(&hash).unwrap_or(KeyHash([0; 32])),
+        hash_kind: r.get(5)?,
+        hint: r.get(6)?,
+        created_at: r.get(7)?,
+        revoked_at: r.get(8)?,
+    })
+}
+
+const AUDIT_COLS: &str = "seq, id, workspace_id, at, actor, action, target_type, target_id, source_ip,
+    request_id, before, after, hash";
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        workspace_id: r.get(2)?,
+        at: r.get(3)?,
+        actor: r.get(4)?,
+        action: r.get(5)?,
+        target_type: r.get(6)?,
+        target_id: r.get(7)?,
+        source_ip: r.get(8)?,
+        request_id: r.get(9)?,
+        before: parse(r.get(10)?),
+        after: parse(r.get(11)?),
+        hash: r.get(12)?,
+    })
+}
+
+fn insert_root_key_tx(tx: &Transaction<'_>, rk: &RootKeyRecord) -> Result<()> {
+    tx.execute(
+        &format!("INSERT INTO root_keys ({RK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        params![
+            rk.id, rk.workspace_id, rk.name, rk.role.as_str(), &rk.hash.0[..], rk.hash_kind, rk.hint,
+            rk.created_at, rk.revoked_at
+        ],
+    )
+    .map_err(|e| map_unique(e, "root key"))?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn create_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![ws.id, ws.name, ws.created_at],
+            )
+            .map_err(|e| map_unique(e, "workspace"))?;
+            insert_root_key_tx(tx, admin)?;
+            append_audit(tx, audit)
+        })
+    }
+
+    fn workspace_count(&self) -> Result<u64> {
+        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM workspaces", [], |r| r.get::<_, i64>(0))? as u64))
+    }
+
+    fn insert_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                &format!("INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![ks.id, ks.workspace_id, ks.name, ks.prefix, ks.default_ttl_ms, ks.created_at, ks.updated_at],
+            )
+            .map_err(|e| map_unique(e, "keyspace"))?;
+            append_audit(tx, audit)
+        })
+    }
+
+    fn update_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE keyspaces SET name = ?3, prefix = ?4, default_ttl_ms = ?5, updated_at = ?6
+                 WHERE workspace_id = ?1 AND id = ?2",
+                params![ks.workspace_id, ks.id, ks.name, ks.prefix, ks.default_ttl_ms, ks.updated_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("keyspace"));
+            }
+            append_audit(tx, audit)
+        })
+    }
+
+    fn get_keyspace(&self, workspace_id: &str, id: &str) -> Result<Option<Keyspace>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {KS_COLS} FROM keyspaces WHERE workspace_id = ?1 AND id = ?2"),
+                [workspace_id, id],
+                keyspace_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn list_keyspaces(&self, workspace_id: &str) -> Result<Vec<Keyspace>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {KS_COLS} FROM keyspaces WHERE workspace_id = ?1 ORDER BY id"))?;
+            let rows = st.query_map([workspace_id], keyspace_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn insert_key(&self, k: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                     ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+                ),
+                params![
+                    k.id, k.workspace_id, k.keyspace_id, k.name, k.owner_id, k.meta.to_string(), &k.hash.0[..],
+                    k.hash_kind, k.hint, k.enabled, k.expires_at, k.revoked_at, k.revoke_reason, k.revoke_note,
+                    k.incident_id, k.created_at, k.updated_at, k.last_used_at, k.last_used_ip
+                ],
+            )
+            .map_err(|e| map_unique(e, "key"))?;
+            append_audit(tx, audit)
+        })
+    }
+
+    fn update_key(&self, k: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE keys SET name = ?3, owner_id = ?4, meta = ?5, enabled = ?6, expires_at = ?7,
+                        revoked_at = ?8, revoke_reason = ?9, revoke_note = ?10, incident_id = ?11,
+                        updated_at = ?12
+                 WHERE workspace_id = ?1 AND id = ?2",
+                params![
+                    k.workspace_id, k.id, k.name, k.owner_id, k.meta.to_string(), k.enabled, k.expires_at,
+                    k.revoked_at, k.revoke_reason, k.revoke_note, k.incident_id, k.updated_at
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("key"));
+            }
+            append_audit(tx, audit)
+        })
+    }
+
+    fn get_key(&self, workspace_id: &str, id: &str) -> Result<Option<KeyRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {KEY_COLS} FROM keys WHERE workspace_id = ?1 AND id = ?2"),
+                [workspace_id, id],
+                key_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(&format!("SELECT {KEY_COLS} FROM keys WHERE hash = ?1"), [&hash.0[..]], key_from_row)
+                .optional()?)
+        })
+    }
+
+    fn list_keys(&self, f: &KeyFilter) -> Result<Vec<KeyRecord>> {
+        let status_sql = match f.status {
+            None => "1",
+            Some(KeyStatus::Revoked) => "revoked_at IS NOT NULL",
+            Some(KeyStatus::Disabled) => "revoked_at IS NULL AND enabled = 0",
+            Some(KeyStatus::Expired) => {
+                "revoked_at IS NULL AND enabled = 1 AND expires_at IS NOT NULL AND expires_at <= ?5"
+            }
+            Some(KeyStatus::Active) => "revoked_at IS NULL AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?5)",
+        };
+        let sql = format!(
+            "SELECT {KEY_COLS} FROM keys
+             WHERE workspace_id = ?1
+               AND (?2 IS NULL OR keyspace_id = ?2)
+               AND (?3 IS NULL OR owner_id = ?3)
+               AND (?4 IS NULL OR id > ?4)
+               AND (?5 IS NOT NULL) AND {status_sql}
+             ORDER BY id LIMIT ?6"
+        );
+        self.with(|c| {
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(
+                params![f.workspace_id, f.keyspace_id, f.owner_id, f.after, f.now, f.limit],
+                key_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn for_each_key(&self, f: &mut dyn FnMut(KeyRecord)) -> Result<()> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM keys"))?;
+            let rows = st.query_map([], key_from_row)?;
+            for r in rows {
+                f(r?);
+            }
+            Ok(())
+        })
+    }
+
+    fn record_last_used(&self, batch: &[LastUse]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tx(|tx| {
+            let mut st = tx.prepare_cached(
+                "UPDATE keys SET last_used_at = ?2, last_used_ip = ?3
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)",
+            )?;
+            for u in batch {
+                st.execute(params![u.key_id, u.at, u.ip])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn insert_root_key(&self, rk: &RootKeyRecord, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            insert_root_key_tx(tx, rk)?;
+            append_audit(tx, audit)
+        })
+    }
+
+    fn revoke_root_key(&self, workspace_id: &str, id: &str, at: i64, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE root_keys SET revoked_at = ?3 WHERE workspace_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                params![workspace_id, id, at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("root key"));
+            }
+            append_audit(tx, audit)
+        })
+    }
+
+    fn list_root_keys(&self, workspace_id: &str) -> Result<Vec<RootKeyRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {RK_COLS} FROM root_keys WHERE workspace_id = ?1 ORDER BY id"))?;
+            let rows = st.query_map([workspace_id], root_key_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn all_root_keys(&self) -> Result<Vec<RootKeyRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {RK_COLS} FROM root_keys ORDER BY id"))?;
+            let rows = st.query_map([], root_key_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {AUDIT_COLS} FROM audit
+                 WHERE workspace_id = ?1 AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR target_id = ?3)
+                   AND (?4 IS NULL OR seq < ?4)
+                 ORDER BY seq DESC LIMIT ?5"
+            ))?;
+            let rows = st.query_map(
+                params![f.workspace_id, f.action, f.target_id, f.before_seq, f.limit],
+                audit_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn verify_audit(&self, workspace_id: &str) -> Result<AuditCheck> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {AUDIT_COLS} FROM audit WHERE workspace_id = ?1 ORDER BY seq"))?;
+            let mut rows = st.query([workspace_id])?;
+            let mut prev = String::new();
+            let mut entries = 0;
+            while let Some(r) = rows.next()? {
+                let e = audit_from_row(r)?;
+                // Hash the stored text, not a re-serialisation of it.
+                let before: Option<String> = r.get(10)?;
+                let after: Option<String> = r.get(11)?;
+                entries += 1;
+                if audit_hash(&prev, e.seq, &e, before.as_deref(), after.as_deref()) != e.hash {
+                    return Ok(AuditCheck { entries, first_bad_seq: Some(e.seq) });
+                }
+                prev = e.hash;
+            }
+            Ok(AuditCheck { entries, first_bad_seq: None })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
