@@ -1,1 +1,184 @@
-//! placeholder
+//! keyward's use cases over a [`Store`]: verify, keyspaces, keys, root keys,
+//! workspaces, audit. Holds the in-memory key index (see `index`), so the
+//! verify path can decide on a cache hit without touching the store.
+//!
+//! Invariants:
+//! * Every write goes to the store first (durable, with its audit record in
+//!   the same transaction), then to the index; the API answers after both.
+//! * A raw key is made here (create) and handed back once; it is never stored,
+//!   logged or put in an error.
+
+pub mod api;
+pub mod error;
+pub mod index;
+mod manage;
+mod verify;
+mod views;
+
+use std::sync::{Arc, RwLock};
+
+use keyward_core::hash::{self, KeyHash, KeyHasher};
+use keyward_core::{Permission, Role};
+use keyward_store::{RootKeyRecord, Store, StoreError};
+
+pub use error::{AuthError, ServiceError};
+pub use index::{CachedKey, KeyIndex, NegativeCache};
+pub use verify::{Decision, VerifyInput};
+
+/// Result of a use case.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Tunables of the service layer; the binary fills them from configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Unknown key hashes remembered, to spare the store repeated lookups.
+    pub negative_cache_capacity: usize,
+    /// How long an unknown hash is remembered, in milliseconds.
+    pub negative_cache_ttl_ms: i64,
+    /// Store lookups for index misses allowed at once.
+    pub miss_lookup_concurrency: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig { negative_cache_capacity: 100_000, negative_cache_ttl_ms: 30_000, miss_lookup_concurrency: 4 }
+    }
+}
+
+/// Who is calling: the authenticated root key, and where from.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub workspace_id: String,
+    pub root_key_id: String,
+    pub role: Role,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// Refuses the call unless the role allows `p`; `action` names it for the error.
+    pub fn require(&self, p: Permission, action: &'static str) -> Result<()> {
+        if self.role.allows(p) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden { role: self.role.as_str(), action })
+        }
+    }
+}
+
+/// The use cases, shared by every request handler.
+pub struct Service {
+    store: Arc<dyn Store>,
+    hasher: KeyHasher,
+    index: KeyIndex,
+    negative: NegativeCache,
+    roots: RwLock<std::collections::HashMap<KeyHash, Arc<RootKeyRecord>>>,
+    miss_lookups: tokio::sync::Semaphore,
+}
+
+impl Service {
+    /// Checks the pepper against the data dir and loads every key and root key.
+    pub fn open(store: Arc<dyn Store>, hasher: KeyHasher, config: ServiceConfig) -> Result<Self> {
+        check_pepper(store.as_ref(), &hasher)?;
+        let index = KeyIndex::default();
+        store.for_each_key(&mut |k| {
+            index.put(k);
+        })?;
+        let roots = store.all_root_keys()?.into_iter().map(|r| (r.hash, Arc::new(r))).collect();
+        tracing::info!(keys = index.len(), "Loaded the key index.");
+        Ok(Service {
+            store,
+            hasher,
+            index,
+            negative: NegativeCache::new(config.negative_cache_capacity, config.negative_cache_ttl_ms),
+            roots: RwLock::new(roots),
+            miss_lookups: tokio::sync::Semaphore::new(config.miss_lookup_concurrency.max(1)),
+        })
+    }
+
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.hasher
+    }
+
+    pub fn index(&self) -> &KeyIndex {
+        &self.index
+    }
+
+    pub fn negative_cache(&self) -> &NegativeCache {
+        &self.negative
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    pub async fn ready(&self) -> bool {
+        self.blocking(|s| s.workspace_count()).await.is_ok()
+    }
+
+    /// Identifies the root key presented to the management API.
+    pub fn authenticate(&self, presented: &str) -> Result<(String, String, Role), AuthError> {
+        let key = keyward_core::RawKey::parse(presented).map_err(|_| AuthError::Malformed)?;
+        if key.prefix() != keyward_core::key::ROOT_PREFIX {
+            return Err(AuthError::Malformed);
+        }
+        let roots = self.roots.read().unwrap_or_else(|p| p.into_inner());
+        for (_, h) in self.hasher.hash_all(key.expose()) {
+            if let Some(r) = roots.get(&h) {
+                if r.revoked_at.is_some() {
+                    return Err(AuthError::Revoked);
+                }
+                return Ok((r.workspace_id.clone(), r.id.clone(), r.role));
+            }
+        }
+        Err(AuthError::Unknown)
+    }
+
+    /// Writes pending last-use marks to the store in one batch.
+    pub async fn flush_last_used(&self) -> Result<usize> {
+        let batch = self.index.take_last_uses();
+        let n = batch.len();
+        if n > 0 {
+            self.blocking(move |s| s.record_last_used(&batch)).await?;
+        }
+        Ok(n)
+    }
+
+    /// Runs a store call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|_| ServiceError::Task)?
+            .map_err(ServiceError::from)
+    }
+
+    fn put_root(&self, r: RootKeyRecord) {
+        self.roots.write().unwrap_or_else(|p| p.into_inner()).insert(r.hash, Arc::new(r));
+    }
+}
+
+/// Records a check value of each pepper on first use and refuses a different
+/// pepper later, which would silently turn every key into `NOT_FOUND`.
+fn check_pepper(store: &dyn Store, hasher: &KeyHasher) -> Result<()> {
+    let v = hasher.current_version();
+    let name = format!("pepper_check_v{v}");
+    let check = hex_of(&hasher.hash("keyward pepper check"));
+    match store.get_setting(&name)? {
+        Some(stored) if stored != check => Err(ServiceError::PepperMismatch(v)),
+        Some(_) => Ok(()),
+        None => Ok(store.put_setting(&name, &check)?),
+    }
+}
+
+fn hex_of(h: &KeyHash) -> String {
+    hex::encode(h.0)
+}
+
+/// The hash-kind label for new hashes.
+fn current_hash_kind(h: &KeyHasher) -> String {
+    hash::hash_kind(h.current_version())
+}
+
+#[cfg(test)]
+mod tests;

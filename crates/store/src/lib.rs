@@ -20,6 +20,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Durable state. Calls block: async callers run them on a blocking thread.
 pub trait Store: Send + Sync + 'static {
+    /// A named server setting (e.g. the pepper check value).
+    fn get_setting(&self, name: &str) -> Result<Option<String>>;
+    fn put_setting(&self, name: &str, value: &str) -> Result<()>;
+
     /// Creates a workspace with its first admin root key.
     fn create_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<()>;
     /// Number of workspaces (zero means a fresh data dir).

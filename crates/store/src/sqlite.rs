@@ -86,6 +86,10 @@ const MIGRATIONS: &[&str] = &[
         hash          TEXT NOT NULL
     );
     CREATE INDEX audit_ws ON audit(workspace_id, seq);
+    CREATE TABLE settings (
+        name   TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
     "#,
 ];
 
@@ -315,6 +319,23 @@ fn insert_root_key_tx(tx: &Transaction<'_>, rk: &RootKeyRecord) -> Result<()> {
 }
 
 impl Store for SqliteStore {
+    fn get_setting(&self, name: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+        })
+    }
+
+    fn put_setting(&self, name: &str, value: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [name, value],
+            )?;
+            Ok(())
+        })
+    }
+
     fn create_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             tx.execute(

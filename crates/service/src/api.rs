@@ -1,0 +1,299 @@
+//! The shapes of the v1 API: request bodies (unknown fields rejected) and
+//! responses. Instants are RFC 3339 strings in UTC; durations are `*_ms`.
+
+use keyward_core::{Outcome, Role};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyspace {
+    /// A label for people.
+    pub name: String,
+    /// Prefix of the keys made in this keyspace (default `kw_live`).
+    pub prefix: Option<String>,
+    /// Lifetime of new keys that give neither `expires_at` nor `ttl_ms`.
+    pub default_ttl_ms: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKeyspace {
+    pub name: Option<String>,
+    /// Applies to keys created from now on; existing keys keep working.
+    pub prefix: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub default_ttl_ms: Option<Option<i64>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyspaceView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub default_ttl_ms: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub keyspace_id: String,
+    pub name: Option<String>,
+    /// Your identifier for who holds the key (a customer, a service).
+    pub owner_id: Option<String>,
+    /// Free-form JSON object returned on every verify (at most 16 KiB).
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    /// RFC 3339 instant from which the key verifies `EXPIRED`.
+    pub expires_at: Option<String>,
+    /// Lifetime from now, instead of `expires_at`.
+    pub ttl_ms: Option<i64>,
+    /// Default true.
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKey {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub owner_id: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    /// RFC 3339; `null` removes the expiry. A past instant expires the key now.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+    pub enabled: Option<bool>,
+}
+
+/// Why a key was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    Compromised,
+    Leaked,
+    Rotated,
+    Unused,
+    Other,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Compromised => "compromised",
+            RevokeReason::Leaked => "leaked",
+            RevokeReason::Rotated => "rotated",
+            RevokeReason::Unused => "unused",
+            RevokeReason::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKey {
+    pub reason: RevokeReason,
+    /// Free text kept with the key and in the audit log.
+    pub note: Option<String>,
+    /// The incident this revocation belongs to.
+    pub incident: Option<String>,
+}
+
+/// A key as the API shows it: never the key itself, only its hint.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub keyspace_id: String,
+    pub name: Option<String>,
+    pub owner_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub meta: Value,
+    /// Prefix and last four characters, e.g. `kw_live_…x9Qz`.
+    pub hint: String,
+    /// `active`, `disabled`, `expired` or `revoked`.
+    pub status: String,
+    pub enabled: bool,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_used_at: Option<String>,
+    pub last_used_ip: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revoke_reason: Option<String>,
+    pub revoke_note: Option<String>,
+    pub incident: Option<String>,
+}
+
+/// The response to a create: the key is in `key`, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The secret. Store it now: keyward keeps only its hash.
+    pub key: String,
+    #[serde(flatten)]
+    pub view: KeyView,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListKeysQuery {
+    pub keyspace_id: Option<String>,
+    pub owner_id: Option<String>,
+    /// `active`, `disabled`, `expired` or `revoked`.
+    pub status: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyPage {
+    pub data: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The key as presented by the caller.
+    pub key: String,
+    /// The caller's source address.
+    pub ip: Option<String>,
+    /// HTTP method of the request being authorized.
+    pub method: Option<String>,
+    /// Path of the request being authorized.
+    pub path: Option<String>,
+    /// Scopes the request needs (all of them).
+    pub scopes: Option<Vec<String>>,
+    /// Units this request counts against quotas and limits (default 1).
+    pub cost: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RateLimitState {
+    pub limit: u64,
+    pub remaining: u64,
+    /// RFC 3339 instant at which the window frees up.
+    pub reset: String,
+}
+
+/// A verification decision. Always answered with 200; `valid` says the verdict.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    pub valid: bool,
+    pub code: Outcome,
+    pub key_id: Option<String>,
+    pub keyspace_id: Option<String>,
+    pub owner_id: Option<String>,
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    pub expires_at: Option<String>,
+    /// Quota left after this request, when the key has one.
+    pub remaining: Option<i64>,
+    pub ratelimit: Option<RateLimitState>,
+    /// True for an old key inside its rotation overlap.
+    pub deprecated: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRootKey {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RootKeyView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub hint: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedRootKey {
+    /// The secret, shown this once.
+    pub key: String,
+    #[serde(flatten)]
+    pub view: RootKeyView,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedWorkspace {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// The new workspace's first admin root key, shown this once.
+    pub root_key: CreatedRootKey,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListAuditQuery {
+    /// e.g. `key.create`, `key.revoke`.
+    pub action: Option<String>,
+    pub target_id: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: String,
+    pub seq: i64,
+    pub at: String,
+    /// Id of the root key that acted, or `system`.
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+    /// Changed fields before the action.
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    /// Changed fields after the action.
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<Value>,
+    pub hash: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub data: Vec<AuditView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditVerifyView {
+    pub ok: bool,
+    pub entries: u64,
+    pub first_bad_seq: Option<i64>,
+}

@@ -1,0 +1,53 @@
+//! What can go wrong in a use case. `ServiceError` carries a public detail
+//! (safe to show a caller: never a key, never a header) apart from internal
+//! causes, which only the server's log sees.
+
+use keyward_store::StoreError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The request is well-formed JSON but its content is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The named thing does not exist in the caller's workspace.
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// The root key's role does not allow the action.
+    #[error("a root key with role {role} may not {action}")]
+    Forbidden { role: &'static str, action: &'static str },
+    /// The action contradicts the current state (e.g. revoking twice).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed; the detail stays internal.
+    #[error("store failure")]
+    Store(#[from] StoreError),
+    /// The data dir was made with another pepper: keys would never match.
+    #[error("the pepper does not match the one this data dir was created with (version {0}); restore the original pepper file or KEYWARD_PEPPER")]
+    PepperMismatch(u32),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed")]
+    Task,
+}
+
+impl ServiceError {
+    pub fn not_found(what: &'static str, id: &str) -> Self {
+        // Ids come from URLs and bodies: cap what is echoed.
+        let id: String = id.chars().take(64).collect();
+        ServiceError::NotFound { what, id }
+    }
+}
+
+/// Why a management call's root key was refused. Deliberately vague towards
+/// the caller: which of these it was goes to the log only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AuthError {
+    #[error("no root key given")]
+    Missing,
+    #[error("root key is malformed")]
+    Malformed,
+    #[error("root key is unknown")]
+    Unknown,
+    #[error("root key is revoked")]
+    Revoked,
+}

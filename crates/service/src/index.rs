@@ -1,0 +1,183 @@
+//! The in-memory side of verification: every key by hash ([`KeyIndex`]), a
+//! bounded cache of hashes known to be absent ([`NegativeCache`]), and the
+//! last-use marks that are batched to the store ([`Usage`]).
+//!
+//! Invariant: a verify that finds its hash here touches neither the store nor
+//! any lock other than the index's read lock and the key's own usage cell.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use keyward_core::KeyHash;
+use keyward_core::time::UnixMs;
+use keyward_core::verify::Lifecycle;
+use keyward_store::{KeyRecord, LastUse};
+
+/// Key hashes are HMAC outputs under a secret: already uniform and not
+/// chosen by an attacker, so their first eight bytes are a fine table hash.
+#[derive(Default)]
+pub struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its bytes; take the first eight we see.
+        if self.0 == 0 && bytes.len() >= 8 {
+            self.0 = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
+        }
+    }
+}
+
+type HashIndexMap<V> = HashMap<KeyHash, V, BuildHasherDefault<PrefixHasher>>;
+
+/// When and from where a key was last used. Shared by every version of the
+/// key's cached record, so a patch does not lose a pending mark.
+#[derive(Debug, Default)]
+pub struct Usage {
+    at: AtomicI64,
+    ip: Mutex<Option<IpAddr>>,
+    dirty: AtomicBool,
+}
+
+/// A key as the verify path sees it.
+#[derive(Debug)]
+pub struct CachedKey {
+    pub record: KeyRecord,
+    pub lifecycle: Lifecycle,
+    pub usage: Arc<Usage>,
+}
+
+impl CachedKey {
+    pub fn new(record: KeyRecord, usage: Arc<Usage>) -> Self {
+        let lifecycle = Lifecycle { enabled: record.enabled, expires_at: record.expires_at, revoked_at: record.revoked_at };
+        CachedKey { record, lifecycle, usage }
+    }
+
+    /// The last use, newest of the stored record and the pending mark.
+    pub fn last_used(&self) -> (Option<UnixMs>, Option<String>) {
+        let at = self.usage.at.load(Ordering::Relaxed);
+        match self.record.last_used_at {
+            Some(stored) if stored >= at => (Some(stored), self.record.last_used_ip.clone()),
+            _ if at > 0 => {
+                let ip = *self.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
+                (Some(at), ip.map(|ip| ip.to_string()))
+            }
+            _ => (None, None),
+        }
+    }
+}
+
+/// Every known key, by hash.
+#[derive(Default)]
+pub struct KeyIndex {
+    map: RwLock<HashIndexMap<Arc<CachedKey>>>,
+    dirty: Mutex<Vec<Arc<CachedKey>>>,
+}
+
+impl KeyIndex {
+    pub fn get(&self, hash: &KeyHash) -> Option<Arc<CachedKey>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+    }
+
+    /// Inserts or replaces a key, keeping its usage cell if it had one.
+    pub fn put(&self, record: KeyRecord) -> Arc<CachedKey> {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let usage = map.get(&record.hash).map(|c| c.usage.clone()).unwrap_or_default();
+        let cached = Arc::new(CachedKey::new(record, usage));
+        map.insert(cached.record.hash, cached.clone());
+        cached
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks a use of the key. Cheap: two atomics and an uncontended lock;
+    /// the key joins the flush list only on its first use since the last flush.
+    pub fn touch(&self, key: &Arc<CachedKey>, now: UnixMs, ip: Option<IpAddr>) {
+        let u = &key.usage;
+        u.at.fetch_max(now, Ordering::Relaxed);
+        if ip.is_some() {
+            *u.ip.lock().unwrap_or_else(|p| p.into_inner()) = ip;
+        }
+        if !u.dirty.swap(true, Ordering::AcqRel) {
+            self.dirty.lock().unwrap_or_else(|p| p.into_inner()).push(key.clone());
+        }
+    }
+
+    /// Takes the marks made since the last call, for one batched store write.
+    pub fn take_last_uses(&self) -> Vec<LastUse> {
+        let pending = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        pending
+            .into_iter()
+            .map(|k| {
+                // Clear first: a use racing with this read re-queues the key.
+                k.usage.dirty.store(false, Ordering::Release);
+                let ip = *k.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
+                LastUse { key_id: k.record.id.clone(), at: k.usage.at.load(Ordering::Relaxed), ip: ip.map(|i| i.to_string()) }
+            })
+            .collect()
+    }
+}
+
+/// Hashes recently looked up in the store and not found there. Bounded in
+/// entries (oldest evicted first) and in age, so neither a flood of unknown
+/// keys nor a key created on another node is remembered for long.
+pub struct NegativeCache {
+    inner: Mutex<NegInner>,
+    capacity: usize,
+    ttl_ms: i64,
+}
+
+#[derive(Default)]
+struct NegInner {
+    until: HashIndexMap<UnixMs>,
+    order: VecDeque<KeyHash>,
+}
+
+impl NegativeCache {
+    pub fn new(capacity: usize, ttl_ms: i64) -> Self {
+        NegativeCache { inner: Mutex::default(), capacity: capacity.max(1), ttl_ms }
+    }
+
+    pub fn contains(&self, hash: &KeyHash, now: UnixMs) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.until.get(hash).is_some_and(|&t| t > now)
+    }
+
+    pub fn insert(&self, hash: KeyHash, now: UnixMs) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.until.insert(hash, now + self.ttl_ms).is_none() {
+            inner.order.push_back(hash);
+        }
+        while inner.order.len() > self.capacity {
+            if let Some(old) = inner.order.pop_front() {
+                inner.until.remove(&old);
+            }
+        }
+    }
+
+    pub fn remove(&self, hash: &KeyHash) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.until.remove(hash).is_some() {
+            inner.order.retain(|h| h != hash);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).until.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

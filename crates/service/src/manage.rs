@@ -1,0 +1,506 @@
+//! Management use cases: workspaces, keyspaces, keys, root keys, audit.
+//! Each checks the actor's role, validates, writes store-then-index, and
+//! records an audit entry in the same store transaction as the change.
+
+use keyward_core::id::{is_id, new_id};
+use keyward_core::key::{DEFAULT_PREFIX, ROOT_PREFIX};
+use keyward_core::time::{UnixMs, now_ms, parse_rfc3339};
+use keyward_core::{KeyPrefix, Permission, RawKey, Role};
+use keyward_store::{
+    AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, RootKeyRecord, Workspace,
+};
+use serde_json::Value;
+
+use crate::api::*;
+use crate::views::{audit_view, diff, key_view, keyspace_view, root_key_view};
+use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
+
+const MAX_META_BYTES: usize = 16 * 1024;
+const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+fn invalid(msg: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid(msg.into())
+}
+
+fn check_text(field: &str, v: &str, max: usize) -> Result<()> {
+    if v.trim().is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    if v.chars().count() > max {
+        return Err(invalid(format!("{field} must be at most {max} characters")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid(format!("{field} must not contain control characters")));
+    }
+    Ok(())
+}
+
+fn check_opt_text(field: &str, v: &Option<String>, max: usize) -> Result<()> {
+    v.as_deref().map_or(Ok(()), |v| check_text(field, v, max))
+}
+
+fn check_meta(v: &Value) -> Result<()> {
+    if !v.is_object() {
+        return Err(invalid("meta must be a JSON object"));
+    }
+    if v.to_string().len() > MAX_META_BYTES {
+        return Err(invalid(format!("meta must be at most {MAX_META_BYTES} bytes as JSON")));
+    }
+    Ok(())
+}
+
+fn check_ttl(field: &str, ttl: i64) -> Result<()> {
+    if !(1..=MAX_TTL_MS).contains(&ttl) {
+        return Err(invalid(format!("{field} must be between 1 and {MAX_TTL_MS} milliseconds")));
+    }
+    Ok(())
+}
+
+fn parse_instant(field: &str, s: &str) -> Result<UnixMs> {
+    parse_rfc3339(s).ok_or_else(|| invalid(format!("{field} must be an RFC 3339 instant such as 2030-01-31T12:00:00Z")))
+}
+
+fn parse_prefix(s: &str) -> Result<KeyPrefix> {
+    if s == ROOT_PREFIX {
+        return Err(invalid("prefix kw_root is reserved for root keys"));
+    }
+    KeyPrefix::new(s).map_err(|e| invalid(format!("prefix: {e}")))
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32> {
+    match limit.unwrap_or(100) {
+        l @ 1..=1000 => Ok(l),
+        _ => Err(invalid("limit must be between 1 and 1000")),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Service {
+    fn audit_entry(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target_type: &str,
+        target_id: &str,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> AuditEntry {
+        let at = now_ms();
+        AuditEntry {
+            id: new_id("aud", at),
+            workspace_id: actor.workspace_id.clone(),
+            at,
+            actor: actor.root_key_id.clone(),
+            action: action.to_owned(),
+            target_type: target_type.to_owned(),
+            target_id: target_id.to_owned(),
+            source_ip: actor.source_ip.clone(),
+            request_id: actor.request_id.clone(),
+            before,
+            after,
+            seq: 0,
+            hash: String::new(),
+        }
+    }
+
+    fn new_root_key(&self, workspace_id: &str, name: &str, role: Role, now: UnixMs) -> (RawKey, RootKeyRecord) {
+        let raw = RawKey::generate(&KeyPrefix::new(ROOT_PREFIX).expect("root prefix is valid"));
+        let rec = RootKeyRecord {
+            id: new_id("rk", now),
+            workspace_id: workspace_id.to_owned(),
+            name: name.to_owned(),
+            role,
+            hash: self.hasher.hash(raw.expose()),
+            hash_kind: current_hash_kind(&self.hasher),
+            hint: raw.hint(),
+            created_at: now,
+            revoked_at: None,
+        };
+        (raw, rec)
+    }
+
+    // ---- workspaces ----
+
+    /// On an empty store, creates the `default` workspace and its first admin
+    /// root key, and returns that key; on a store in use, returns `None`.
+    pub async fn bootstrap(&self) -> Result<Option<CreatedRootKey>> {
+        if self.blocking(|s| s.workspace_count()).await? > 0 {
+            return Ok(None);
+        }
+        let system = Actor {
+            workspace_id: String::new(),
+            root_key_id: "system".into(),
+            role: Role::Admin,
+            source_ip: None,
+            request_id: None,
+        };
+        let created = self.create_workspace_as(&system, "default").await?;
+        Ok(Some(created.root_key))
+    }
+
+    /// Creates an isolated workspace with its first admin root key.
+    pub async fn create_workspace(&self, actor: &Actor, req: CreateWorkspace) -> Result<CreatedWorkspace> {
+        actor.require(Permission::WorkspacesCreate, "create workspaces")?;
+        check_text("name", &req.name, 200)?;
+        self.create_workspace_as(actor, &req.name).await
+    }
+
+    async fn create_workspace_as(&self, actor: &Actor, name: &str) -> Result<CreatedWorkspace> {
+        let now = now_ms();
+        let ws = Workspace { id: new_id("ws", now), name: name.to_owned(), created_at: now };
+        let (raw, rk) = self.new_root_key(&ws.id, "admin", Role::Admin, now);
+        let mut audit = self.audit_entry(
+            actor,
+            "workspace.create",
+            "workspace",
+            &ws.id,
+            None,
+            Some(serde_json::json!({"name": ws.name, "admin_root_key_id": rk.id})),
+        );
+        audit.workspace_id = ws.id.clone();
+        let (w, r) = (ws.clone(), rk.clone());
+        self.blocking(move |s| s.create_workspace(&w, &r, &audit)).await?;
+        let view = root_key_view(&rk);
+        self.put_root(rk);
+        tracing::info!(workspace_id = %ws.id, "Workspace created.");
+        Ok(CreatedWorkspace {
+            id: ws.id,
+            name: ws.name,
+            created_at: keyward_core::time::to_rfc3339(ws.created_at),
+            root_key: CreatedRootKey { key: raw.expose().to_owned(), view },
+        })
+    }
+
+    // ---- keyspaces ----
+
+    pub async fn create_keyspace(&self, actor: &Actor, req: CreateKeyspace) -> Result<KeyspaceView> {
+        actor.require(Permission::KeysWrite, "create keyspaces")?;
+        check_text("name", &req.name, 200)?;
+        let prefix = parse_prefix(req.prefix.as_deref().unwrap_or(DEFAULT_PREFIX))?;
+        if let Some(t) = req.default_ttl_ms {
+            check_ttl("default_ttl_ms", t)?;
+        }
+        let now = now_ms();
+        let ks = Keyspace {
+            id: new_id("ks", now),
+            workspace_id: actor.workspace_id.clone(),
+            name: req.name,
+            prefix: prefix.as_str().to_owned(),
+            default_ttl_ms: req.default_ttl_ms,
+            created_at: now,
+            updated_at: now,
+        };
+        let view = keyspace_view(&ks);
+        let audit = self.audit_entry(actor, "keyspace.create", "keyspace", &ks.id, None, Some(to_value(&view)));
+        self.blocking(move |s| s.insert_keyspace(&ks, &audit)).await?;
+        Ok(view)
+    }
+
+    pub async fn list_keyspaces(&self, actor: &Actor) -> Result<Vec<KeyspaceView>> {
+        actor.require(Permission::KeysRead, "list keyspaces")?;
+        let ws = actor.workspace_id.clone();
+        let v = self.blocking(move |s| s.list_keyspaces(&ws)).await?;
+        Ok(v.iter().map(keyspace_view).collect())
+    }
+
+    async fn load_keyspace(&self, actor: &Actor, id: &str) -> Result<Keyspace> {
+        let (ws, idc) = (actor.workspace_id.clone(), id.to_owned());
+        self.blocking(move |s| s.get_keyspace(&ws, &idc)).await?.ok_or_else(|| ServiceError::not_found("keyspace", id))
+    }
+
+    pub async fn get_keyspace(&self, actor: &Actor, id: &str) -> Result<KeyspaceView> {
+        actor.require(Permission::KeysRead, "read keyspaces")?;
+        Ok(keyspace_view(&self.load_keyspace(actor, id).await?))
+    }
+
+    pub async fn patch_keyspace(&self, actor: &Actor, id: &str, req: PatchKeyspace) -> Result<KeyspaceView> {
+        actor.require(Permission::KeysWrite, "change keyspaces")?;
+        let mut ks = self.load_keyspace(actor, id).await?;
+        let before = to_value(&keyspace_view(&ks));
+        if let Some(name) = req.name {
+            check_text("name", &name, 200)?;
+            ks.name = name;
+        }
+        if let Some(p) = req.prefix {
+            ks.prefix = parse_prefix(&p)?.as_str().to_owned();
+        }
+        if let Some(t) = req.default_ttl_ms {
+            if let Some(t) = t {
+                check_ttl("default_ttl_ms", t)?;
+            }
+            ks.default_ttl_ms = t;
+        }
+        ks.updated_at = now_ms();
+        let view = keyspace_view(&ks);
+        let (b, a) = diff(&before, &to_value(&view));
+        let audit = self.audit_entry(actor, "keyspace.update", "keyspace", &ks.id, Some(b), Some(a));
+        self.blocking(move |s| s.update_keyspace(&ks, &audit)).await?;
+        Ok(view)
+    }
+
+    // ---- keys ----
+
+    pub async fn create_key(&self, actor: &Actor, req: CreateKey) -> Result<CreatedKey> {
+        actor.require(Permission::KeysWrite, "create keys")?;
+        check_opt_text("name", &req.name, 200)?;
+        check_opt_text("owner_id", &req.owner_id, 256)?;
+        let meta = req.meta.unwrap_or_else(|| Value::Object(Default::default()));
+        check_meta(&meta)?;
+        let now = now_ms();
+        let expires_at = match (req.expires_at.as_deref(), req.ttl_ms) {
+            (Some(_), Some(_)) => return Err(invalid("give expires_at or ttl_ms, not both")),
+            (Some(s), None) => {
+                let t = parse_instant("expires_at", s)?;
+                if t <= now {
+                    return Err(invalid("expires_at is in the past; a new key must be usable"));
+                }
+                Some(t)
+            }
+            (None, Some(ttl)) => {
+                check_ttl("ttl_ms", ttl)?;
+                Some(now + ttl)
+            }
+            (None, None) => None,
+        };
+        let ks = self.load_keyspace(actor, &req.keyspace_id).await?;
+        let expires_at = expires_at.or(ks.default_ttl_ms.map(|t| now + t));
+        let prefix = KeyPrefix::new(&ks.prefix).map_err(|e| invalid(format!("keyspace prefix: {e}")))?;
+        let raw = RawKey::generate(&prefix);
+        let rec = KeyRecord {
+            id: new_id("key", now),
+            workspace_id: actor.workspace_id.clone(),
+            keyspace_id: ks.id,
+            name: req.name,
+            owner_id: req.owner_id,
+            meta,
+            hash: self.hasher.hash(raw.expose()),
+            hash_kind: current_hash_kind(&self.hasher),
+            hint: raw.hint(),
+            enabled: req.enabled.unwrap_or(true),
+            expires_at,
+            revoked_at: None,
+            revoke_reason: None,
+            revoke_note: None,
+            incident_id: None,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+            last_used_ip: None,
+        };
+        let view = key_view(&rec, None, now);
+        let audit = self.audit_entry(actor, "key.create", "key", &rec.id, None, Some(to_value(&view)));
+        let r = rec.clone();
+        self.blocking(move |s| s.insert_key(&r, &audit)).await?;
+        self.negative.remove(&rec.hash);
+        self.index.put(rec);
+        tracing::info!(key_id = %view.id, keyspace_id = %view.keyspace_id, "Key created.");
+        Ok(CreatedKey { key: raw.expose().to_owned(), view })
+    }
+
+    async fn load_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord> {
+        if !is_id("key", id) {
+            return Err(ServiceError::not_found("key", id));
+        }
+        let (ws, idc) = (actor.workspace_id.clone(), id.to_owned());
+        self.blocking(move |s| s.get_key(&ws, &idc)).await?.ok_or_else(|| ServiceError::not_found("key", id))
+    }
+
+    fn view_of(&self, k: &KeyRecord, now: UnixMs) -> KeyView {
+        let cached = self.index.get(&k.hash);
+        key_view(k, cached.as_deref(), now)
+    }
+
+    pub async fn get_key(&self, actor: &Actor, id: &str) -> Result<KeyView> {
+        actor.require(Permission::KeysRead, "read keys")?;
+        let k = self.load_key(actor, id).await?;
+        Ok(self.view_of(&k, now_ms()))
+    }
+
+    pub async fn list_keys(&self, actor: &Actor, q: ListKeysQuery) -> Result<KeyPage> {
+        actor.require(Permission::KeysRead, "list keys")?;
+        let limit = page_limit(q.limit)?;
+        let status = match q.status.as_deref() {
+            None => None,
+            Some("active") => Some(KeyStatus::Active),
+            Some("disabled") => Some(KeyStatus::Disabled),
+            Some("expired") => Some(KeyStatus::Expired),
+            Some("revoked") => Some(KeyStatus::Revoked),
+            Some(_) => return Err(invalid("status must be one of active, disabled, expired, revoked")),
+        };
+        if let Some(c) = &q.cursor {
+            if !is_id("key", c) {
+                return Err(invalid("cursor is not one this API returned"));
+            }
+        }
+        let now = now_ms();
+        let filter = KeyFilter {
+            workspace_id: actor.workspace_id.clone(),
+            keyspace_id: q.keyspace_id,
+            owner_id: q.owner_id,
+            status,
+            now,
+            after: q.cursor,
+            limit: limit + 1,
+        };
+        let mut rows = self.blocking(move |s| s.list_keys(&filter)).await?;
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|k| k.id.clone())
+        } else {
+            None
+        };
+        Ok(KeyPage { data: rows.iter().map(|k| self.view_of(k, now)).collect(), next_cursor })
+    }
+
+    pub async fn patch_key(&self, actor: &Actor, id: &str, req: PatchKey) -> Result<KeyView> {
+        actor.require(Permission::KeysWrite, "change keys")?;
+        let mut k = self.load_key(actor, id).await?;
+        if k.revoked_at.is_some() {
+            return Err(ServiceError::Conflict(format!("key {} is revoked; revocation is final", k.id)));
+        }
+        let now = now_ms();
+        let before = to_value(&key_view(&k, None, now));
+        if let Some(name) = req.name {
+            check_opt_text("name", &name, 200)?;
+            k.name = name;
+        }
+        if let Some(owner) = req.owner_id {
+            check_opt_text("owner_id", &owner, 256)?;
+            k.owner_id = owner;
+        }
+        if let Some(meta) = req.meta {
+            check_meta(&meta)?;
+            k.meta = meta;
+        }
+        if let Some(exp) = req.expires_at {
+            k.expires_at = exp.as_deref().map(|s| parse_instant("expires_at", s)).transpose()?;
+        }
+        if let Some(en) = req.enabled {
+            k.enabled = en;
+        }
+        k.updated_at = now;
+        self.save_key(actor, k, before, "key.update", now).await
+    }
+
+    pub async fn revoke_key(&self, actor: &Actor, id: &str, req: RevokeKey) -> Result<KeyView> {
+        actor.require(Permission::KeysWrite, "revoke keys")?;
+        check_opt_text("note", &req.note, 2000)?;
+        check_opt_text("incident", &req.incident, 64)?;
+        let mut k = self.load_key(actor, id).await?;
+        if k.revoked_at.is_some() {
+            return Err(ServiceError::Conflict(format!("key {} is already revoked", k.id)));
+        }
+        let now = now_ms();
+        let before = to_value(&key_view(&k, None, now));
+        k.revoked_at = Some(now);
+        k.revoke_reason = Some(req.reason.as_str().to_owned());
+        k.revoke_note = req.note;
+        k.incident_id = req.incident;
+        k.updated_at = now;
+        let view = self.save_key(actor, k, before, "key.revoke", now).await?;
+        tracing::warn!(key_id = %view.id, reason = req.reason.as_str(), "Key revoked.");
+        Ok(view)
+    }
+
+    /// Writes a changed key to the store with its audit diff, then the index.
+    async fn save_key(&self, actor: &Actor, k: KeyRecord, before: Value, action: &str, now: UnixMs) -> Result<KeyView> {
+        let after = key_view(&k, None, now);
+        let (b, a) = diff(&before, &to_value(&after));
+        let audit = self.audit_entry(actor, action, "key", &k.id, Some(b), Some(a));
+        let rec = k.clone();
+        self.blocking(move |s| s.update_key(&rec, &audit)).await?;
+        let cached = self.index.put(k);
+        Ok(key_view(&cached.record, Some(&cached), now))
+    }
+
+    // ---- root keys ----
+
+    pub async fn create_root_key(&self, actor: &Actor, req: CreateRootKey) -> Result<CreatedRootKey> {
+        actor.require(Permission::RootKeysWrite, "create root keys")?;
+        check_text("name", &req.name, 200)?;
+        let now = now_ms();
+        let (raw, rk) = self.new_root_key(&actor.workspace_id, &req.name, req.role, now);
+        let view = root_key_view(&rk);
+        let audit = self.audit_entry(actor, "root_key.create", "root_key", &rk.id, None, Some(to_value(&view)));
+        let r = rk.clone();
+        self.blocking(move |s| s.insert_root_key(&r, &audit)).await?;
+        self.put_root(rk);
+        Ok(CreatedRootKey { key: raw.expose().to_owned(), view })
+    }
+
+    pub async fn list_root_keys(&self, actor: &Actor) -> Result<Vec<RootKeyView>> {
+        actor.require(Permission::RootKeysRead, "list root keys")?;
+        let ws = actor.workspace_id.clone();
+        Ok(self.blocking(move |s| s.list_root_keys(&ws)).await?.iter().map(root_key_view).collect())
+    }
+
+    /// Revokes a root key at once. The last active admin key of a workspace
+    /// cannot be revoked: that would lock everyone out.
+    pub async fn revoke_root_key(&self, actor: &Actor, id: &str) -> Result<RootKeyView> {
+        actor.require(Permission::RootKeysWrite, "revoke root keys")?;
+        let ws = actor.workspace_id.clone();
+        let all = self.blocking(move |s| s.list_root_keys(&ws)).await?;
+        let target = all
+            .iter()
+            .find(|r| r.id == id && r.revoked_at.is_none())
+            .ok_or_else(|| ServiceError::not_found("root key", id))?;
+        let admins = all.iter().filter(|r| r.role == Role::Admin && r.revoked_at.is_none()).count();
+        if target.role == Role::Admin && admins <= 1 {
+            return Err(ServiceError::Conflict(
+                "this is the workspace's last active admin root key; create another admin key first".into(),
+            ));
+        }
+        let now = now_ms();
+        let mut rk = target.clone();
+        rk.revoked_at = Some(now);
+        let audit = self.audit_entry(
+            actor,
+            "root_key.revoke",
+            "root_key",
+            &rk.id,
+            Some(serde_json::json!({"revoked_at": null})),
+            Some(serde_json::json!({"revoked_at": keyward_core::time::to_rfc3339(now)})),
+        );
+        let (ws, rid) = (actor.workspace_id.clone(), rk.id.clone());
+        self.blocking(move |s| s.revoke_root_key(&ws, &rid, now, &audit)).await?;
+        let view = root_key_view(&rk);
+        self.put_root(rk);
+        Ok(view)
+    }
+
+    // ---- audit ----
+
+    pub async fn list_audit(&self, actor: &Actor, q: ListAuditQuery) -> Result<AuditPage> {
+        actor.require(Permission::AuditRead, "read the audit log")?;
+        let limit = page_limit(q.limit)?;
+        let before_seq = match q.cursor.as_deref() {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().map_err(|_| invalid("cursor is not one this API returned"))?),
+        };
+        let f = AuditFilter {
+            workspace_id: actor.workspace_id.clone(),
+            action: q.action,
+            target_id: q.target_id,
+            before_seq,
+            limit: limit + 1,
+        };
+        let mut rows = self.blocking(move |s| s.list_audit(&f)).await?;
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|e| e.seq.to_string())
+        } else {
+            None
+        };
+        Ok(AuditPage { data: rows.into_iter().map(audit_view).collect(), next_cursor })
+    }
+
+    pub async fn verify_audit(&self, actor: &Actor) -> Result<AuditVerifyView> {
+        actor.require(Permission::AuditRead, "read the audit log")?;
+        let ws = actor.workspace_id.clone();
+        let c = self.blocking(move |s| s.verify_audit(&ws)).await?;
+        Ok(AuditVerifyView { ok: c.first_bad_seq.is_none(), entries: c.entries, first_bad_seq: c.first_bad_seq })
+    }
+}

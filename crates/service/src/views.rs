@@ -1,0 +1,105 @@
+//! From stored records to API views, and the before/after diff of audit entries.
+
+use keyward_core::time::{UnixMs, to_rfc3339};
+use keyward_core::verify::{Lifecycle, status};
+use keyward_store::{AuditEntry, KeyRecord, Keyspace, RootKeyRecord};
+use serde_json::{Map, Value};
+
+use crate::api::{AuditView, KeyView, KeyspaceView, RootKeyView};
+use crate::index::CachedKey;
+
+pub(crate) fn ts(ms: Option<UnixMs>) -> Option<String> {
+    ms.map(to_rfc3339)
+}
+
+pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -> KeyView {
+    let life = Lifecycle { enabled: k.enabled, expires_at: k.expires_at, revoked_at: k.revoked_at };
+    let (last_at, last_ip) = match cached {
+        Some(c) if c.record.id == k.id => {
+            // The index may hold a newer mark than the store has yet.
+            let (at, ip) = c.last_used();
+            if at >= k.last_used_at { (at, ip) } else { (k.last_used_at, k.last_used_ip.clone()) }
+        }
+        _ => (k.last_used_at, k.last_used_ip.clone()),
+    };
+    KeyView {
+        id: k.id.clone(),
+        keyspace_id: k.keyspace_id.clone(),
+        name: k.name.clone(),
+        owner_id: k.owner_id.clone(),
+        meta: k.meta.clone(),
+        hint: k.hint.clone(),
+        status: status(&life, now).to_owned(),
+        enabled: k.enabled,
+        expires_at: ts(k.expires_at),
+        created_at: to_rfc3339(k.created_at),
+        updated_at: to_rfc3339(k.updated_at),
+        last_used_at: ts(last_at),
+        last_used_ip: last_ip,
+        revoked_at: ts(k.revoked_at),
+        revoke_reason: k.revoke_reason.clone(),
+        revoke_note: k.revoke_note.clone(),
+        incident: k.incident_id.clone(),
+    }
+}
+
+pub(crate) fn keyspace_view(ks: &Keyspace) -> KeyspaceView {
+    KeyspaceView {
+        id: ks.id.clone(),
+        name: ks.name.clone(),
+        prefix: ks.prefix.clone(),
+        default_ttl_ms: ks.default_ttl_ms,
+        created_at: to_rfc3339(ks.created_at),
+        updated_at: to_rfc3339(ks.updated_at),
+    }
+}
+
+pub(crate) fn root_key_view(r: &RootKeyRecord) -> RootKeyView {
+    RootKeyView {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        role: r.role,
+        hint: r.hint.clone(),
+        created_at: to_rfc3339(r.created_at),
+        revoked_at: ts(r.revoked_at),
+    }
+}
+
+pub(crate) fn audit_view(e: AuditEntry) -> AuditView {
+    AuditView {
+        id: e.id,
+        seq: e.seq,
+        at: to_rfc3339(e.at),
+        actor: e.actor,
+        action: e.action,
+        target_type: e.target_type,
+        target_id: e.target_id,
+        source_ip: e.source_ip,
+        request_id: e.request_id,
+        before: e.before,
+        after: e.after,
+        hash: e.hash,
+    }
+}
+
+/// The fields that differ between two views, as (before, after) objects.
+/// Bookkeeping fields that change on every write are left out.
+pub(crate) fn diff(before: &Value, after: &Value) -> (Value, Value) {
+    const SKIP: &[&str] = &["updated_at", "status", "last_used_at", "last_used_ip"];
+    let empty = Map::new();
+    let b = before.as_object().unwrap_or(&empty);
+    let a = after.as_object().unwrap_or(&empty);
+    let mut ob = Map::new();
+    let mut oa = Map::new();
+    for (k, av) in a {
+        if SKIP.contains(&k.as_str()) {
+            continue;
+        }
+        let bv = b.get(k).unwrap_or(&Value::Null);
+        if bv != av {
+            ob.insert(k.clone(), bv.clone());
+            oa.insert(k.clone(), av.clone());
+        }
+    }
+    (Value::Object(ob), Value::Object(oa))
+}
