@@ -1,1 +1,98 @@
-fn main(){}
+//! The `keyward` binary: command line, configuration, logging, and the wiring
+//! of store, service and HTTP server. The only crate that uses `anyhow`.
+
+mod client;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+const EXAMPLES: &str = "\
+Examples:
+  keyward init                          create ./keyward-data and print an admin root key
+  keyward serve                         serve on 127.0.0.1:8080 with the embedded store
+  keyward serve --listen 0.0.0.0:9000 --data-dir /var/lib/keyward
+  export KEYWARD_ROOT_KEY=kw_root_...
+  keyward keyspaces create --name prod --prefix sk_live
+  keyward keys create --keyspace ks_... --owner-id acme --name 'CI token'
+  keyward keys list --owner-id acme --status active
+  keyward keys revoke key_... --reason compromised
+";
+
+/// API key management: issue, verify, log, alert, rotate, revoke.
+#[derive(Parser)]
+#[command(name = "keyward", version, about, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data dir and an admin root key, and print that key alone on stdout.
+    #[command(after_help = "Example:\n  export KEYWARD_ROOT_KEY=$(keyward init --data-dir ./keyward-data)")]
+    Init(ServerArgs),
+    /// Run the HTTP server. On an empty data dir, first creates and prints an admin root key.
+    #[command(after_help = "Examples:\n  keyward serve\n  KEYWARD_LOG_FORMAT=json keyward serve --listen 0.0.0.0:8080")]
+    Serve(ServerArgs),
+    /// Manage keyspaces on a running server.
+    #[command(subcommand)]
+    Keyspaces(client::KeyspacesCmd),
+    /// Manage keys on a running server.
+    #[command(subcommand)]
+    Keys(client::KeysCmd),
+}
+
+/// Settings of a local server; each overrides `KEYWARD_*` and the config file.
+#[derive(Args, Clone, Debug)]
+struct ServerArgs {
+    /// TOML config file (env KEYWARD_CONFIG; default ./keyward.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (env KEYWARD_LISTEN; default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (env KEYWARD_DATA_DIR; default ./keyward-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format, text or json (env KEYWARD_LOG_FORMAT).
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter, e.g. info or keyward=debug (env KEYWARD_LOG).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl ServerArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format.clone(),
+            log_level: self.log_level.clone(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => serve::init(&a.overrides()),
+        Command::Serve(a) => serve::serve(&a.overrides()),
+        Command::Keyspaces(c) => client::keyspaces(c),
+        Command::Keys(c) => client::keys(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,126 @@
-//! placeholder
+//! keyward's HTTP API. [`app`] builds the whole stack; routes live in
+//! `routes`, one module per resource; [`error::ApiError`] is the only thing
+//! that turns failures into responses.
+//!
+//! Invariants:
+//! * Only this crate knows HTTP status codes.
+//! * `Authorization` and `X-API-Key` are marked sensitive before any layer
+//!   that could log headers, and no error detail echoes them.
+//! * Every response carries `X-Request-Id`; every 4xx/5xx is problem+json.
+
+pub mod error;
+pub mod extract;
+pub mod request_id;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::IntoResponse;
+use keyward_service::Service;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    /// The OpenAPI document, rendered once.
+    pub openapi: Arc<String>,
+}
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// A request still running after this long is answered 503.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "keyward", description = "API key management: issue, verify, log, alert, rotate, revoke.", license(name = "Apache-2.0")),
+    modifiers(&RootKeyAuth),
+    tags(
+        (name = "keys", description = "API keys and their verification"),
+        (name = "keyspaces", description = "Families of keys with a prefix and defaults"),
+        (name = "admin", description = "Workspaces, root keys, audit log"),
+        (name = "operations", description = "Health and documents"),
+    )
+)]
+struct ApiDoc;
+
+struct RootKeyAuth;
+
+impl Modify for RootKeyAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "root_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("A root key, `kw_root_…`")).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document, built from the same registrations.
+fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    use routes::{admin, keys, keyspaces, ops};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::openapi))
+        .routes(routes!(keyspaces::create, keyspaces::list))
+        .routes(routes!(keyspaces::get, keyspaces::patch))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::verify))
+        .routes(routes!(keys::get, keys::patch))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(admin::create_workspace))
+        .routes(routes!(admin::create_root_key, admin::list_root_keys))
+        .routes(routes!(admin::delete_root_key))
+        .routes(routes!(admin::list_audit))
+        .routes(routes!(admin::verify_audit))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of exactly the routes [`app`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// Builds the service's HTTP stack. Layers run outside-in in this order:
+/// 1. sensitive headers: `Authorization`/`X-API-Key` are redacted from any
+///    later debug output of the request;
+/// 2. request id + span + problem bodies (`request_id::layer`);
+/// 3. panic catcher: a handler panic becomes a 500 problem, not a dropped
+///    connection;
+/// 4. timeout;
+/// 5. body limit, enforced by our `Json` extractor;
+/// 6. the routes, with problem+json fallbacks for unknown paths.
+pub fn app(service: Arc<Service>, http: &HttpConfig) -> axum::Router {
+    let (router, api) = routes();
+    let openapi = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
+    let state = AppState { service, openapi };
+    router
+        .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, http.request_timeout))
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, HeaderName::from_static("x-api-key")]))
+        .with_state(state)
+}

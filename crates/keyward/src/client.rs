@@ -1,0 +1,210 @@
+//! The CLI's client side: `keyward keyspaces …` and `keyward keys …` talk to
+//! a running server over HTTP with a root key, and print JSON.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the server is and how to authenticate.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
+    /// Base URL of the server.
+    #[arg(long, env = "KEYWARD_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Root key (prefer the env var: flags show up in process listings).
+    #[arg(long, env = "KEYWARD_ROOT_KEY", hide_env_values = true)]
+    root_key: String,
+}
+
+#[derive(Subcommand)]
+pub enum KeyspacesCmd {
+    /// Create a keyspace.
+    Create {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        name: String,
+        /// Key prefix, e.g. sk_live (default kw_live).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Lifetime of new keys, milliseconds.
+        #[arg(long)]
+        default_ttl_ms: Option<i64>,
+    },
+    /// List keyspaces.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Create a key; prints it once, with its id.
+    #[command(after_help = "Example:\n  keyward keys create --keyspace ks_01J... --owner-id acme --ttl-ms 86400000")]
+    Create {
+        #[command(flatten)]
+        conn: Conn,
+        /// Keyspace id.
+        #[arg(long)]
+        keyspace: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        owner_id: Option<String>,
+        /// JSON object returned on every verify.
+        #[arg(long)]
+        meta: Option<String>,
+        /// RFC 3339 expiry instant.
+        #[arg(long, conflicts_with = "ttl_ms")]
+        expires_at: Option<String>,
+        /// Lifetime from now, milliseconds.
+        #[arg(long)]
+        ttl_ms: Option<i64>,
+    },
+    /// List keys.
+    #[command(after_help = "Example:\n  keyward keys list --owner-id acme --status active --limit 50")]
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        keyspace: Option<String>,
+        #[arg(long)]
+        owner_id: Option<String>,
+        /// active, disabled, expired or revoked.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show one key (its hint, never the key).
+    Show {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+    },
+    /// Revoke a key at once.
+    #[command(after_help = "Example:\n  keyward keys revoke key_01J... --reason compromised --note 'found in a public gist'")]
+    Revoke {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+        /// compromised, leaked, rotated, unused or other.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        incident: Option<String>,
+    },
+}
+
+fn call(conn: &Conn, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let url = format!("{}{}", conn.server.trim_end_matches('/'), path);
+    let req = ureq::request(method, &url).set("Authorization", &format!("Bearer {}", conn.root_key));
+    let res = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    match res {
+        Ok(r) => r.into_json().context("reading the server's answer"),
+        Err(ureq::Error::Status(code, r)) => {
+            let detail = r
+                .into_json::<Value>()
+                .ok()
+                .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default();
+            bail!("server answered {code}: {detail}")
+        }
+        Err(e) => Err(anyhow::Error::new(e)).with_context(|| format!("reaching {}; is `keyward serve` running?", conn.server)),
+    }
+}
+
+fn print(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Appends `name=value` pairs that are present, URL-encoded.
+fn query(pairs: &[(&str, &Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn keyspaces(cmd: KeyspacesCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeyspacesCmd::Create { conn, name, prefix, default_ttl_ms } => {
+            let mut body = json!({ "name": name });
+            if let Some(p) = prefix {
+                body["prefix"] = p.into();
+            }
+            if let Some(t) = default_ttl_ms {
+                body["default_ttl_ms"] = t.into();
+            }
+            print(&call(&conn, "POST", "/v1/keyspaces", Some(body))?)
+        }
+        KeyspacesCmd::List { conn } => print(&call(&conn, "GET", "/v1/keyspaces", None)?),
+    }
+}
+
+pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Create { conn, keyspace, name, owner_id, meta, expires_at, ttl_ms } => {
+            let mut body = json!({ "keyspace_id": keyspace });
+            if let Some(n) = name {
+                body["name"] = n.into();
+            }
+            if let Some(o) = owner_id {
+                body["owner_id"] = o.into();
+            }
+            if let Some(m) = meta {
+                body["meta"] = serde_json::from_str(&m).context("--meta must be a JSON object, e.g. '{\"plan\":\"pro\"}'")?;
+            }
+            if let Some(e) = expires_at {
+                body["expires_at"] = e.into();
+            }
+            if let Some(t) = ttl_ms {
+                body["ttl_ms"] = t.into();
+            }
+            let created = call(&conn, "POST", "/v1/keys", Some(body))?;
+            eprintln!("The key is shown only this once: store it now.");
+            print(&created)
+        }
+        KeysCmd::List { conn, keyspace, owner_id, status, cursor, limit } => {
+            let limit = limit.map(|l| l.to_string());
+            let q = query(&[
+                ("keyspace_id", &keyspace),
+                ("owner_id", &owner_id),
+                ("status", &status),
+                ("cursor", &cursor),
+                ("limit", &limit),
+            ]);
+            print(&call(&conn, "GET", &format!("/v1/keys{q}"), None)?)
+        }
+        KeysCmd::Show { conn, id } => print(&call(&conn, "GET", &format!("/v1/keys/{}", encode(&id)), None)?),
+        KeysCmd::Revoke { conn, id, reason, note, incident } => {
+            let mut body = json!({ "reason": reason });
+            if let Some(n) = note {
+                body["note"] = n.into();
+            }
+            if let Some(i) = incident {
+                body["incident"] = i.into();
+            }
+            print(&call(&conn, "POST", &format!("/v1/keys/{}/revoke", encode(&id)), Some(body))?)
+        }
+    }
+}

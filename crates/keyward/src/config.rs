@@ -1,0 +1,247 @@
+//! The configuration tree. Lowest to highest: defaults, the TOML file
+//! (`--config`, `KEYWARD_CONFIG`, or `./keyward.toml` if present), `KEYWARD_*`
+//! environment variables, command-line flags. [`Config::validate`] reports
+//! every problem at once, each with its key path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Everything `keyward serve` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`. Env `KEYWARD_LISTEN`.
+    pub listen: String,
+    /// Where the embedded store and the pepper live. Default `./keyward-data`.
+    /// Env `KEYWARD_DATA_DIR`.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub pepper: PepperConfig,
+    pub http: HttpSection,
+    pub cache: CacheSection,
+    pub last_used: LastUsedSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json`. Env `KEYWARD_LOG_FORMAT`.
+    pub format: String,
+    /// A tracing filter such as `info` or `keyward=debug`. Default `info`.
+    /// Env `KEYWARD_LOG` (or `RUST_LOG`).
+    pub level: String,
+}
+
+/// The server secret keying every key hash. Give it as hex (env
+/// `KEYWARD_PEPPER`) or as a file (env `KEYWARD_PEPPER_FILE`); by default the
+/// file `<data_dir>/pepper`, created with a random pepper on first start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepperConfig {
+    pub hex: Option<String>,
+    pub file: Option<PathBuf>,
+    /// Version recorded beside every hash. Default 1.
+    pub version: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Largest request body, bytes. Default 65536. Env `KEYWARD_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// Per-request time limit, milliseconds. Default 30000.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Unknown-key hashes remembered. Default 100000.
+    pub negative_capacity: usize,
+    /// How long an unknown hash is remembered, ms. Default 30000.
+    pub negative_ttl_ms: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LastUsedSection {
+    /// How often last-use marks are written, ms. Default 5000.
+    /// Env `KEYWARD_LAST_USED_FLUSH_MS`.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./keyward-data"),
+            log: LogConfig::default(),
+            pepper: PepperConfig::default(),
+            http: HttpSection::default(),
+            cache: CacheSection::default(),
+            last_used: LastUsedSection::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { max_body_bytes: 64 * 1024, request_timeout_ms: 30_000 }
+    }
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection { negative_capacity: 100_000, negative_ttl_ms: 30_000 }
+    }
+}
+
+impl Default for LastUsedSection {
+    fn default() -> Self {
+        LastUsedSection { flush_interval_ms: 5_000 }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration from all four layers and validates it.
+    pub fn load(flags: &Overrides) -> anyhow::Result<Config> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let file = flags.config.clone().or_else(|| env("KEYWARD_CONFIG").map(PathBuf::from)).or_else(|| {
+            let p = PathBuf::from("keyward.toml");
+            p.exists().then_some(p)
+        });
+        let mut cfg = match &file {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        let mut problems = Vec::new();
+        if let Some(v) = env("KEYWARD_LISTEN") {
+            cfg.listen = v;
+        }
+        if let Some(v) = env("KEYWARD_DATA_DIR") {
+            cfg.data_dir = v.into();
+        }
+        if let Some(v) = env("KEYWARD_LOG_FORMAT") {
+            cfg.log.format = v;
+        }
+        if let Some(v) = env("KEYWARD_LOG").or_else(|| env("RUST_LOG")) {
+            cfg.log.level = v;
+        }
+        if let Some(v) = env("KEYWARD_PEPPER") {
+            cfg.pepper.hex = Some(v);
+        }
+        if let Some(v) = env("KEYWARD_PEPPER_FILE") {
+            cfg.pepper.file = Some(v.into());
+        }
+        if let Some(v) = env("KEYWARD_MAX_BODY_BYTES") {
+            match v.parse() {
+                Ok(n) => cfg.http.max_body_bytes = n,
+                Err(_) => problems.push(format!("KEYWARD_MAX_BODY_BYTES: {v:?} is not a whole number")),
+            }
+        }
+        if let Some(v) = env("KEYWARD_LAST_USED_FLUSH_MS") {
+            match v.parse() {
+                Ok(n) => cfg.last_used.flush_interval_ms = n,
+                Err(_) => problems.push(format!("KEYWARD_LAST_USED_FLUSH_MS: {v:?} is not a whole number")),
+            }
+        }
+        if let Some(v) = &flags.listen {
+            cfg.listen = v.clone();
+        }
+        if let Some(v) = &flags.data_dir {
+            cfg.data_dir = v.clone();
+        }
+        if let Some(v) = &flags.log_format {
+            cfg.log.format = v.clone();
+        }
+        if let Some(v) = &flags.log_level {
+            cfg.log.level = v.clone();
+        }
+        problems.extend(cfg.problems());
+        if !problems.is_empty() {
+            bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
+        }
+        Ok(cfg)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Every problem with the values, each with its key path.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!("listen: {:?} is not an address such as 127.0.0.1:8080", self.listen));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            p.push(format!("log.format: {:?} must be \"text\" or \"json\"", self.log.format));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            p.push(format!("log.level: {:?} is not a tracing filter such as \"info\"", self.log.level));
+        }
+        if let Some(h) = &self.pepper.hex {
+            if keyward_core::Pepper::from_hex(1, h).is_err() {
+                p.push("pepper.hex: must be 64 hex characters (32 bytes); generate one with `openssl rand -hex 32`".into());
+            }
+        }
+        if self.pepper.version == Some(0) {
+            p.push("pepper.version: must be at least 1".into());
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            p.push("http.max_body_bytes: must be between 1024 and 16777216".into());
+        }
+        if self.http.request_timeout_ms == 0 {
+            p.push("http.request_timeout_ms: must be at least 1".into());
+        }
+        if self.cache.negative_capacity == 0 || self.cache.negative_ttl_ms <= 0 {
+            p.push("cache: negative_capacity and negative_ttl_ms must be positive".into());
+        }
+        if !(100..=3_600_000).contains(&self.last_used.flush_interval_ms) {
+            p.push("last_used.flush_interval_ms: must be between 100 and 3600000".into());
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let cfg: Config = toml::from_str(
+            "listen = \"nope\"\n[log]\nformat = \"xml\"\n[http]\nmax_body_bytes = 1\n",
+        )
+        .unwrap();
+        let p = cfg.problems();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("listen:") && p[1].starts_with("log.format:") && p[2].starts_with("http.max_body_bytes:"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").unwrap_err();
+        assert!(e.to_string().contains("unknown field `lisen`"), "{e}");
+    }
+}

@@ -1,0 +1,179 @@
+//! `keyward init` and `keyward serve`: open the data dir (exclusively), the
+//! store, the pepper and the service; bootstrap the first root key; run the
+//! HTTP server until SIGINT/SIGTERM, then flush what is pending.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use keyward_core::{KeyHasher, Pepper};
+use keyward_server::HttpConfig;
+use keyward_service::{Service, ServiceConfig};
+use keyward_store::sqlite::SqliteStore;
+
+use crate::config::{Config, Overrides};
+
+/// An opened data dir; the lock file is held for as long as this lives.
+struct DataDir {
+    service: Arc<Service>,
+    _lock: File,
+}
+
+fn open(cfg: &Config) -> anyhow::Result<DataDir> {
+    let dir = &cfg.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    let lock = File::create(dir.join("lock")).with_context(|| format!("creating lock file in {}", dir.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another keyward process is using data dir {}; stop it first or pass another --data-dir", dir.display());
+    }
+    let pepper = load_pepper(cfg)?;
+    let store = SqliteStore::open(&dir.join("keyward.db")).context("opening the embedded store")?;
+    let service_cfg = ServiceConfig {
+        negative_cache_capacity: cfg.cache.negative_capacity,
+        negative_cache_ttl_ms: cfg.cache.negative_ttl_ms,
+        ..ServiceConfig::default()
+    };
+    let service = Service::open(Arc::new(store), KeyHasher::new(&pepper, &[]), service_cfg)?;
+    Ok(DataDir { service: Arc::new(service), _lock: lock })
+}
+
+/// The pepper from hex, from its file, or made and saved on first start.
+fn load_pepper(cfg: &Config) -> anyhow::Result<Pepper> {
+    let version = cfg.pepper.version.unwrap_or(1);
+    if let Some(h) = &cfg.pepper.hex {
+        return Pepper::from_hex(version, h).context("reading the pepper from KEYWARD_PEPPER / pepper.hex");
+    }
+    let path = cfg.pepper.file.clone().unwrap_or_else(|| cfg.data_dir.join("pepper"));
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading pepper file {}", path.display()))?;
+        return Pepper::from_hex(version, &text).with_context(|| format!("pepper file {}", path.display()));
+    }
+    let pepper = Pepper::generate(version);
+    write_secret(&path, &pepper.to_hex()).with_context(|| format!("writing pepper file {}", path.display()))?;
+    tracing::info!(path = %path.display(), "Created a new pepper; back it up with the data dir.");
+    Ok(pepper)
+}
+
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+fn init_tracing(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// `keyward init`: prints the new admin root key alone on stdout.
+pub fn init(flags: &Overrides) -> anyhow::Result<()> {
+    let cfg = Config::load(flags)?;
+    init_tracing(&cfg);
+    runtime()?.block_on(async {
+        let dd = open(&cfg)?;
+        match dd.service.bootstrap().await? {
+            Some(root) => {
+                println!("{}", root.key);
+                eprintln!(
+                    "Created data dir {} with an admin root key (id {}). It is shown only this once: store it safely.",
+                    cfg.data_dir.display(),
+                    root.view.id
+                );
+                Ok(())
+            }
+            None => bail!(
+                "data dir {} is already initialized; create more root keys with POST /v1/root-keys",
+                cfg.data_dir.display()
+            ),
+        }
+    })
+}
+
+/// `keyward serve`.
+pub fn serve(flags: &Overrides) -> anyhow::Result<()> {
+    let cfg = Config::load(flags)?;
+    init_tracing(&cfg);
+    runtime()?.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let dd = open(&cfg)?;
+    let service = dd.service.clone();
+    if let Some(root) = service.bootstrap().await? {
+        println!("{}", root.key);
+        eprintln!("First start: created an admin root key (id {}), printed above once. Store it safely.", root.view.id);
+    }
+    let addr: SocketAddr = cfg.listen.parse().context("listen address")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}; is another server on that port?"))?;
+    let local = listener.local_addr()?;
+    let http = HttpConfig {
+        max_body_bytes: cfg.http.max_body_bytes,
+        request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
+    };
+    let app = keyward_server::app(service.clone(), &http);
+
+    let flusher = {
+        let service = service.clone();
+        let every = Duration::from_millis(cfg.last_used.flush_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = service.flush_last_used().await {
+                    tracing::error!(error = %e, "Writing last-use marks failed; will retry.");
+                }
+            }
+        })
+    };
+
+    tracing::info!(listen = %local, data_dir = %cfg.data_dir.display(), "keyward is serving.");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    flusher.abort();
+    let n = service.flush_last_used().await?;
+    tracing::info!(last_used_marks = n, "Stopped; pending writes flushed.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("Shutdown requested; finishing requests in flight.");
+}

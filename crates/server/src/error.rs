@@ -1,0 +1,168 @@
+//! The one error type of the HTTP layer. [`ApiError`] picks the status and
+//! the RFC 9457 problem+json body, and logs the internal cause; handlers use
+//! `?`. Public detail and internal cause stay apart, and neither ever holds a
+//! key or an auth header: details built from client input pass [`sanitize`].
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_service::{AuthError, ServiceError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem, stable across releases.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What is wrong, and where useful what to do.
+    pub detail: String,
+    /// The `X-Request-Id` of the failed request, to quote to an operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// An error answer. `detail` is public; `internal` goes to the log only.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub slug: &'static str,
+    pub detail: String,
+    pub internal: Option<String>,
+    pub www_authenticate: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        ApiError { status, slug, detail: detail.into(), internal: None, www_authenticate: false }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-request", detail)
+    }
+
+    pub fn unauthorized(reason: AuthError) -> Self {
+        let detail = match reason {
+            AuthError::Missing => "send a root key as 'Authorization: Bearer <root key>'",
+            _ => "the root key is not valid; check that it was copied whole and has not been revoked",
+        };
+        ApiError {
+            internal: Some(reason.to_string()),
+            www_authenticate: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+        }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError {
+            internal: Some(cause.to_string()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server failed to handle this request; quote the request id to an operator",
+            )
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match &e {
+            ServiceError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, "invalid-request", e.to_string()),
+            ServiceError::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
+            ServiceError::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            ServiceError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            ServiceError::Store(inner) => {
+                let mut err = Self::internal(inner);
+                if matches!(inner, keyward_store::StoreError::Conflict(_)) {
+                    err.status = StatusCode::CONFLICT;
+                    err.slug = "conflict";
+                    err.detail = inner.to_string();
+                }
+                err
+            }
+            ServiceError::PepperMismatch(_) | ServiceError::Task => Self::internal(&e),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        Self::unauthorized(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(cause) = &self.internal {
+            if self.status.is_server_error() {
+                tracing::error!(status = self.status.as_u16(), cause = %cause, "Request failed.");
+            } else {
+                tracing::warn!(status = self.status.as_u16(), cause = %cause, "Request refused.");
+            }
+        }
+        let mut res = problem_response(self.status, self.slug, &self.detail);
+        if self.www_authenticate {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+/// A problem+json response; the request id is added by the request-id layer.
+pub fn problem_response(status: StatusCode, slug: &str, detail: &str) -> Response {
+    let body = Problem {
+        kind: format!("urn:keyward:problem:{slug}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+        request_id: None,
+    };
+    let mut res = (status, axum::Json(body)).into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    res
+}
+
+/// Makes client-derived text safe to echo: anything quoted that is longer
+/// than a field name is cut out (serde quotes the offending value, which may
+/// be a key pasted into the wrong field), and the whole is capped in length.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(600));
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '"' || c == '`' {
+            let quoted: String = chars.by_ref().take_while(|&d| d != c).collect();
+            out.push(c);
+            if quoted.chars().count() > 24 || keyward_core::key::find_keys(&quoted).len() > 0 {
+                out.push('…');
+            } else {
+                out.push_str(&quoted);
+            }
+            out.push(c);
+        } else {
+            out.push(c);
+        }
+        if out.len() > 500 {
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn sanitize_cuts_long_quoted_values() {
+        assert_eq!(
+            sanitize("invalid type: string \"kw_live_0123456789abcdefghijklmnopqrstuvwxyzAB\", expected u32"),
+            "invalid type: string \"…\", expected u32"
+        );
+        assert_eq!(sanitize("unknown field `colour`, expected `name`"), "unknown field `colour`, expected `name`");
+        assert!(sanitize(&"x".repeat(2000)).len() < 600);
+    }
+}

@@ -1,0 +1,90 @@
+//! Extractors: our [`Json`] and [`Query`] (rejections become problem+json
+//! with a sanitized detail), and [`Auth`], the authenticated root key.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use keyward_service::{Actor, AuthError};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::{ApiError, sanitize};
+use crate::request_id::RequestId;
+
+/// A JSON body; unknown fields, wrong types, bad syntax, a missing
+/// `Content-Type` or an oversized body each get a 4xx saying which.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    let status = rej.status();
+    let (slug, detail) = match &rej {
+        JsonRejection::MissingJsonContentType(_) => {
+            ("unsupported-media-type", "send the body as JSON with 'Content-Type: application/json'".to_owned())
+        }
+        JsonRejection::JsonSyntaxError(_) => ("invalid-json", format!("the body is not valid JSON: {}", sanitize(&rej.body_text()))),
+        JsonRejection::JsonDataError(_) => ("invalid-body", sanitize(&rej.body_text())),
+        JsonRejection::BytesRejection(_) if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            ("body-too-large", "the body is larger than this server accepts (see max_body_bytes)".to_owned())
+        }
+        _ => ("invalid-body", sanitize(&rej.body_text())),
+    };
+    ApiError::new(status, slug, detail)
+}
+
+/// Query parameters; unknown names and bad values are a 400.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rej) => Err(query_rejection(rej)),
+        }
+    }
+}
+
+fn query_rejection(rej: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("bad query string: {}", sanitize(&rej.body_text())))
+}
+
+/// The caller, authenticated by `Authorization: Bearer <root key>`.
+pub struct Auth(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let app = AppState::from_ref(state);
+        let header = parts.headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or(AuthError::Malformed)?;
+        let (workspace_id, root_key_id, role) = app.service.authenticate(token)?;
+        let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        tracing::Span::current().record("root_key_id", root_key_id.as_str());
+        Ok(Auth(Actor { workspace_id, root_key_id, role, source_ip, request_id }))
+    }
+}

@@ -1,0 +1,37 @@
+//! `/v1/keyspaces`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use keyward_service::api::{CreateKeyspace, KeyspaceView, PatchKeyspace};
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, Json};
+
+/// Create a keyspace: a prefix and defaults for a family of keys.
+#[utoipa::path(post, path = "/v1/keyspaces", tag = "keyspaces", request_body = CreateKeyspace,
+    responses((status = 201, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn create(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<CreateKeyspace>) -> Result<(StatusCode, axum::Json<KeyspaceView>), ApiError> {
+    Ok((StatusCode::CREATED, axum::Json(st.service.create_keyspace(&a, req).await?)))
+}
+
+/// List the keyspaces of the caller's workspace.
+#[utoipa::path(get, path = "/v1/keyspaces", tag = "keyspaces",
+    responses((status = 200, body = Vec<KeyspaceView>), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn list(State(st): State<AppState>, Auth(a): Auth) -> Result<axum::Json<Vec<KeyspaceView>>, ApiError> {
+    Ok(axum::Json(st.service.list_keyspaces(&a).await?))
+}
+
+/// Read one keyspace.
+#[utoipa::path(get, path = "/v1/keyspaces/{id}", tag = "keyspaces", params(("id" = String, Path)),
+    responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn get(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>) -> Result<axum::Json<KeyspaceView>, ApiError> {
+    Ok(axum::Json(st.service.get_keyspace(&a, &id).await?))
+}
+
+/// Change a keyspace's name, prefix (for new keys) or defaults.
+#[utoipa::path(patch, path = "/v1/keyspaces/{id}", tag = "keyspaces", params(("id" = String, Path)), request_body = PatchKeyspace,
+    responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn patch(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<PatchKeyspace>) -> Result<axum::Json<KeyspaceView>, ApiError> {
+    Ok(axum::Json(st.service.patch_keyspace(&a, &id, req).await?))
+}
