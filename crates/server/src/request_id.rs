@@ -40,7 +40,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %req.uri().path(),
+        path = %loggable_path(req.uri().path()),
         root_key_id = tracing::field::Empty,
     );
     let started = Instant::now();
@@ -98,6 +98,15 @@ async fn with_request_id(res: Response, id: &str) -> Response {
         _ => Body::from(bytes),
     };
     Response::from_parts(parts, body)
+}
+
+/// The request path with any segment too long to be an id cut out: a key
+/// pasted into a URL must not reach the log.
+pub fn loggable_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.len() > 32 { "[redacted]" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn generic_problem(status: StatusCode) -> (&'static str, &'static str) {

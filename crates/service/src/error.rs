@@ -32,8 +32,10 @@ pub enum ServiceError {
 
 impl ServiceError {
     pub fn not_found(what: &'static str, id: &str) -> Self {
-        // Ids come from URLs and bodies: cap what is echoed.
-        let id: String = id.chars().take(64).collect();
+        // Ids come from URLs and bodies, where a key may be pasted by
+        // mistake: echo only what has the shape of an id.
+        let plain = id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let id = if plain { id.to_owned() } else { "(as given)".to_owned() };
         ServiceError::NotFound { what, id }
     }
 }

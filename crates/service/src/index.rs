@@ -64,8 +64,9 @@ impl CachedKey {
         match self.record.last_used_at {
             Some(stored) if stored >= at => (Some(stored), self.record.last_used_ip.clone()),
             _ if at > 0 => {
+                // A use without an address keeps the last address known.
                 let ip = *self.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
-                (Some(at), ip.map(|ip| ip.to_string()))
+                (Some(at), ip.map(|ip| ip.to_string()).or_else(|| self.record.last_used_ip.clone()))
             }
             _ => (None, None),
         }

@@ -497,7 +497,7 @@ impl Store for SqliteStore {
         }
         self.tx(|tx| {
             let mut st = tx.prepare_cached(
-                "UPDATE keys SET last_used_at = ?2, last_used_ip = ?3
+                "UPDATE keys SET last_used_at = ?2, last_used_ip = COALESCE(?3, last_used_ip)
                  WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)",
             )?;
             for u in batch {

@@ -1,0 +1,282 @@
+//! Test harness: runs the real `keyward` binary on a free port with a temp
+//! data dir and talks to it over HTTP. Every response body is kept so tests
+//! can search them for secrets.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub root: String,
+    child: Option<Child>,
+    /// Everything the server wrote to stderr, across restarts.
+    pub log: Arc<Mutex<String>>,
+    /// Every response body, with whether it was marked as a creating response.
+    pub bodies: Mutex<Vec<(bool, String)>>,
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Res {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Res {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    /// Asserts a problem+json error with this status, and returns its body.
+    pub fn problem(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert!(
+            self.header("content-type").is_some_and(|c| c.starts_with("application/problem+json")),
+            "not problem+json: {:?} {}",
+            self.header("content-type"),
+            self.text
+        );
+        let v = self.json();
+        assert_eq!(v["status"], status);
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+        assert!(v["request_id"].as_str().is_some(), "{v}");
+        v
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let mut s = Server {
+            dir: tempfile::tempdir().unwrap(),
+            port: 0,
+            root: String::new(),
+            child: None,
+            log: Arc::default(),
+            bodies: Mutex::default(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        s.root = s.spawn().expect("a fresh data dir prints a root key");
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the binary; returns the first line of stdout, if any, which on
+    /// a fresh data dir is the admin root key.
+    fn spawn(&mut self) -> Option<String> {
+        self.port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env_remove("KEYWARD_ROOT_KEY")
+            .env("KEYWARD_LOG", "info,keyward=debug")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting keyward");
+        let mut stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            let _ = tx.send(first);
+            for _ in lines {}
+        });
+        self.child = Some(child);
+        self.wait_ready();
+        rx.recv_timeout(Duration::from_millis(200)).ok().flatten()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = ureq::get(&self.url("/healthz")).timeout(Duration::from_secs(1)).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("keyward exited with {status} during start:\n{}", self.log.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "keyward did not become healthy:\n{}", self.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// SIGTERM, wait for a clean exit, and start again on the same data dir.
+    pub fn restart(&mut self) {
+        self.stop();
+        let printed = self.spawn();
+        assert_eq!(printed, None, "a used data dir must not print a new root key");
+    }
+
+    /// SIGTERM and wait; asserts a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(st) = child.try_wait().unwrap() {
+                    assert!(st.success(), "keyward exited with {st}:\n{}", self.log.lock().unwrap());
+                    break;
+                }
+                assert!(Instant::now() < deadline, "keyward did not stop on SIGTERM");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// A request with an explicit root key (or none), a raw body and headers.
+    pub fn raw(&self, method: &str, path: &str, auth: Option<&str>, body: Option<&str>, headers: &[(&str, &str)]) -> Res {
+        let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(10));
+        if let Some(a) = auth {
+            req = req.set("Authorization", &format!("Bearer {a}"));
+        }
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let res = match body {
+            Some(b) => req.send_string(b),
+            None => req.call(),
+        };
+        let res = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = res.status();
+        let headers = res.headers_names().into_iter().map(|n| {
+            let v = res.header(&n).unwrap_or_default().to_owned();
+            (n, v)
+        }).collect();
+        let text = res.into_string().unwrap();
+        assert!(status < 500, "{method} {path} answered {status}: {text}");
+        Res { status, headers, text }
+    }
+
+    fn record(&self, creating: bool, r: &Res) {
+        self.bodies.lock().unwrap().push((creating, r.text.clone()));
+    }
+
+    /// A JSON call as `key`; the body is recorded for the secret search.
+    pub fn call_as(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> Res {
+        let b = body.map(|b| b.to_string());
+        let r = self.raw(method, path, Some(key), b.as_deref(), &[("Content-Type", "application/json")]);
+        self.record(false, &r);
+        r
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Res {
+        self.call_as(&self.root.clone(), method, path, body)
+    }
+
+    /// A call whose answer legitimately holds a new secret (create calls).
+    pub fn create_as(&self, key: &str, path: &str, body: Value) -> Value {
+        let r = self.raw("POST", path, Some(key), Some(&body.to_string()), &[("Content-Type", "application/json")]);
+        assert_eq!(r.status, 201, "{}", r.text);
+        self.record(true, &r);
+        r.json()
+    }
+
+    pub fn create(&self, path: &str, body: Value) -> Value {
+        self.create_as(&self.root.clone(), path, body)
+    }
+
+    pub fn keyspace(&self) -> String {
+        self.call("POST", "/v1/keyspaces", Some(serde_json::json!({"name": "test"}))).json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a key; returns (id, key).
+    pub fn key(&self, body: Value) -> (String, String) {
+        let v = self.create("/v1/keys", body);
+        (v["id"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned())
+    }
+
+    /// Verifies as the admin root key; returns the decision body.
+    pub fn verify(&self, key: &str) -> Value {
+        self.verify_as(&self.root.clone(), serde_json::json!({ "key": key }))
+    }
+
+    pub fn verify_as(&self, root: &str, body: Value) -> Value {
+        let r = self.call_as(root, "POST", "/v1/keys/verify", Some(body));
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    }
+
+    pub fn code(&self, key: &str) -> String {
+        self.verify(key)["code"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every file under `dir`, as bytes.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push((p, b));
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
