@@ -53,8 +53,16 @@ impl fmt::Debug for Pepper {
 }
 
 /// The stored form of a key: 32 bytes of HMAC output. Safe to log in short form.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyHash(pub [u8; 32]);
+
+impl std::hash::Hash for KeyHash {
+    /// The bytes are already a keyed, uniform hash: eight of them are plenty
+    /// for a hash table, and writing one `u64` lets a pass-through hasher work.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from_le_bytes(self.0[..8].try_into().expect("eight bytes")));
+    }
+}
 
 impl KeyHash {
     pub fn from_slice(b: &[u8]) -> Option<KeyHash> {

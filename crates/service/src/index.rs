@@ -18,6 +18,7 @@ use keyward_store::{KeyRecord, LastUse};
 
 /// Key hashes are HMAC outputs under a secret: already uniform and not
 /// chosen by an attacker, so their first eight bytes are a fine table hash.
+/// (A test below guards against the collapse where every key hashes alike.)
 #[derive(Default)]
 pub struct PrefixHasher(u64);
 
@@ -25,15 +26,36 @@ impl Hasher for PrefixHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+    fn write_u64(&mut self, n: u64) {
+        // `KeyHash` hashes as exactly one u64 taken from its bytes.
+        self.0 = n;
+    }
     fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as its bytes; take the first eight we see.
-        if self.0 == 0 && bytes.len() >= 8 {
-            self.0 = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
+        // Not used by `KeyHash`; a plain fold keeps other inputs correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
 }
 
 type HashIndexMap<V> = HashMap<KeyHash, V, BuildHasherDefault<PrefixHasher>>;
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    use super::*;
+
+    #[test]
+    fn distinct_key_hashes_hash_apart() {
+        let b = BuildHasherDefault::<PrefixHasher>::default();
+        let mut a = [0u8; 32];
+        a[0] = 1;
+        let mut c = [0u8; 32];
+        c[0] = 2;
+        assert_ne!(b.hash_one(KeyHash(a)), b.hash_one(KeyHash(c)));
+    }
+}
 
 /// When and from where a key was last used. Shared by every version of the
 /// key's cached record, so a patch does not lose a pending mark.

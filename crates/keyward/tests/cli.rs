@@ -1,0 +1,107 @@
+//! The command line against the real binary.
+
+mod util;
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use util::{BIN, Server};
+
+fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("KEYWARD_SERVER", s.url(""))
+        .env("KEYWARD_ROOT_KEY", &s.root)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn init_prints_only_the_root_key_and_refuses_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let out = Command::new(BIN).args(["init", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.trim_end();
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(keyward_core::RawKey::parse(key).is_ok_and(|k| k.prefix() == "kw_root"), "{stdout:?}");
+    assert!(data.join("keyward.db").exists() && data.join("pepper").exists());
+
+    let again = Command::new(BIN).args(["init", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(!again.status.success());
+    assert!(again.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already initialized"));
+}
+
+#[test]
+fn keys_commands_drive_a_running_server() {
+    let s = Server::start();
+    let (ok, out, err) = cli(&s, &["keyspaces", "create", "--name", "prod", "--prefix", "sk_live"]);
+    assert!(ok, "{err}");
+    let ks: Value = serde_json::from_str(&out).unwrap();
+    let ks_id = ks["id"].as_str().unwrap();
+
+    let (ok, out, err) = cli(&s, &["keys", "create", "--keyspace", ks_id, "--owner-id", "acme", "--meta", r#"{"plan":"pro"}"#]);
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sk_live_"));
+    assert_eq!(s.code(&key), "VALID");
+
+    let (ok, out, _) = cli(&s, &["keys", "list", "--owner-id", "acme"]);
+    assert!(ok);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    assert!(!out.contains(&key));
+
+    let (ok, out, _) = cli(&s, &["keys", "show", &id]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["meta"], json!({"plan": "pro"}));
+
+    let (ok, out, _) = cli(&s, &["keys", "revoke", &id, "--reason", "compromised", "--note", "test"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"], "revoked");
+    assert_eq!(s.code(&key), "REVOKED");
+
+    // Errors say what is wrong, on stderr, with a failing exit code.
+    let (ok, _, err) = cli(&s, &["keys", "revoke", &id, "--reason", "compromised"]);
+    assert!(!ok);
+    assert!(err.contains("409") && err.contains("already revoked"), "{err}");
+    let (ok, _, err) = cli(&s, &["keys", "show", "key_missing"]);
+    assert!(!ok && err.contains("404"), "{err}");
+}
+
+#[test]
+fn help_has_examples_and_bad_config_is_reported_whole() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Examples:") && help.contains("keyward serve"), "{help}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("k.toml");
+    std::fs::write(&cfg, "listen = \"nowhere\"\n[log]\nformat = \"xml\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("KEYWARD_MAX_BODY_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for part in ["listen:", "log.format:", "KEYWARD_MAX_BODY_BYTES:"] {
+        assert!(err.contains(part), "{part} missing from: {err}");
+    }
+
+    // A second server on the same data dir is refused, not corrupting it.
+    let s = Server::start();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another keyward process"));
+}
