@@ -11,6 +11,7 @@ pub mod hash;
 pub mod id;
 pub mod key;
 pub mod outcome;
+pub mod policy;
 pub mod role;
 pub mod time;
 pub mod verify;

@@ -1,0 +1,169 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn nets(list: &[&str]) -> Vec<IpNet> {
+    list.iter().map(|s| parse_cidr(s).unwrap_or_else(|| panic!("{s}"))).collect()
+}
+
+fn check_ip(list: &[&str], ip: &str, expect: bool) {
+    assert_eq!(ip_allowed(&nets(list), ip.parse().unwrap()), expect, "{ip} in {list:?}");
+}
+
+#[test]
+fn cidr_edges() {
+    check_ip(&["10.0.0.0/24"], "10.0.0.0", true);
+    check_ip(&["10.0.0.0/24"], "10.0.0.255", true);
+    check_ip(&["10.0.0.0/24"], "10.0.1.0", false);
+    check_ip(&["10.0.0.0/24"], "9.255.255.255", false);
+    check_ip(&["0.0.0.0/0"], "203.0.113.1", true);
+    check_ip(&["0.0.0.0/0"], "2001:db8::1", false);
+    check_ip(&["::/0"], "2001:db8::1", true);
+    check_ip(&["192.0.2.7/32"], "192.0.2.7", true);
+    check_ip(&["192.0.2.7/32"], "192.0.2.8", false);
+    check_ip(&["192.0.2.7"], "192.0.2.7", true);
+    check_ip(&["2001:db8::1/128"], "2001:db8::1", true);
+    check_ip(&["2001:db8::1/128"], "2001:db8::2", false);
+    check_ip(&["2001:db8::/32"], "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", true);
+    // IPv4-mapped IPv6 addresses match IPv4 networks, and mapped networks are IPv4.
+    check_ip(&["10.0.0.0/8"], "::ffff:10.1.2.3", true);
+    check_ip(&["::ffff:10.0.0.0/104"], "10.9.9.9", true);
+    check_ip(&["::ffff:10.0.0.0/104"], "11.0.0.1", false);
+    // Host bits are cleared.
+    assert_eq!(parse_cidr("10.0.0.5/24").unwrap().to_string(), "10.0.0.0/24");
+    for bad in ["", "10.0.0.0/33", "nonsense", "10.0.0/8", "2001:db8::/129", "1.2.3.4/-1"] {
+        assert!(parse_cidr(bad).is_none(), "{bad}");
+    }
+}
+
+#[test]
+fn scopes_and_presets() {
+    assert!(covers("admin", "invoices:write"));
+    assert!(covers("invoices:*", "invoices:read"));
+    assert!(covers("invoices:*", "invoices:lines:add"));
+    assert!(!covers("invoices:*", "invoices"));
+    assert!(!covers("invoices:*", "invoicesx:read"));
+    assert!(!covers("read", "write"));
+    assert_eq!(method_scope("get"), READ);
+    assert_eq!(method_scope("HEAD"), READ);
+    assert_eq!(method_scope("DELETE"), WRITE);
+    assert_eq!(method_scope("OPTIONS"), ADMIN);
+    for ok in ["read", "invoices:read", "invoices:*", "a.b-c_d:e:f"] {
+        assert!(valid_scope(ok), "{ok}");
+    }
+    for bad in ["", "*", "a:", ":a", "a:*:b", "a b", "a/b", &"a".repeat(65)] {
+        assert!(!valid_scope(bad), "{bad}");
+    }
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn check_scopes(granted: &[&str], method: Option<&str>, path: Option<&str>, scopes: &[&str], expect: &[&str]) {
+    let rules = vec![
+        PathRule { pattern: "/admin/**".into(), scopes: s(&["admin"]), methods: None },
+        PathRule { pattern: "/invoices/*/lines".into(), scopes: s(&["invoices:lines"]), methods: Some(s(&["POST"])) },
+    ];
+    let scopes = s(scopes);
+    let req = ScopeRequest { method, path, scopes: &scopes };
+    assert_eq!(missing_scopes(&s(granted), &rules, &req), s(expect), "{granted:?} {method:?} {path:?}");
+}
+
+#[test]
+fn required_scopes() {
+    check_scopes(&["read"], Some("GET"), Some("/invoices"), &[], &[]);
+    check_scopes(&["read"], Some("POST"), Some("/invoices"), &[], &["write"]);
+    check_scopes(&["write"], Some("GET"), None, &[], &["read"]);
+    check_scopes(&["read"], Some("GET"), Some("/admin/users"), &[], &["admin"]);
+    check_scopes(&["read"], Some("GET"), Some("/public/../admin/users"), &[], &["admin"]);
+    check_scopes(&["read"], Some("GET"), Some("//admin//x?y=1"), &[], &["admin"]);
+    check_scopes(&["read"], Some("GET"), Some("/%61dmin/x"), &[], &["admin"]);
+    check_scopes(&["admin"], Some("DELETE"), Some("/admin"), &["x:y"], &[]);
+    check_scopes(&["write"], Some("POST"), Some("/invoices/7/lines"), &[], &["invoices:lines"]);
+    check_scopes(&["read"], Some("GET"), Some("/invoices/7/lines"), &[], &[]);
+    check_scopes(&["write", "invoices:*"], Some("POST"), Some("/invoices/7/lines"), &[], &[]);
+    check_scopes(&[], None, None, &["invoices:read", "users:read"], &["invoices:read", "users:read"]);
+    check_scopes(&["invoices:read"], None, None, &["invoices:read", "users:read"], &["users:read"]);
+    check_scopes(&[], None, None, &[], &[]);
+}
+
+#[test]
+fn window_admits_exactly_the_limit_then_slides() {
+    let mut l = Limiter::new(&[RateLimit { name: "s".into(), limit: 3, window_ms: 1000 }], None);
+    for i in 0..3 {
+        let a = l.admit(10_000, 1);
+        assert_eq!(a.outcome, Outcome::Valid);
+        assert_eq!(a.window.unwrap().remaining, 2 - i);
+    }
+    let a = l.admit(10_500, 1);
+    assert_eq!(a.outcome, Outcome::RateLimited);
+    let w = a.window.unwrap();
+    assert_eq!((w.limit, w.remaining), (3, 0));
+    // The units were added in the bucket [10_000, 10_050): counted until 11_050.
+    assert_eq!(w.reset, 11_050);
+    assert_eq!(l.admit(11_049, 1).outcome, Outcome::RateLimited);
+    assert_eq!(l.admit(11_050, 1).outcome, Outcome::Valid);
+}
+
+#[test]
+fn a_denial_consumes_nothing() {
+    let q = Quota { remaining: 2, refill: None, refilled_at: 0 };
+    let mut l = Limiter::new(
+        &[RateLimit { name: "a".into(), limit: 5, window_ms: 60_000 }, RateLimit { name: "b".into(), limit: 2, window_ms: 1000 }],
+        Some(q),
+    );
+    assert_eq!(l.admit(0, 2).outcome, Outcome::Valid);
+    // Window b is full: refused, and window a and the quota are untouched.
+    let a = l.admit(10, 1);
+    assert_eq!((a.outcome, a.window.as_ref().unwrap().name.as_str(), a.remaining), (Outcome::RateLimited, "b", Some(0)));
+    // After b slides, the quota (0 left) refuses, and the windows are untouched.
+    let a = l.admit(2000, 1);
+    assert_eq!(a.outcome, Outcome::UsageExceeded);
+    let mut w = l.windows[0].1.clone();
+    assert_eq!(w.count(2000), 2);
+    // A cost larger than a whole window is always refused.
+    let mut l = Limiter::new(&[RateLimit { name: "a".into(), limit: 5, window_ms: 1000 }], None);
+    assert_eq!(l.admit(0, 6).outcome, Outcome::RateLimited);
+    assert_eq!(l.admit(0, 5).outcome, Outcome::Valid);
+}
+
+#[test]
+fn quota_reaches_exactly_zero_and_refills() {
+    let q = Quota { remaining: 3, refill: Some(Refill { interval_ms: 1000, amount: 3 }), refilled_at: 0 };
+    let mut l = Limiter::new(&[], Some(q));
+    assert_eq!(l.admit(1, 2).remaining, Some(1));
+    assert_eq!(l.admit(2, 1).remaining, Some(0));
+    assert_eq!(l.admit(3, 1).outcome, Outcome::UsageExceeded);
+    assert_eq!(l.admit(999, 1).outcome, Outcome::UsageExceeded);
+    let a = l.admit(1000, 1);
+    assert_eq!((a.outcome, a.remaining), (Outcome::Valid, Some(2)));
+    // Two intervals missed refill once, to the amount, aligned to the schedule.
+    l.admit(3500, 3);
+    assert_eq!(l.quota.unwrap().refilled_at, 3000);
+}
+
+proptest! {
+    /// In no interval of one window length are more than `limit` units admitted.
+    #[test]
+    fn sliding_window_never_over_admits(
+        limit in 1u64..20,
+        window in 1i64..2000,
+        gaps in proptest::collection::vec(0i64..300, 1..300),
+        costs in proptest::collection::vec(1u64..4, 300),
+    ) {
+        let mut l = Limiter::new(&[RateLimit { name: "w".into(), limit, window_ms: window }], None);
+        let mut now = 1_000_000;
+        let mut admitted: Vec<(i64, u64)> = Vec::new();
+        for (g, c) in gaps.iter().zip(&costs) {
+            now += g;
+            if l.admit(now, *c).outcome == Outcome::Valid {
+                admitted.push((now, *c));
+            }
+        }
+        for &(t, _) in &admitted {
+            let in_window: u64 = admitted.iter().filter(|(u, _)| *u >= t && *u < t + window).map(|(_, c)| c).sum();
+            prop_assert!(in_window <= limit, "{} units in [{}, {})", in_window, t, t + window);
+        }
+    }
+}
