@@ -1,6 +1,7 @@
 //! The shapes of the v1 API: request bodies (unknown fields rejected) and
 //! responses. Instants are RFC 3339 strings in UTC; durations are `*_ms`.
 
+use keyward_core::policy::{PathRule, RateLimit, Refill};
 use keyward_core::{Outcome, Role};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -20,6 +21,14 @@ pub struct CreateKeyspace {
     pub prefix: Option<String>,
     /// Lifetime of new keys that give neither `expires_at` nor `ttl_ms`.
     pub default_ttl_ms: Option<i64>,
+    /// Scopes of new keys that name none.
+    pub default_scopes: Option<Vec<String>>,
+    /// CIDRs applied to every key without an allowlist of its own.
+    pub default_ip_allowlist: Option<Vec<String>>,
+    /// Rate limits of every key without its own. Default: `[{"name": "default", "limit": 1000, "window_ms": 60000}]`.
+    pub default_ratelimits: Option<Vec<RateLimit>>,
+    /// Scopes required for matching request paths, e.g. `{"pattern": "/admin/**", "scopes": ["admin"]}`.
+    pub path_rules: Option<Vec<PathRule>>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -31,6 +40,12 @@ pub struct PatchKeyspace {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<i64>)]
     pub default_ttl_ms: Option<Option<i64>>,
+    pub default_scopes: Option<Vec<String>>,
+    /// Takes effect on the next verify of every key that inherits it.
+    pub default_ip_allowlist: Option<Vec<String>>,
+    /// Takes effect on the next verify of every key that inherits it.
+    pub default_ratelimits: Option<Vec<RateLimit>>,
+    pub path_rules: Option<Vec<PathRule>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -39,6 +54,10 @@ pub struct KeyspaceView {
     pub name: String,
     pub prefix: String,
     pub default_ttl_ms: Option<i64>,
+    pub default_scopes: Vec<String>,
+    pub default_ip_allowlist: Vec<String>,
+    pub default_ratelimits: Vec<RateLimit>,
+    pub path_rules: Vec<PathRule>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -59,6 +78,16 @@ pub struct CreateKey {
     pub ttl_ms: Option<i64>,
     /// Default true.
     pub enabled: Option<bool>,
+    /// Presets `read`, `write`, `admin`, or custom `resource:action` (`invoices:*`). Default: the keyspace's `default_scopes`.
+    pub scopes: Option<Vec<String>>,
+    /// IPv4/IPv6 CIDRs or addresses. Absent: the keyspace default applies; `[]`: no restriction.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// Rate-limit windows. Absent: the keyspace default applies; `[]`: no limit.
+    pub ratelimits: Option<Vec<RateLimit>>,
+    /// Usage quota: verifications left (each costs `cost`, default 1). Absent: unlimited.
+    pub remaining: Option<i64>,
+    /// Sets `remaining` back to `amount` every `interval_ms`.
+    pub refill: Option<Refill>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -77,6 +106,23 @@ pub struct PatchKey {
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Option<String>>,
     pub enabled: Option<bool>,
+    pub scopes: Option<Vec<String>>,
+    /// `null`: inherit the keyspace default again.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub ip_allowlist: Option<Option<Vec<String>>>,
+    /// `null`: inherit the keyspace default again.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<RateLimit>>)]
+    pub ratelimits: Option<Option<Vec<RateLimit>>>,
+    /// Sets the quota; `null` makes the key unlimited.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub remaining: Option<Option<i64>>,
+    /// `null` removes the refill.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Refill>)]
+    pub refill: Option<Option<Refill>>,
 }
 
 /// Why a key was revoked.
@@ -127,6 +173,14 @@ pub struct KeyView {
     pub status: String,
     pub enabled: bool,
     pub expires_at: Option<String>,
+    pub scopes: Vec<String>,
+    /// Own allowlist; null when the keyspace default applies.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// Own rate limits; null when the keyspace default applies.
+    pub ratelimits: Option<Vec<RateLimit>>,
+    /// Quota left; null when unlimited.
+    pub remaining: Option<i64>,
+    pub refill: Option<Refill>,
     pub created_at: String,
     pub updated_at: String,
     pub last_used_at: Option<String>,
@@ -180,7 +234,7 @@ pub struct VerifyRequest {
     pub path: Option<String>,
     /// Scopes the request needs (all of them).
     pub scopes: Option<Vec<String>>,
-    /// Units this request counts against quotas and limits (default 1).
+    /// Units this request counts against quotas and limits (default 1; 0 checks without consuming).
     pub cost: Option<u32>,
 }
 
@@ -210,6 +264,8 @@ pub struct VerifyResponse {
     pub ratelimit: Option<RateLimitState>,
     /// True for an old key inside its rotation overlap.
     pub deprecated: bool,
+    /// Why the key was refused, for people (e.g. the missing scope).
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

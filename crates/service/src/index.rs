@@ -11,10 +11,12 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use ipnet::IpNet;
 use keyward_core::KeyHash;
+use keyward_core::policy::{Limiter, PathRule, Quota, RateLimit, parse_cidr};
 use keyward_core::time::UnixMs;
 use keyward_core::verify::Lifecycle;
-use keyward_store::{KeyRecord, LastUse};
+use keyward_store::{KeyRecord, Keyspace, LastUse, QuotaMark};
 
 /// Key hashes are HMAC outputs under a secret: already uniform and not
 /// chosen by an attacker, so their first eight bytes are a fine table hash.
@@ -66,18 +68,68 @@ pub struct Usage {
     dirty: AtomicBool,
 }
 
+/// A keyspace's policy as the verify path uses it.
+#[derive(Debug, Default)]
+pub struct KeyspacePolicy {
+    pub ip_allowlist: Vec<IpNet>,
+    pub ratelimits: Vec<RateLimit>,
+    pub path_rules: Vec<PathRule>,
+}
+
+impl KeyspacePolicy {
+    pub fn from_record(ks: &Keyspace) -> Self {
+        KeyspacePolicy {
+            ip_allowlist: ks.default_ip_allowlist.iter().filter_map(|c| parse_cidr(c)).collect(),
+            ratelimits: ks.default_ratelimits.clone(),
+            path_rules: ks.path_rules.clone(),
+        }
+    }
+}
+
+/// The current policy of one keyspace, shared by all its cached keys, so a
+/// keyspace change reaches every key's next verify with one write.
+#[derive(Debug, Default)]
+pub struct KeyspaceCell(RwLock<Arc<KeyspacePolicy>>);
+
+impl KeyspaceCell {
+    pub fn new(p: KeyspacePolicy) -> Self {
+        KeyspaceCell(RwLock::new(Arc::new(p)))
+    }
+    pub fn get(&self) -> Arc<KeyspacePolicy> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn set(&self, p: KeyspacePolicy) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+    }
+}
+
+/// What to do with the in-memory quota when a key's record is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaFrom {
+    /// Take the record's quota (load, create, or a PATCH that sets it).
+    Record,
+    /// Keep the live in-memory count (any other change).
+    Live,
+}
+
 /// A key as the verify path sees it.
 #[derive(Debug)]
 pub struct CachedKey {
     pub record: KeyRecord,
     pub lifecycle: Lifecycle,
     pub usage: Arc<Usage>,
+    /// Own allowlist, parsed; `None` when the keyspace's applies.
+    pub ip_allowlist: Option<Vec<IpNet>>,
+    /// Windows and quota. Shared by every version of the cached record.
+    pub limiter: Arc<Mutex<Limiter>>,
+    pub keyspace: Arc<KeyspaceCell>,
 }
 
 impl CachedKey {
-    pub fn new(record: KeyRecord, usage: Arc<Usage>) -> Self {
-        let lifecycle = Lifecycle { enabled: record.enabled, expires_at: record.expires_at, revoked_at: record.revoked_at };
-        CachedKey { record, lifecycle, usage }
+    /// The live quota, as it should be written back to the store.
+    pub fn quota_mark(&self) -> Option<QuotaMark> {
+        let l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        l.quota.map(|q| QuotaMark { key_id: self.record.id.clone(), remaining: q.remaining, refilled_at: q.refilled_at })
     }
 
     /// The last use, newest of the stored record and the pending mark.
@@ -107,11 +159,36 @@ impl KeyIndex {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
     }
 
-    /// Inserts or replaces a key, keeping its usage cell if it had one.
-    pub fn put(&self, record: KeyRecord) -> Arc<CachedKey> {
+    /// Inserts or replaces a key, keeping its usage cell and limiter state
+    /// if it had them; the quota comes from the record or stays live.
+    pub fn put(&self, record: KeyRecord, keyspace: Arc<KeyspaceCell>, quota: QuotaFrom) -> Arc<CachedKey> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let usage = map.get(&record.hash).map(|c| c.usage.clone()).unwrap_or_default();
-        let cached = Arc::new(CachedKey::new(record, usage));
+        let old = map.get(&record.hash);
+        let usage = old.map(|c| c.usage.clone()).unwrap_or_default();
+        let record_quota = record.remaining.map(|remaining| Quota {
+            remaining,
+            refill: record.refill,
+            refilled_at: record.refilled_at.unwrap_or(record.created_at),
+        });
+        let limiter = match old {
+            Some(c) => {
+                let l = c.limiter.clone();
+                let mut g = l.lock().unwrap_or_else(|p| p.into_inner());
+                if quota == QuotaFrom::Record || record_quota.is_none() {
+                    g.quota = record_quota;
+                } else if let Some(q) = &mut g.quota {
+                    q.refill = record.refill;
+                } else {
+                    g.quota = record_quota;
+                }
+                drop(g);
+                l
+            }
+            None => Arc::new(Mutex::new(Limiter::new(&[], record_quota))),
+        };
+        let lifecycle = Lifecycle { enabled: record.enabled, expires_at: record.expires_at, revoked_at: record.revoked_at };
+        let ip_allowlist = record.ip_allowlist.as_ref().map(|l| l.iter().filter_map(|c| parse_cidr(c)).collect());
+        let cached = Arc::new(CachedKey { record, lifecycle, usage, ip_allowlist, limiter, keyspace });
         map.insert(cached.record.hash, cached.clone());
         cached
     }
@@ -137,18 +214,21 @@ impl KeyIndex {
         }
     }
 
-    /// Takes the marks made since the last call, for one batched store write.
-    pub fn take_last_uses(&self) -> Vec<LastUse> {
+    /// Takes the last-use marks and quota states changed since the last
+    /// call, for one batched store write.
+    pub fn take_pending(&self) -> (Vec<LastUse>, Vec<QuotaMark>) {
         let pending = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
-        pending
-            .into_iter()
-            .map(|k| {
-                // Clear first: a use racing with this read re-queues the key.
-                k.usage.dirty.store(false, Ordering::Release);
-                let ip = *k.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
-                LastUse { key_id: k.record.id.clone(), at: k.usage.at.load(Ordering::Relaxed), ip: ip.map(|i| i.to_string()) }
-            })
-            .collect()
+        let mut uses = Vec::with_capacity(pending.len());
+        let mut quotas = Vec::new();
+        for k in pending {
+            // Clear first: a use racing with this read re-queues the key.
+            k.usage.dirty.store(false, Ordering::Release);
+            let ip = *k.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
+            uses.push(LastUse { key_id: k.record.id.clone(), at: k.usage.at.load(Ordering::Relaxed), ip: ip.map(|i| i.to_string()) });
+            // The newest version of the key holds the live limiter.
+            quotas.extend(k.quota_mark());
+        }
+        (uses, quotas)
     }
 }
 

@@ -12,7 +12,7 @@ pub mod api;
 pub mod error;
 pub mod index;
 mod manage;
-mod verify;
+pub mod verify;
 mod views;
 
 use std::sync::{Arc, RwLock};
@@ -22,7 +22,7 @@ use keyward_core::{Permission, Role};
 use keyward_store::{RootKeyRecord, Store, StoreError};
 
 pub use error::{AuthError, ServiceError};
-pub use index::{CachedKey, KeyIndex, NegativeCache};
+pub use index::{CachedKey, KeyIndex, KeyspaceCell, KeyspacePolicy, NegativeCache, QuotaFrom};
 pub use verify::{Decision, VerifyInput};
 
 /// Result of a use case.
@@ -73,6 +73,8 @@ pub struct Service {
     index: KeyIndex,
     negative: NegativeCache,
     roots: RwLock<std::collections::HashMap<KeyHash, Arc<RootKeyRecord>>>,
+    /// Each keyspace's verify-path policy, by keyspace id.
+    keyspaces: RwLock<std::collections::HashMap<String, Arc<KeyspaceCell>>>,
     miss_lookups: tokio::sync::Semaphore,
 }
 
@@ -80,9 +82,15 @@ impl Service {
     /// Checks the pepper against the data dir and loads every key and root key.
     pub fn open(store: Arc<dyn Store>, hasher: KeyHasher, config: ServiceConfig) -> Result<Self> {
         check_pepper(store.as_ref(), &hasher)?;
+        let keyspaces: std::collections::HashMap<String, Arc<KeyspaceCell>> = store
+            .all_keyspaces()?
+            .iter()
+            .map(|ks| (ks.id.clone(), Arc::new(KeyspaceCell::new(KeyspacePolicy::from_record(ks)))))
+            .collect();
         let index = KeyIndex::default();
         store.for_each_key(&mut |k| {
-            index.put(k);
+            let cell = keyspaces.get(&k.keyspace_id).cloned().unwrap_or_default();
+            index.put(k, cell, QuotaFrom::Record);
         })?;
         let roots = store.all_root_keys()?.into_iter().map(|r| (r.hash, Arc::new(r))).collect();
         tracing::info!(keys = index.len(), "Loaded the key index.");
@@ -92,6 +100,7 @@ impl Service {
             index,
             negative: NegativeCache::new(config.negative_cache_capacity, config.negative_cache_ttl_ms),
             roots: RwLock::new(roots),
+            keyspaces: RwLock::new(keyspaces),
             miss_lookups: tokio::sync::Semaphore::new(config.miss_lookup_concurrency.max(1)),
         })
     }
@@ -131,14 +140,27 @@ impl Service {
         Err(AuthError::Unknown)
     }
 
-    /// Writes pending last-use marks to the store in one batch.
+    /// Writes pending last-use marks and quota states to the store in one
+    /// batch each; returns how many keys were written.
     pub async fn flush_last_used(&self) -> Result<usize> {
-        let batch = self.index.take_last_uses();
-        let n = batch.len();
+        let (uses, quotas) = self.index.take_pending();
+        let n = uses.len();
         if n > 0 {
-            self.blocking(move |s| s.record_last_used(&batch)).await?;
+            self.blocking(move |s| {
+                s.record_last_used(&uses)?;
+                s.record_quotas(&quotas)
+            })
+            .await?;
         }
         Ok(n)
+    }
+
+    /// The policy cell of a keyspace (an empty one if it is unknown).
+    fn keyspace_cell(&self, id: &str) -> Arc<KeyspaceCell> {
+        if let Some(c) = self.keyspaces.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return c.clone();
+        }
+        self.keyspaces.write().unwrap_or_else(|p| p.into_inner()).entry(id.to_owned()).or_default().clone()
     }
 
     /// Runs a store call on the blocking pool.

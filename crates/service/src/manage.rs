@@ -4,6 +4,7 @@
 
 use keyward_core::id::{is_id, new_id};
 use keyward_core::key::{DEFAULT_PREFIX, ROOT_PREFIX};
+use keyward_core::policy::{self, MAX_SCOPES, PathRule, RateLimit, Refill};
 use keyward_core::time::{UnixMs, now_ms, parse_rfc3339};
 use keyward_core::{KeyPrefix, Permission, RawKey, Role};
 use keyward_store::{
@@ -13,6 +14,7 @@ use serde_json::Value;
 
 use crate::api::*;
 use crate::views::{audit_view, diff, key_view, keyspace_view, root_key_view};
+use crate::index::{KeyspacePolicy, QuotaFrom};
 use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
 
 const MAX_META_BYTES: usize = 16 * 1024;
@@ -52,6 +54,97 @@ fn check_meta(v: &Value) -> Result<()> {
 fn check_ttl(field: &str, ttl: i64) -> Result<()> {
     if !(1..=MAX_TTL_MS).contains(&ttl) {
         return Err(invalid(format!("{field} must be between 1 and {MAX_TTL_MS} milliseconds")));
+    }
+    Ok(())
+}
+
+/// Shows a client-given value in an error only when it is short and plain.
+fn shown(v: &str) -> String {
+    if v.len() <= 64 && !v.chars().any(char::is_control) { format!("{v:?}") } else { "(too long to show)".into() }
+}
+
+fn check_scopes(field: &str, v: &[String]) -> Result<()> {
+    if v.len() > MAX_SCOPES {
+        return Err(invalid(format!("{field} may hold at most {MAX_SCOPES} scopes")));
+    }
+    for (i, s) in v.iter().enumerate() {
+        if !policy::valid_scope(s) {
+            return Err(invalid(format!(
+                "{field}[{i}]: {} is not a scope; use read, write, admin, or resource:action such as invoices:read or invoices:*",
+                shown(s)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Validates CIDRs and returns them in canonical form (host bits cleared,
+/// bare addresses as /32 or /128, IPv4-mapped IPv6 as IPv4).
+fn check_cidrs(field: &str, v: &[String]) -> Result<Vec<String>> {
+    if v.len() > 256 {
+        return Err(invalid(format!("{field} may hold at most 256 entries")));
+    }
+    v.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            policy::parse_cidr(c).map(|n| n.to_string()).ok_or_else(|| {
+                invalid(format!("{field}[{i}]: {} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or 2001:db8::/32", shown(c)))
+            })
+        })
+        .collect()
+}
+
+fn check_ratelimits(field: &str, v: &[RateLimit]) -> Result<()> {
+    if v.len() > 8 {
+        return Err(invalid(format!("{field} may hold at most 8 windows")));
+    }
+    for (i, r) in v.iter().enumerate() {
+        check_text(&format!("{field}[{i}].name"), &r.name, 64)?;
+        if v[..i].iter().any(|o| o.name == r.name) {
+            return Err(invalid(format!("{field}[{i}].name: {} is used twice", shown(&r.name))));
+        }
+        if r.limit == 0 || r.limit > 1_000_000_000 {
+            return Err(invalid(format!("{field}[{i}].limit must be between 1 and 1000000000")));
+        }
+        if !(1..=31 * 24 * 3600 * 1000).contains(&r.window_ms) {
+            return Err(invalid(format!("{field}[{i}].window_ms must be between 1 and 2678400000 (31 days)")));
+        }
+    }
+    Ok(())
+}
+
+fn check_quota(remaining: Option<i64>, refill: Option<&Refill>) -> Result<()> {
+    if remaining.is_some_and(|r| r < 0) {
+        return Err(invalid("remaining must not be negative"));
+    }
+    if let Some(r) = refill {
+        if r.interval_ms < 1000 || r.interval_ms > MAX_TTL_MS {
+            return Err(invalid("refill.interval_ms must be at least 1000"));
+        }
+        if r.amount < 0 {
+            return Err(invalid("refill.amount must not be negative"));
+        }
+    }
+    Ok(())
+}
+
+fn check_rules(v: &[PathRule]) -> Result<()> {
+    if v.len() > 64 {
+        return Err(invalid("path_rules may hold at most 64 rules"));
+    }
+    for (i, r) in v.iter().enumerate() {
+        if !policy::valid_pattern(&r.pattern) {
+            return Err(invalid(format!("path_rules[{i}].pattern must start with / and hold no ? or #")));
+        }
+        if r.scopes.is_empty() {
+            return Err(invalid(format!("path_rules[{i}].scopes must name at least one scope")));
+        }
+        check_scopes(&format!("path_rules[{i}].scopes"), &r.scopes)?;
+        for m in r.methods.iter().flatten() {
+            if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(invalid(format!("path_rules[{i}].methods: {} is not an upper-case HTTP method", shown(m))));
+            }
+        }
     }
     Ok(())
 }
@@ -183,6 +276,15 @@ impl Service {
         if let Some(t) = req.default_ttl_ms {
             check_ttl("default_ttl_ms", t)?;
         }
+        let default_scopes = req.default_scopes.unwrap_or_default();
+        check_scopes("default_scopes", &default_scopes)?;
+        let default_ip_allowlist = check_cidrs("default_ip_allowlist", &req.default_ip_allowlist.unwrap_or_default())?;
+        let default_ratelimits = req
+            .default_ratelimits
+            .unwrap_or_else(|| vec![RateLimit { name: "default".into(), limit: 1000, window_ms: 60_000 }]);
+        check_ratelimits("default_ratelimits", &default_ratelimits)?;
+        let path_rules = req.path_rules.unwrap_or_default();
+        check_rules(&path_rules)?;
         let now = now_ms();
         let ks = Keyspace {
             id: new_id("ks", now),
@@ -192,10 +294,16 @@ impl Service {
             default_ttl_ms: req.default_ttl_ms,
             created_at: now,
             updated_at: now,
+            default_scopes,
+            default_ip_allowlist,
+            default_ratelimits,
+            path_rules,
         };
         let view = keyspace_view(&ks);
         let audit = self.audit_entry(actor, "keyspace.create", "keyspace", &ks.id, None, Some(to_value(&view)));
-        self.blocking(move |s| s.insert_keyspace(&ks, &audit)).await?;
+        let k = ks.clone();
+        self.blocking(move |s| s.insert_keyspace(&k, &audit)).await?;
+        self.keyspace_cell(&ks.id).set(KeyspacePolicy::from_record(&ks));
         Ok(view)
     }
 
@@ -233,11 +341,28 @@ impl Service {
             }
             ks.default_ttl_ms = t;
         }
+        if let Some(v) = req.default_scopes {
+            check_scopes("default_scopes", &v)?;
+            ks.default_scopes = v;
+        }
+        if let Some(v) = req.default_ip_allowlist {
+            ks.default_ip_allowlist = check_cidrs("default_ip_allowlist", &v)?;
+        }
+        if let Some(v) = req.default_ratelimits {
+            check_ratelimits("default_ratelimits", &v)?;
+            ks.default_ratelimits = v;
+        }
+        if let Some(v) = req.path_rules {
+            check_rules(&v)?;
+            ks.path_rules = v;
+        }
         ks.updated_at = now_ms();
         let view = keyspace_view(&ks);
         let (b, a) = diff(&before, &to_value(&view));
         let audit = self.audit_entry(actor, "keyspace.update", "keyspace", &ks.id, Some(b), Some(a));
-        self.blocking(move |s| s.update_keyspace(&ks, &audit)).await?;
+        let k = ks.clone();
+        self.blocking(move |s| s.update_keyspace(&k, &audit)).await?;
+        self.keyspace_cell(&ks.id).set(KeyspacePolicy::from_record(&ks));
         Ok(view)
     }
 
@@ -265,6 +390,15 @@ impl Service {
             }
             (None, None) => None,
         };
+        if let Some(v) = &req.scopes {
+            check_scopes("scopes", v)?;
+        }
+        let ip_allowlist = req.ip_allowlist.as_deref().map(|v| check_cidrs("ip_allowlist", v)).transpose()?;
+        if let Some(v) = &req.ratelimits {
+            check_ratelimits("ratelimits", v)?;
+        }
+        check_quota(req.remaining, req.refill.as_ref())?;
+        let remaining = req.remaining.or(req.refill.map(|r| r.amount));
         let ks = self.load_keyspace(actor, &req.keyspace_id).await?;
         let expires_at = expires_at.or(ks.default_ttl_ms.map(|t| now + t));
         let prefix = KeyPrefix::new(&ks.prefix).map_err(|e| invalid(format!("keyspace prefix: {e}")))?;
@@ -289,13 +423,19 @@ impl Service {
             updated_at: now,
             last_used_at: None,
             last_used_ip: None,
+            scopes: req.scopes.unwrap_or_else(|| ks.default_scopes.clone()),
+            ip_allowlist,
+            ratelimits: req.ratelimits,
+            remaining,
+            refill: req.refill,
+            refilled_at: remaining.map(|_| now),
         };
         let view = key_view(&rec, None, now);
         let audit = self.audit_entry(actor, "key.create", "key", &rec.id, None, Some(to_value(&view)));
         let r = rec.clone();
         self.blocking(move |s| s.insert_key(&r, &audit)).await?;
         self.negative.remove(&rec.hash);
-        self.index.put(rec);
+        self.index.put(rec, self.keyspace_cell(&view.keyspace_id), QuotaFrom::Record);
         tracing::info!(key_id = %view.id, keyspace_id = %view.keyspace_id, "Key created.");
         Ok(CreatedKey { key: raw.expose().to_owned(), view })
     }
@@ -362,7 +502,7 @@ impl Service {
             return Err(ServiceError::Conflict(format!("key {} is revoked; revocation is final", k.id)));
         }
         let now = now_ms();
-        let before = to_value(&key_view(&k, None, now));
+        let before = to_value(&self.view_of(&k, now));
         if let Some(name) = req.name {
             check_opt_text("name", &name, 200)?;
             k.name = name;
@@ -381,8 +521,36 @@ impl Service {
         if let Some(en) = req.enabled {
             k.enabled = en;
         }
+        if let Some(v) = req.scopes {
+            check_scopes("scopes", &v)?;
+            k.scopes = v;
+        }
+        if let Some(v) = req.ip_allowlist {
+            k.ip_allowlist = v.as_deref().map(|v| check_cidrs("ip_allowlist", v)).transpose()?;
+        }
+        if let Some(v) = req.ratelimits {
+            if let Some(v) = &v {
+                check_ratelimits("ratelimits", v)?;
+            }
+            k.ratelimits = v;
+        }
+        let quota_set = req.remaining.is_some() || req.refill.is_some();
+        if let Some(r) = req.refill {
+            check_quota(None, r.as_ref())?;
+            k.refill = r;
+        }
+        if let Some(r) = req.remaining {
+            check_quota(r, None)?;
+            k.remaining = r;
+            k.refilled_at = r.map(|_| now);
+        } else if k.remaining.is_none() && req.refill.flatten().is_some() {
+            // A refill on an unlimited key starts it at the refill amount.
+            k.remaining = k.refill.map(|r| r.amount);
+            k.refilled_at = Some(now);
+        }
         k.updated_at = now;
-        self.save_key(actor, k, before, "key.update", now).await
+        let from = if quota_set { QuotaFrom::Record } else { QuotaFrom::Live };
+        self.save_key(actor, k, before, "key.update", now, from).await
     }
 
     pub async fn revoke_key(&self, actor: &Actor, id: &str, req: RevokeKey) -> Result<KeyView> {
@@ -394,25 +562,44 @@ impl Service {
             return Err(ServiceError::Conflict(format!("key {} is already revoked", k.id)));
         }
         let now = now_ms();
-        let before = to_value(&key_view(&k, None, now));
+        let before = to_value(&self.view_of(&k, now));
         k.revoked_at = Some(now);
         k.revoke_reason = Some(req.reason.as_str().to_owned());
         k.revoke_note = req.note;
         k.incident_id = req.incident;
         k.updated_at = now;
-        let view = self.save_key(actor, k, before, "key.revoke", now).await?;
+        let view = self.save_key(actor, k, before, "key.revoke", now, QuotaFrom::Live).await?;
         tracing::warn!(key_id = %view.id, reason = req.reason.as_str(), "Key revoked.");
         Ok(view)
     }
 
     /// Writes a changed key to the store with its audit diff, then the index.
-    async fn save_key(&self, actor: &Actor, k: KeyRecord, before: Value, action: &str, now: UnixMs) -> Result<KeyView> {
+    /// Unless the change sets the quota, the live in-memory quota is what is
+    /// written, so a PATCH never hands back consumed units.
+    async fn save_key(
+        &self,
+        actor: &Actor,
+        mut k: KeyRecord,
+        before: Value,
+        action: &str,
+        now: UnixMs,
+        quota: QuotaFrom,
+    ) -> Result<KeyView> {
+        if quota == QuotaFrom::Live {
+            if let Some(mark) = self.index.get(&k.hash).and_then(|c| c.quota_mark()) {
+                if k.remaining.is_some() {
+                    k.remaining = Some(mark.remaining);
+                    k.refilled_at = Some(mark.refilled_at);
+                }
+            }
+        }
         let after = key_view(&k, None, now);
         let (b, a) = diff(&before, &to_value(&after));
         let audit = self.audit_entry(actor, action, "key", &k.id, Some(b), Some(a));
         let rec = k.clone();
         self.blocking(move |s| s.update_key(&rec, &audit)).await?;
-        let cached = self.index.put(k);
+        let cell = self.keyspace_cell(&k.keyspace_id);
+        let cached = self.index.put(k, cell, quota);
         Ok(key_view(&cached.record, Some(&cached), now))
     }
 

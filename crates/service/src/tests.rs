@@ -21,18 +21,39 @@ async fn setup() -> (Service, Actor, String) {
     actor.root_key_id = id;
     actor.role = role;
     let ks = svc
-        .create_keyspace(&actor, CreateKeyspace { name: "prod".into(), prefix: None, default_ttl_ms: None })
+        .create_keyspace(&actor, CreateKeyspace {
+            name: "prod".into(),
+            prefix: None,
+            default_ttl_ms: None,
+            default_scopes: None,
+            default_ip_allowlist: None,
+            default_ratelimits: None,
+            path_rules: None,
+        })
         .await
         .unwrap();
     (svc, actor, ks.id)
 }
 
 fn new_key(ks: &str) -> CreateKey {
-    CreateKey { keyspace_id: ks.into(), name: None, owner_id: None, meta: None, expires_at: None, ttl_ms: None, enabled: None }
+    CreateKey {
+        keyspace_id: ks.into(),
+        name: None,
+        owner_id: None,
+        meta: None,
+        expires_at: None,
+        ttl_ms: None,
+        enabled: None,
+        scopes: None,
+        ip_allowlist: None,
+        ratelimits: None,
+        remaining: None,
+        refill: None,
+    }
 }
 
 fn code(svc: &Service, ws: &str, key: &str) -> Outcome {
-    match svc.verify_cached(ws, &VerifyInput { key, ip: None }, keyward_core::time::now_ms()) {
+    match svc.verify_cached(ws, &VerifyInput::key(key), keyward_core::time::now_ms()) {
         Cached::Decided(d) => d.outcome,
         Cached::Miss(_) => Outcome::NotFound,
     }
@@ -65,11 +86,11 @@ async fn unknown_keys_are_remembered_in_a_bounded_cache() {
     let cap = ServiceConfig::default().negative_cache_capacity;
     for _ in 0..3 {
         let k = keyward_core::RawKey::generate(&prefix);
-        let d = svc.verify(&actor.workspace_id, &VerifyInput { key: k.expose(), ip: None }).await.unwrap();
+        let d = svc.verify(&actor.workspace_id, &VerifyInput::key(k.expose())).await.unwrap();
         assert_eq!(d.outcome, Outcome::NotFound);
         // The second time it is answered from memory.
         assert!(matches!(
-            svc.verify_cached(&actor.workspace_id, &VerifyInput { key: k.expose(), ip: None }, keyward_core::time::now_ms()),
+            svc.verify_cached(&actor.workspace_id, &VerifyInput::key(k.expose()), keyward_core::time::now_ms()),
             Cached::Decided(_)
         ));
     }
@@ -90,7 +111,7 @@ async fn last_use_is_batched() {
     let created = svc.create_key(&actor, new_key(&ks)).await.unwrap();
     let ip = Some("203.0.113.9".parse().unwrap());
     for _ in 0..10 {
-        svc.verify(&actor.workspace_id, &VerifyInput { key: &created.key, ip }).await.unwrap();
+        svc.verify(&actor.workspace_id, &VerifyInput { ip, ..VerifyInput::key(&created.key) }).await.unwrap();
     }
     // Visible at once through the index, before any store write.
     let v = svc.get_key(&actor, &created.view.id).await.unwrap();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::key::check_format;
+use keyward_core::policy::{ScopeRequest, WindowReport, ip_allowed, missing_scopes};
 use keyward_core::time::{UnixMs, now_ms};
 use keyward_core::verify::check_lifecycle;
 use keyward_core::{KeyHash, Outcome};
@@ -20,6 +21,20 @@ pub struct VerifyInput<'a> {
     /// The key as presented.
     pub key: &'a str,
     pub ip: Option<IpAddr>,
+    /// Method and path of the request being authorized, if given.
+    pub method: Option<&'a str>,
+    pub path: Option<&'a str>,
+    /// Scopes the request needs, all of them.
+    pub scopes: &'a [String],
+    /// Units to count against limits and quota.
+    pub cost: u64,
+}
+
+impl<'a> VerifyInput<'a> {
+    /// A plain verify of `key`: no IP, no scopes, cost 1.
+    pub fn key(key: &'a str) -> Self {
+        VerifyInput { key, ip: None, method: None, path: None, scopes: &[], cost: 1 }
+    }
 }
 
 /// The decision, with the key's cached record when one was found.
@@ -27,11 +42,21 @@ pub struct VerifyInput<'a> {
 pub struct Decision {
     pub outcome: Outcome,
     pub key: Option<Arc<CachedKey>>,
+    /// Why the key was refused, for people.
+    pub message: Option<String>,
+    /// The most constrained rate-limit window, when the key has any.
+    pub window: Option<WindowReport>,
+    /// Quota left, when the key has one.
+    pub remaining: Option<i64>,
 }
 
 impl Decision {
     fn bare(outcome: Outcome) -> Self {
-        Decision { outcome, key: None }
+        Decision { outcome, key: None, message: None, window: None, remaining: None }
+    }
+
+    fn refuse(outcome: Outcome, key: Arc<CachedKey>, message: String) -> Self {
+        Decision { outcome, key: Some(key), message: Some(message), window: None, remaining: None }
     }
 }
 
@@ -91,7 +116,8 @@ impl Service {
             .await;
         match found {
             Ok(Some(record)) => {
-                let k = self.index.put(record);
+                let cell = self.keyspace_cell(&record.keyspace_id);
+                let k = self.index.put(record, cell, crate::index::QuotaFrom::Record);
                 Ok(self.decide(workspace_id, k, input, now_ms()))
             }
             Ok(None) => {
@@ -105,15 +131,52 @@ impl Service {
         }
     }
 
+    /// The checks after the lookup, in their documented order: lifecycle
+    /// (REVOKED, DISABLED, EXPIRED), IP allowlist, scopes, then rate limits
+    /// and quota together (consumed only when both admit).
     fn decide(&self, workspace_id: &str, k: Arc<CachedKey>, input: &VerifyInput<'_>, now: UnixMs) -> Decision {
         // Another workspace's key is, to this caller, no key at all.
         if k.record.workspace_id != workspace_id {
             return Decision::bare(Outcome::NotFound);
         }
         let outcome = check_lifecycle(&k.lifecycle, now);
-        if outcome.is_valid() {
+        if !outcome.is_valid() {
+            return Decision { outcome, key: Some(k), message: None, window: None, remaining: None };
+        }
+        let ks = k.keyspace.get();
+        let nets = k.ip_allowlist.as_deref().unwrap_or(&ks.ip_allowlist);
+        if !nets.is_empty() {
+            match input.ip {
+                None => {
+                    return Decision::refuse(Outcome::IpNotAllowed, k, "the key has an IP allowlist and the verify gave no ip".into());
+                }
+                Some(ip) if !ip_allowed(nets, ip) => {
+                    return Decision::refuse(Outcome::IpNotAllowed, k, format!("{ip} is not in the key's IP allowlist"));
+                }
+                Some(_) => {}
+            }
+        }
+        let req = ScopeRequest { method: input.method, path: input.path, scopes: input.scopes };
+        if input.method.is_some() || input.path.is_some() || !input.scopes.is_empty() {
+            let missing = missing_scopes(&k.record.scopes, &ks.path_rules, &req);
+            if !missing.is_empty() {
+                return Decision::refuse(Outcome::Forbidden, k, format!("missing scope: {}", missing.join(", ")));
+            }
+        }
+        let limits = k.record.ratelimits.as_deref().unwrap_or(&ks.ratelimits);
+        let admission = {
+            let mut l = k.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            l.reconfigure(limits);
+            l.admit(now, input.cost)
+        };
+        let message = match admission.outcome {
+            Outcome::RateLimited => admission.window.as_ref().map(|w| format!("rate limit {} of {} reached", w.name, w.limit)),
+            Outcome::UsageExceeded => Some("usage quota exhausted".to_owned()),
+            _ => None,
+        };
+        if admission.outcome.is_valid() {
             self.index.touch(&k, now, input.ip);
         }
-        Decision { outcome, key: Some(k) }
+        Decision { outcome: admission.outcome, key: Some(k), message, window: admission.window, remaining: admission.remaining }
     }
 }

@@ -32,6 +32,15 @@ pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -
         status: status(&life, now).to_owned(),
         enabled: k.enabled,
         expires_at: ts(k.expires_at),
+        scopes: k.scopes.clone(),
+        ip_allowlist: k.ip_allowlist.clone(),
+        ratelimits: k.ratelimits.clone(),
+        remaining: match cached {
+            // The live count, which the store may not have yet.
+            Some(c) if c.record.id == k.id => c.quota_mark().map(|q| q.remaining).or(k.remaining),
+            _ => k.remaining,
+        },
+        refill: k.refill,
         created_at: to_rfc3339(k.created_at),
         updated_at: to_rfc3339(k.updated_at),
         last_used_at: ts(last_at),
@@ -49,6 +58,10 @@ pub(crate) fn keyspace_view(ks: &Keyspace) -> KeyspaceView {
         name: ks.name.clone(),
         prefix: ks.prefix.clone(),
         default_ttl_ms: ks.default_ttl_ms,
+        default_scopes: ks.default_scopes.clone(),
+        default_ip_allowlist: ks.default_ip_allowlist.clone(),
+        default_ratelimits: ks.default_ratelimits.clone(),
+        path_rules: ks.path_rules.clone(),
         created_at: to_rfc3339(ks.created_at),
         updated_at: to_rfc3339(ks.updated_at),
     }

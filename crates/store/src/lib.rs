@@ -33,6 +33,8 @@ pub trait Store: Send + Sync + 'static {
     fn update_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()>;
     fn get_keyspace(&self, workspace_id: &str, id: &str) -> Result<Option<Keyspace>>;
     fn list_keyspaces(&self, workspace_id: &str) -> Result<Vec<Keyspace>>;
+    /// Every keyspace of every workspace, to build the verify path's policies at start.
+    fn all_keyspaces(&self) -> Result<Vec<Keyspace>>;
 
     fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()>;
     /// Replaces every mutable field of the key with the given record.
@@ -44,6 +46,8 @@ pub trait Store: Send + Sync + 'static {
     fn for_each_key(&self, f: &mut dyn FnMut(KeyRecord)) -> Result<()>;
     /// Writes a batch of last-use marks (key id, instant, source address).
     fn record_last_used(&self, batch: &[LastUse]) -> Result<()>;
+    /// Writes a batch of quota states (remaining, last refill).
+    fn record_quotas(&self, batch: &[QuotaMark]) -> Result<()>;
 
     fn insert_root_key(&self, rk: &RootKeyRecord, audit: &AuditEntry) -> Result<()>;
     fn revoke_root_key(&self, workspace_id: &str, id: &str, at: i64, audit: &AuditEntry) -> Result<()>;

@@ -1,5 +1,6 @@
 //! The records the store keeps. Plain data; the service owns their meaning.
 
+use keyward_core::policy::{PathRule, RateLimit, Refill};
 use keyward_core::{KeyHash, Role};
 use serde_json::Value;
 
@@ -22,6 +23,14 @@ pub struct Keyspace {
     pub default_ttl_ms: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Scopes given to new keys that name none.
+    pub default_scopes: Vec<String>,
+    /// CIDRs that apply to keys without an allowlist of their own (empty: none).
+    pub default_ip_allowlist: Vec<String>,
+    /// Rate limits of keys without their own (default: 1,000 per minute).
+    pub default_ratelimits: Vec<RateLimit>,
+    /// Path rules: scopes needed for matching request paths.
+    pub path_rules: Vec<PathRule>,
 }
 
 /// One API key, by hash.
@@ -48,6 +57,24 @@ pub struct KeyRecord {
     pub updated_at: i64,
     pub last_used_at: Option<i64>,
     pub last_used_ip: Option<String>,
+    pub scopes: Vec<String>,
+    /// `None`: the keyspace default applies. `Some(empty)`: no restriction.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// `None`: the keyspace default applies. `Some(empty)`: no limit.
+    pub ratelimits: Option<Vec<RateLimit>>,
+    /// Usage quota left; `None` means unlimited.
+    pub remaining: Option<i64>,
+    pub refill: Option<Refill>,
+    /// When the quota was last set or refilled.
+    pub refilled_at: Option<i64>,
+}
+
+/// A batched quota state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaMark {
+    pub key_id: String,
+    pub remaining: i64,
+    pub refilled_at: i64,
 }
 
 /// A key of the management API.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    AuditCheck, AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, LastUse, Result,
+    AuditCheck, AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, LastUse, QuotaMark, Result,
     RootKeyRecord, Store, StoreError, Workspace,
 };
 
@@ -90,6 +90,20 @@ const MIGRATIONS: &[&str] = &[
         name   TEXT PRIMARY KEY,
         value  TEXT NOT NULL
     );
+    "#,
+    // 2: access policies and limits.
+    r#"
+    ALTER TABLE keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE keys ADD COLUMN ip_allowlist TEXT;
+    ALTER TABLE keys ADD COLUMN ratelimits TEXT;
+    ALTER TABLE keys ADD COLUMN remaining INTEGER;
+    ALTER TABLE keys ADD COLUMN refill TEXT;
+    ALTER TABLE keys ADD COLUMN refilled_at INTEGER;
+    ALTER TABLE keyspaces ADD COLUMN default_scopes TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE keyspaces ADD COLUMN default_ip_allowlist TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE keyspaces ADD COLUMN default_ratelimits TEXT NOT NULL
+        DEFAULT '[{"name":"default","limit":1000,"window_ms":60000}]';
+    ALTER TABLE keyspaces ADD COLUMN path_rules TEXT NOT NULL DEFAULT '[]';
     "#,
 ];
 
@@ -223,7 +237,27 @@ fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<()> {
 
 const KEY_COLS: &str = "id, workspace_id, keyspace_id, name, owner_id, meta, hash, hash_kind, hint, enabled,
     expires_at, revoked_at, revoke_reason, revoke_note, incident_id, created_at, updated_at,
-    last_used_at, last_used_ip";
+    last_used_at, last_used_ip, scopes, ip_allowlist, ratelimits, remaining, refill, refilled_at";
+
+/// Reads a JSON column, naming the table and column when it is corrupt.
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn json_opt_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = r.get(i)?;
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    })
+    .transpose()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
 
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     let meta: String = r.get(5)?;
@@ -248,10 +282,17 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         updated_at: r.get(16)?,
         last_used_at: r.get(17)?,
         last_used_ip: r.get(18)?,
+        scopes: json_col(r, 19)?,
+        ip_allowlist: json_opt_col(r, 20)?,
+        ratelimits: json_opt_col(r, 21)?,
+        remaining: r.get(22)?,
+        refill: json_opt_col(r, 23)?,
+        refilled_at: r.get(24)?,
     })
 }
 
-const KS_COLS: &str = "id, workspace_id, name, prefix, default_ttl_ms, created_at, updated_at";
+const KS_COLS: &str = "id, workspace_id, name, prefix, default_ttl_ms, created_at, updated_at, default_scopes,
+    default_ip_allowlist, default_ratelimits, path_rules";
 
 fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
     Ok(Keyspace {
@@ -262,6 +303,10 @@ fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
         default_ttl_ms: r.get(4)?,
         created_at: r.get(5)?,
         updated_at: r.get(6)?,
+        default_scopes: json_col(r, 7)?,
+        default_ip_allowlist: json_col(r, 8)?,
+        default_ratelimits: json_col(r, 9)?,
+        path_rules: json_col(r, 10)?,
     })
 }
 
@@ -355,8 +400,12 @@ impl Store for SqliteStore {
     fn insert_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             tx.execute(
-                &format!("INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![ks.id, ks.workspace_id, ks.name, ks.prefix, ks.default_ttl_ms, ks.created_at, ks.updated_at],
+                &format!("INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    ks.id, ks.workspace_id, ks.name, ks.prefix, ks.default_ttl_ms, ks.created_at, ks.updated_at,
+                    to_json(&ks.default_scopes), to_json(&ks.default_ip_allowlist), to_json(&ks.default_ratelimits),
+                    to_json(&ks.path_rules)
+                ],
             )
             .map_err(|e| map_unique(e, "keyspace"))?;
             append_audit(tx, audit)
@@ -366,9 +415,14 @@ impl Store for SqliteStore {
     fn update_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             let n = tx.execute(
-                "UPDATE keyspaces SET name = ?3, prefix = ?4, default_ttl_ms = ?5, updated_at = ?6
+                "UPDATE keyspaces SET name = ?3, prefix = ?4, default_ttl_ms = ?5, updated_at = ?6,
+                        default_scopes = ?7, default_ip_allowlist = ?8, default_ratelimits = ?9, path_rules = ?10
                  WHERE workspace_id = ?1 AND id = ?2",
-                params![ks.workspace_id, ks.id, ks.name, ks.prefix, ks.default_ttl_ms, ks.updated_at],
+                params![
+                    ks.workspace_id, ks.id, ks.name, ks.prefix, ks.default_ttl_ms, ks.updated_at,
+                    to_json(&ks.default_scopes), to_json(&ks.default_ip_allowlist), to_json(&ks.default_ratelimits),
+                    to_json(&ks.path_rules)
+                ],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound("keyspace"));
@@ -396,17 +450,27 @@ impl Store for SqliteStore {
         })
     }
 
+    fn all_keyspaces(&self) -> Result<Vec<Keyspace>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {KS_COLS} FROM keyspaces ORDER BY id"))?;
+            let rows = st.query_map([], keyspace_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
     fn insert_key(&self, k: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             tx.execute(
                 &format!(
                     "INSERT INTO keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                     ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+                     ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
                 ),
                 params![
                     k.id, k.workspace_id, k.keyspace_id, k.name, k.owner_id, k.meta.to_string(), &k.hash.0[..],
                     k.hash_kind, k.hint, k.enabled, k.expires_at, k.revoked_at, k.revoke_reason, k.revoke_note,
-                    k.incident_id, k.created_at, k.updated_at, k.last_used_at, k.last_used_ip
+                    k.incident_id, k.created_at, k.updated_at, k.last_used_at, k.last_used_ip, to_json(&k.scopes),
+                    k.ip_allowlist.as_ref().map(to_json), k.ratelimits.as_ref().map(to_json), k.remaining,
+                    k.refill.as_ref().map(to_json), k.refilled_at
                 ],
             )
             .map_err(|e| map_unique(e, "key"))?;
@@ -419,11 +483,14 @@ impl Store for SqliteStore {
             let n = tx.execute(
                 "UPDATE keys SET name = ?3, owner_id = ?4, meta = ?5, enabled = ?6, expires_at = ?7,
                         revoked_at = ?8, revoke_reason = ?9, revoke_note = ?10, incident_id = ?11,
-                        updated_at = ?12
+                        updated_at = ?12, scopes = ?13, ip_allowlist = ?14, ratelimits = ?15, remaining = ?16,
+                        refill = ?17, refilled_at = ?18
                  WHERE workspace_id = ?1 AND id = ?2",
                 params![
                     k.workspace_id, k.id, k.name, k.owner_id, k.meta.to_string(), k.enabled, k.expires_at,
-                    k.revoked_at, k.revoke_reason, k.revoke_note, k.incident_id, k.updated_at
+                    k.revoked_at, k.revoke_reason, k.revoke_note, k.incident_id, k.updated_at, to_json(&k.scopes),
+                    k.ip_allowlist.as_ref().map(to_json), k.ratelimits.as_ref().map(to_json), k.remaining,
+                    k.refill.as_ref().map(to_json), k.refilled_at
                 ],
             )?;
             if n == 0 {
@@ -502,6 +569,21 @@ impl Store for SqliteStore {
             )?;
             for u in batch {
                 st.execute(params![u.key_id, u.at, u.ip])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn record_quotas(&self, batch: &[QuotaMark]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tx(|tx| {
+            let mut st = tx.prepare_cached(
+                "UPDATE keys SET remaining = ?2, refilled_at = ?3 WHERE id = ?1 AND remaining IS NOT NULL",
+            )?;
+            for q in batch {
+                st.execute(params![q.key_id, q.remaining, q.refilled_at])?;
             }
             Ok(())
         })

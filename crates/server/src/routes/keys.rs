@@ -5,9 +5,9 @@ use std::net::IpAddr;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyward_core::time::to_rfc3339;
-use keyward_core::{Outcome, Permission};
+use keyward_core::Permission;
 use keyward_service::VerifyInput;
-use keyward_service::api::{CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, PatchKey, RevokeKey, VerifyRequest, VerifyResponse};
+use keyward_service::api::{CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, PatchKey, RateLimitState, RevokeKey, VerifyRequest, VerifyResponse};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
@@ -57,15 +57,30 @@ pub async fn verify(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<V
         None => None,
         Some(s) => Some(s.parse::<IpAddr>().map_err(|_| ApiError::bad_request("ip is not an IPv4 or IPv6 address"))?),
     };
-    if req.cost == Some(0) {
-        return Err(ApiError::bad_request("cost must be at least 1"));
+    if let Some(m) = &req.method {
+        if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ApiError::bad_request("method must be an HTTP method such as GET or POST"));
+        }
     }
-    let d = st.service.verify(&a.workspace_id, &VerifyInput { key: &req.key, ip }).await?;
-    let mut outcome = d.outcome;
-    // Keys carry no scopes yet: a request that needs any scope is refused.
-    if outcome.is_valid() && req.scopes.as_ref().is_some_and(|s| !s.is_empty()) {
-        outcome = Outcome::Forbidden;
+    if let Some(p) = &req.path {
+        if !p.starts_with('/') || p.len() > 4096 {
+            return Err(ApiError::bad_request("path must start with / and be at most 4096 characters"));
+        }
     }
+    let scopes = req.scopes.unwrap_or_default();
+    if scopes.len() > keyward_core::policy::MAX_SCOPES || !scopes.iter().all(|s| keyward_core::policy::valid_scope(s)) {
+        return Err(ApiError::bad_request("scopes must be at most 64 scopes such as read or invoices:write"));
+    }
+    let input = VerifyInput {
+        key: &req.key,
+        ip,
+        method: req.method.as_deref(),
+        path: req.path.as_deref(),
+        scopes: &scopes,
+        cost: u64::from(req.cost.unwrap_or(1)),
+    };
+    let d = st.service.verify(&a.workspace_id, &input).await?;
+    let outcome = d.outcome;
     let k = d.key.as_ref().map(|k| &k.record);
     Ok(axum::Json(VerifyResponse {
         valid: outcome.is_valid(),
@@ -74,11 +89,12 @@ pub async fn verify(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<V
         keyspace_id: k.map(|k| k.keyspace_id.clone()),
         owner_id: k.and_then(|k| k.owner_id.clone()),
         name: k.and_then(|k| k.name.clone()),
-        scopes: Vec::new(),
+        scopes: k.map(|k| k.scopes.clone()).unwrap_or_default(),
         meta: k.map(|k| k.meta.clone()),
         expires_at: k.and_then(|k| k.expires_at.map(to_rfc3339)),
-        remaining: None,
-        ratelimit: None,
+        remaining: d.remaining,
+        ratelimit: d.window.map(|w| RateLimitState { limit: w.limit, remaining: w.remaining, reset: to_rfc3339(w.reset) }),
         deprecated: false,
+        message: d.message,
     }))
 }

@@ -43,6 +43,10 @@ fn seed(s: &SqliteStore) {
         default_ttl_ms: None,
         created_at: 1,
         updated_at: 1,
+        default_scopes: vec![],
+        default_ip_allowlist: vec!["10.0.0.0/8".into()],
+        default_ratelimits: vec![],
+        path_rules: vec![],
     };
     s.insert_keyspace(&ks, &audit("ws_1", "aud_2", "keyspace.create")).unwrap();
 }
@@ -68,6 +72,12 @@ fn key(id: &str, b: u8, owner: &str) -> KeyRecord {
         updated_at: 1,
         last_used_at: None,
         last_used_ip: None,
+        scopes: vec!["read".into()],
+        ip_allowlist: None,
+        ratelimits: Some(vec![keyward_core::policy::RateLimit { name: "s".into(), limit: 5, window_ms: 1000 }]),
+        remaining: Some(10),
+        refill: None,
+        refilled_at: Some(1),
     }
 }
 
@@ -133,11 +143,35 @@ fn reopen_keeps_data_and_refuses_newer_schema() {
         s.record_last_used(&[LastUse { key_id: "key_1".into(), at: 50, ip: Some("10.0.0.1".into()) }]).unwrap();
         // An older mark never overwrites a newer one.
         s.record_last_used(&[LastUse { key_id: "key_1".into(), at: 40, ip: None }]).unwrap();
+        s.record_quotas(&[QuotaMark { key_id: "key_1".into(), remaining: 3, refilled_at: 7 }]).unwrap();
     }
     let s = SqliteStore::open(&path).unwrap();
     let k = s.get_key("ws_1", "key_1").unwrap().unwrap();
     assert_eq!((k.last_used_at, k.last_used_ip.as_deref()), (Some(50), Some("10.0.0.1")));
+    assert_eq!((k.remaining, k.refilled_at), (Some(3), Some(7)));
+    assert_eq!(k.scopes, vec!["read".to_string()]);
+    assert_eq!(k.ratelimits.unwrap()[0].limit, 5);
+    let ks = s.get_keyspace("ws_1", "ks_1").unwrap().unwrap();
+    assert_eq!(ks.default_ip_allowlist, vec!["10.0.0.0/8".to_string()]);
     s.with(|c| Ok(c.pragma_update(None, "user_version", 99)?)).unwrap();
     drop(s);
     assert!(matches!(SqliteStore::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+}
+
+#[test]
+fn migration_one_databases_upgrade_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // A database made by the first release: schema 1 only.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute("INSERT INTO workspaces VALUES ('ws_1', 'w', 1)", []).unwrap();
+        conn.execute("INSERT INTO keyspaces VALUES ('ks_1', 'ws_1', 'p', 'kw_live', NULL, 1, 1)", []).unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let ks = s.get_keyspace("ws_1", "ks_1").unwrap().unwrap();
+    assert_eq!(ks.default_ratelimits, vec![keyward_core::policy::RateLimit { name: "default".into(), limit: 1000, window_ms: 60_000 }]);
+    assert!(ks.path_rules.is_empty());
 }
