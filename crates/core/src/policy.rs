@@ -348,16 +348,20 @@ impl Limiter {
         }
     }
 
-    /// Replaces the windows when their definition changed; unchanged windows
-    /// keep their counts.
+    /// Follows a change of the windows' definition. A window with the same
+    /// name and length keeps its count (a new limit applies to what was
+    /// already used); any other window starts empty.
     pub fn reconfigure(&mut self, limits: &[RateLimit]) {
         let same = self.windows.len() == limits.len() && self.windows.iter().zip(limits).all(|((a, _), b)| a == b);
         if !same {
             let mut old = std::mem::take(&mut self.windows);
             self.windows = limits
                 .iter()
-                .map(|l| match old.iter().position(|(o, _)| o == l) {
-                    Some(i) => old.swap_remove(i),
+                .map(|l| match old.iter().position(|(o, _)| o.name == l.name && o.window_ms == l.window_ms) {
+                    Some(i) => {
+                        let (_, counter) = old.swap_remove(i);
+                        (l.clone(), counter)
+                    }
                     None => (l.clone(), WindowCounter::new(l.window_ms)),
                 })
                 .collect();

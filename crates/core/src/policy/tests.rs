@@ -167,3 +167,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_new_limit_applies_to_what_was_used() {
+    let mut l = Limiter::new(&[RateLimit { name: "m".into(), limit: 3, window_ms: 60_000 }], None);
+    for _ in 0..3 {
+        l.admit(0, 1);
+    }
+    l.reconfigure(&[RateLimit { name: "m".into(), limit: 4, window_ms: 60_000 }]);
+    assert_eq!(l.admit(1, 1).outcome, Outcome::Valid);
+    assert_eq!(l.admit(2, 1).outcome, Outcome::RateLimited);
+    // Another window length is another window.
+    l.reconfigure(&[RateLimit { name: "m".into(), limit: 4, window_ms: 1000 }]);
+    assert_eq!(l.admit(3, 1).outcome, Outcome::Valid);
+}

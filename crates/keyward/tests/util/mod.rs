@@ -153,6 +153,16 @@ impl Server {
         assert_eq!(printed, None, "a used data dir must not print a new root key");
     }
 
+    /// SIGKILL (no flush, no goodbye) and start again on the same data dir.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let printed = self.spawn();
+        assert_eq!(printed, None);
+    }
+
     /// SIGTERM and wait; asserts a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
