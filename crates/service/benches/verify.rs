@@ -17,18 +17,11 @@ const KEYS: usize = 10_000;
 
 fn new_key(ks: &str, i: usize) -> CreateKey {
     CreateKey {
-        keyspace_id: ks.to_owned(),
-        name: None,
         owner_id: Some(format!("owner-{i}")),
         meta: Some(serde_json::json!({"plan": "pro"})),
-        expires_at: None,
-        ttl_ms: None,
-        enabled: None,
-        scopes: None,
         ip_allowlist: Some(vec![]),
         ratelimits: Some(vec![]),
-        remaining: None,
-        refill: None,
+        ..CreateKey::in_keyspace(ks)
     }
 }
 
@@ -44,15 +37,7 @@ fn setup() -> (Service, String, String, String) {
         let actor = Actor { workspace_id: ws.clone(), root_key_id: id, role, source_ip: None, request_id: None };
         assert_eq!(role, Role::Admin);
         let ks = svc
-            .create_keyspace(&actor, CreateKeyspace {
-                name: "bench".into(),
-                prefix: None,
-                default_ttl_ms: None,
-                default_scopes: None,
-                default_ip_allowlist: None,
-                default_ratelimits: None,
-                path_rules: None,
-            })
+            .create_keyspace(&actor, CreateKeyspace::named("bench"))
             .await
             .unwrap();
         let mut last = String::new();

@@ -12,7 +12,7 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyspace {
     /// A label for people.
@@ -29,6 +29,13 @@ pub struct CreateKeyspace {
     pub default_ratelimits: Option<Vec<RateLimit>>,
     /// Scopes required for matching request paths, e.g. `{"pattern": "/admin/**", "scopes": ["admin"]}`.
     pub path_rules: Option<Vec<PathRule>>,
+}
+
+impl CreateKeyspace {
+    /// A keyspace with this name and every default.
+    pub fn named(name: &str) -> Self {
+        CreateKeyspace { name: name.to_owned(), ..Default::default() }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -62,7 +69,7 @@ pub struct KeyspaceView {
     pub updated_at: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub keyspace_id: String,
@@ -88,6 +95,13 @@ pub struct CreateKey {
     pub remaining: Option<i64>,
     /// Sets `remaining` back to `amount` every `interval_ms`.
     pub refill: Option<Refill>,
+}
+
+impl CreateKey {
+    /// A key in this keyspace with every default.
+    pub fn in_keyspace(keyspace_id: &str) -> Self {
+        CreateKey { keyspace_id: keyspace_id.to_owned(), ..Default::default() }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

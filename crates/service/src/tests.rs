@@ -21,35 +21,14 @@ async fn setup() -> (Service, Actor, String) {
     actor.root_key_id = id;
     actor.role = role;
     let ks = svc
-        .create_keyspace(&actor, CreateKeyspace {
-            name: "prod".into(),
-            prefix: None,
-            default_ttl_ms: None,
-            default_scopes: None,
-            default_ip_allowlist: None,
-            default_ratelimits: None,
-            path_rules: None,
-        })
+        .create_keyspace(&actor, CreateKeyspace::named("prod"))
         .await
         .unwrap();
     (svc, actor, ks.id)
 }
 
 fn new_key(ks: &str) -> CreateKey {
-    CreateKey {
-        keyspace_id: ks.into(),
-        name: None,
-        owner_id: None,
-        meta: None,
-        expires_at: None,
-        ttl_ms: None,
-        enabled: None,
-        scopes: None,
-        ip_allowlist: None,
-        ratelimits: None,
-        remaining: None,
-        refill: None,
-    }
+    CreateKey::in_keyspace(ks)
 }
 
 fn code(svc: &Service, ws: &str, key: &str) -> Outcome {
