@@ -7,6 +7,7 @@
 //! `Display` print the hint, never the secret.
 
 pub mod error;
+pub mod event;
 pub mod hash;
 pub mod id;
 pub mod key;

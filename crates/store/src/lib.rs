@@ -9,6 +9,7 @@
 //!   `synchronous=FULL`: what the API acknowledges survives a crash.
 
 pub mod error;
+pub mod events;
 pub mod model;
 pub mod sqlite;
 

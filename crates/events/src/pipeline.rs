@@ -1,0 +1,400 @@
+//! The bounded queue and the batch writer.
+//!
+//! Producers (the verify path) only try to enqueue. When the queue is full
+//! they wait up to `enqueue_timeout` for room; past that the event is dropped,
+//! counted in `keyward_events_dropped_total` and logged (at most once a
+//! second). The writer thread appends whatever has arrived every
+//! `flush_interval` (or sooner, at `batch_max` events) in one transaction: a
+//! crash loses at most the events of the last interval. Usage reports ride
+//! the same queue, behind the event they amend.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keyward_core::event::{UsageEvent, UsageReport};
+use keyward_core::time::now_ms;
+use keyward_store::events::SqliteEventLog;
+
+/// Tunables of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Events that may wait in memory for the writer.
+    pub queue_capacity: usize,
+    /// Most events per transaction.
+    pub batch_max: usize,
+    /// Longest an event waits before its batch is written: the crash-loss bound.
+    pub flush_interval: Duration,
+    /// How long a producer waits for room in a full queue before dropping.
+    pub enqueue_timeout: Duration,
+    /// Events older than this are purged.
+    pub retention: Duration,
+    /// How often the purge runs.
+    pub purge_interval: Duration,
+    /// Request ids remembered for usage reports.
+    pub recent_requests: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue_capacity: 100_000,
+            batch_max: 20_000,
+            flush_interval: Duration::from_millis(100),
+            enqueue_timeout: Duration::from_millis(50),
+            retention: Duration::from_secs(90 * 24 * 3600),
+            purge_interval: Duration::from_secs(3600),
+            recent_requests: 200_000,
+        }
+    }
+}
+
+enum Msg {
+    Event(Box<UsageEvent>),
+    Usage(UsageReport, std::sync::mpsc::Sender<bool>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Counters of the pipeline, also exported as metrics.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub enqueued: AtomicU64,
+    pub dropped: AtomicU64,
+    pub written: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub purged: AtomicU64,
+    /// The id of the newest written event.
+    pub last_id: AtomicI64,
+    last_drop_log: AtomicI64,
+}
+
+/// The handle producers use.
+pub struct EventPipeline {
+    tx: Mutex<Option<SyncSender<Msg>>>,
+    stats: Arc<PipelineStats>,
+    log: Arc<SqliteEventLog>,
+    enqueue_timeout: Duration,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Wakes sinks when new events are written.
+    written: tokio::sync::watch::Sender<i64>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl EventPipeline {
+    /// Starts the writer thread over `log`.
+    pub fn start(log: Arc<SqliteEventLog>, cfg: PipelineConfig) -> Arc<Self> {
+        let (tx, rx) = sync_channel(cfg.queue_capacity.max(1));
+        let stats = Arc::new(PipelineStats::default());
+        let last = log.max_id().unwrap_or(0);
+        stats.last_id.store(last, Ordering::Relaxed);
+        let (written, _) = tokio::sync::watch::channel(last);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let enqueue_timeout = cfg.enqueue_timeout;
+        let writer = {
+            let (log, stats, written, stopping) = (log.clone(), stats.clone(), written.clone(), stopping.clone());
+            std::thread::Builder::new()
+                .name("keyward-event-writer".into())
+                .spawn(move || Writer::new(log, stats, written, cfg, stopping).run(rx))
+                .expect("spawning the event writer")
+        };
+        Arc::new(EventPipeline {
+            tx: Mutex::new(Some(tx)),
+            stats,
+            log,
+            enqueue_timeout,
+            writer: Mutex::new(Some(writer)),
+            written,
+            stopping,
+        })
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    pub fn log(&self) -> &Arc<SqliteEventLog> {
+        &self.log
+    }
+
+    /// A receiver that sees the id of the newest written event.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.written.subscribe()
+    }
+
+    fn sender(&self) -> Option<SyncSender<Msg>> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Enqueues an event without waiting on disk. On a full queue, waits up to
+    /// the enqueue timeout for room, then drops and counts the event.
+    pub async fn emit(&self, e: UsageEvent) {
+        let Some(tx) = self.sender() else {
+            self.dropped("the pipeline is stopped");
+            return;
+        };
+        let mut msg = Msg::Event(Box::new(e));
+        let deadline = Instant::now() + self.enqueue_timeout;
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => {
+                    self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("keyward_events_enqueued_total").increment(1);
+                    return;
+                }
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Full(_)) => return self.dropped("the event queue is full"),
+                Err(TrySendError::Disconnected(_)) => return self.dropped("the event writer has stopped"),
+            }
+        }
+    }
+
+    fn dropped(&self, why: &'static str) {
+        let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::counter!("keyward_events_dropped_total").increment(1);
+        let now = now_ms();
+        let last = self.stats.last_drop_log.load(Ordering::Relaxed);
+        if now - last >= 1000
+            && self.stats.last_drop_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::error!(dropped_total = n, reason = why, "Usage events dropped; raise events.queue_capacity or check the disk.");
+        }
+    }
+
+    /// Adds an application's report to the event of `request_id`. Returns
+    /// false when no recent event of that workspace has that request id.
+    pub async fn report(&self, r: UsageReport) -> bool {
+        let Some(tx) = self.sender() else { return false };
+        let (reply, answer) = std::sync::mpsc::channel();
+        if tx.send(Msg::Usage(r, reply)).is_err() {
+            return false;
+        }
+        tokio::task::spawn_blocking(move || answer.recv().unwrap_or(false)).await.unwrap_or(false)
+    }
+
+    /// Writes everything enqueued so far, and waits until it is durable.
+    pub async fn flush(&self) {
+        let Some(tx) = self.sender() else { return };
+        let (reply, done) = std::sync::mpsc::channel();
+        if tx.send(Msg::Flush(reply)).is_ok() {
+            let _ = tokio::task::spawn_blocking(move || done.recv()).await;
+        }
+    }
+
+    /// Flushes, stops the writer and waits for it. Later emits are dropped.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let (reply, done) = std::sync::mpsc::channel();
+            if tx.send(Msg::Flush(reply)).is_ok() {
+                let _ = done.recv();
+            }
+        }
+        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    log: Arc<SqliteEventLog>,
+    stats: Arc<PipelineStats>,
+    written: tokio::sync::watch::Sender<i64>,
+    cfg: PipelineConfig,
+    batch: Vec<UsageEvent>,
+    /// Request id → index in `batch`, for reports on events not yet written.
+    pending: HashMap<String, usize>,
+    /// Request id → (workspace, event id) of recently written events.
+    recent: HashMap<String, (String, i64)>,
+    recent_order: VecDeque<String>,
+    updates: Vec<(i64, UsageReport)>,
+    next_purge: Instant,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn new(
+        log: Arc<SqliteEventLog>,
+        stats: Arc<PipelineStats>,
+        written: tokio::sync::watch::Sender<i64>,
+        cfg: PipelineConfig,
+        stopping: Arc<AtomicBool>,
+    ) -> Self {
+        Writer {
+            log,
+            stats,
+            written,
+            batch: Vec::with_capacity(cfg.batch_max.min(65_536)),
+            next_purge: Instant::now() + Duration::from_secs(5).min(cfg.purge_interval),
+            cfg,
+            pending: HashMap::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            updates: Vec::new(),
+            stopping,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut first_at: Option<Instant> = None;
+        loop {
+            let wait = match first_at {
+                Some(t) => self.cfg.flush_interval.saturating_sub(t.elapsed()),
+                None => self.cfg.flush_interval.max(Duration::from_millis(250)),
+            };
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Event(e)) => {
+                    first_at.get_or_insert_with(Instant::now);
+                    self.pending.insert(e.request_id.clone(), self.batch.len());
+                    self.batch.push(*e);
+                    // Take whatever else is already waiting, up to a batch.
+                    while self.batch.len() < self.cfg.batch_max {
+                        match rx.try_recv() {
+                            Ok(Msg::Event(e)) => {
+                                self.pending.insert(e.request_id.clone(), self.batch.len());
+                                self.batch.push(*e);
+                            }
+                            Ok(other) => {
+                                self.handle_control(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Ok(other) => self.handle_control(other),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.write_batch();
+                    return;
+                }
+            }
+            let due = first_at.is_some_and(|t| t.elapsed() >= self.cfg.flush_interval);
+            if self.batch.len() >= self.cfg.batch_max || due {
+                self.write_batch();
+                first_at = None;
+            }
+            if self.batch.is_empty() {
+                first_at = None;
+            }
+            if Instant::now() >= self.next_purge && !self.stopping.load(Ordering::Relaxed) {
+                self.purge();
+            }
+        }
+    }
+
+    fn handle_control(&mut self, m: Msg) {
+        match m {
+            Msg::Event(_) => unreachable!("events are handled by the loop"),
+            Msg::Usage(r, reply) => {
+                let found = if let Some(&i) = self.pending.get(&r.request_id) {
+                    let e = &mut self.batch[i];
+                    if e.workspace_id == r.workspace_id {
+                        e.apply(&r);
+                        true
+                    } else {
+                        false
+                    }
+                } else if let Some((ws, id)) = self.recent.get(&r.request_id) {
+                    if *ws == r.workspace_id {
+                        self.updates.push((*id, r));
+                        true
+                    } else {
+                        false
+                    }
+                } else {
+                    false
+                };
+                let _ = reply.send(found);
+            }
+            Msg::Flush(reply) => {
+                self.write_batch();
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Appends the batch in one transaction. On failure the batch is kept and
+    /// retried on the next round; producers see a full queue and drop, counted.
+    fn write_batch(&mut self) {
+        if self.batch.is_empty() && self.updates.is_empty() {
+            return;
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let res = self.log.append(&mut self.batch).and_then(|_| self.log.apply_usage(&self.updates));
+            match res {
+                Ok(()) => break,
+                Err(e) => {
+                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("keyward_events_write_errors_total").increment(1);
+                    tracing::error!(error = %e, events = self.batch.len(), "Writing usage events failed; retrying.");
+                    if self.stopping.load(Ordering::Relaxed) && backoff > Duration::from_secs(2) {
+                        tracing::error!(events = self.batch.len(), "Giving up on usage events at shutdown.");
+                        self.batch.clear();
+                        self.updates.clear();
+                        self.pending.clear();
+                        return;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let n = self.batch.len() as u64;
+        self.stats.written.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("keyward_events_written_total").increment(n);
+        self.updates.clear();
+        self.pending.clear();
+        for e in self.batch.drain(..) {
+            if self.recent.insert(e.request_id.clone(), (e.workspace_id, e.id)).is_none() {
+                self.recent_order.push_back(e.request_id);
+            }
+            self.stats.last_id.store(e.id, Ordering::Relaxed);
+        }
+        while self.recent_order.len() > self.cfg.recent_requests {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+        let last = self.stats.last_id.load(Ordering::Relaxed);
+        self.written.send_replace(last);
+    }
+
+    /// Deletes events past retention, a chunk at a time, so a large purge
+    /// never holds the writer for long.
+    fn purge(&mut self) {
+        self.next_purge = Instant::now() + self.cfg.purge_interval;
+        let cutoff = now_ms() - self.cfg.retention.as_millis() as i64;
+        let started = Instant::now();
+        let mut total = 0;
+        loop {
+            match self.log.purge_chunk(cutoff, 5_000) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    tracing::error!(error = %e, "Purging old usage events failed; will retry.");
+                    break;
+                }
+            }
+            // Keep batches flowing between chunks of a large purge.
+            if started.elapsed() > Duration::from_millis(50) {
+                self.next_purge = Instant::now();
+                break;
+            }
+        }
+        if total > 0 {
+            self.stats.purged.fetch_add(total as u64, Ordering::Relaxed);
+            metrics::counter!("keyward_events_purged_total").increment(total as u64);
+            tracing::info!(purged = total, "Purged usage events past retention.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

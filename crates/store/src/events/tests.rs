@@ -1,0 +1,66 @@
+use keyward_core::Outcome;
+use keyward_core::event::{EventKind, UsageEvent, UsageReport};
+
+use super::*;
+
+pub fn event(ts: i64, ws: &str, key: Option<&str>, code: Outcome) -> UsageEvent {
+    UsageEvent {
+        id: 0,
+        ts,
+        kind: EventKind::Verify,
+        request_id: format!("req_{ts}"),
+        workspace_id: ws.into(),
+        keyspace_id: None,
+        key_id: key.map(Into::into),
+        key_hint: None,
+        owner_id: Some("o".into()),
+        fingerprint: None,
+        source_ip: Some("192.0.2.1".into()),
+        user_agent: None,
+        method: Some("GET".into()),
+        path: Some("/x".into()),
+        outcome: code,
+        http_status: None,
+        error: None,
+        bytes_in: None,
+        bytes_out: None,
+        latency_us: None,
+    }
+}
+
+#[test]
+fn append_query_usage_purge_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
+    let mut batch: Vec<UsageEvent> = (0..10)
+        .map(|i| event(1000 + i, if i < 8 { "ws_a" } else { "ws_b" }, Some(if i % 2 == 0 { "key_e" } else { "key_o" }), if i == 3 { Outcome::RateLimited } else { Outcome::Valid }))
+        .collect();
+    log.append(&mut batch).unwrap();
+    assert_eq!(batch.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+
+    let f = |g: fn(&mut EventFilter)| {
+        let mut f = EventFilter { workspace_id: "ws_a".into(), limit: 100, ..Default::default() };
+        g(&mut f);
+        log.query(&f).unwrap().iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    assert_eq!(f(|_| {}), vec![8, 7, 6, 5, 4, 3, 2, 1]);
+    assert_eq!(f(|f| f.key_id = Some("key_e".into())), vec![7, 5, 3, 1]);
+    assert_eq!(f(|f| f.code = Some(Outcome::RateLimited)), vec![4]);
+    assert_eq!(f(|f| { f.since = Some(1002); f.until = Some(1004); f.ascending = true }), vec![3, 4]);
+    assert_eq!(f(|f| { f.after_id = Some(6); f.ascending = true }), vec![7, 8]);
+
+    log.apply_usage(&[(2, UsageReport { request_id: "x".into(), workspace_id: "ws_a".into(), http_status: Some(503), bytes_in: Some(10), bytes_out: None, latency_us: Some(7) })]).unwrap();
+    assert_eq!(f(|f| f.status_class = Some(5)), vec![2]);
+    let e = &log.after(1, 1).unwrap()[0];
+    assert_eq!((e.http_status, e.bytes_in, e.latency_us, e.bytes_out), (Some(503), Some(10), Some(7), None));
+
+    assert_eq!(log.cursor("s").unwrap(), None);
+    log.set_cursor("s", 4, 1).unwrap();
+    assert_eq!(log.cursor("s").unwrap(), Some(4));
+    assert_eq!(log.after(4, 100).unwrap().len(), 6);
+
+    assert_eq!(log.purge_chunk(1005, 2).unwrap(), 2);
+    assert_eq!(log.purge_chunk(1005, 100).unwrap(), 3);
+    assert_eq!(log.count().unwrap(), 5);
+    assert_eq!(log.max_id().unwrap(), 10);
+}
