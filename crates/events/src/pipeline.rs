@@ -114,6 +114,11 @@ impl EventPipeline {
         &self.stats
     }
 
+    /// The counters, shared (sinks read the newest written id from them).
+    pub fn shared_stats(&self) -> Arc<PipelineStats> {
+        self.stats.clone()
+    }
+
     pub fn log(&self) -> &Arc<SqliteEventLog> {
         &self.log
     }
@@ -274,12 +279,16 @@ impl Writer {
                     return;
                 }
             }
+            // Usage reports on written events wait for the next write, like events.
+            if !self.updates.is_empty() && first_at.is_none() {
+                first_at = Some(Instant::now());
+            }
             let due = first_at.is_some_and(|t| t.elapsed() >= self.cfg.flush_interval);
             if self.batch.len() >= self.cfg.batch_max || due {
                 self.write_batch();
                 first_at = None;
             }
-            if self.batch.is_empty() {
+            if self.batch.is_empty() && self.updates.is_empty() {
                 first_at = None;
             }
             if Instant::now() >= self.next_purge && !self.stopping.load(Ordering::Relaxed) {

@@ -208,3 +208,75 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
         }
     }
 }
+
+/// `keyward events`: usage events of the workspace, one JSON object a line.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  keyward events --key-id key_01J... --since 2026-11-01T00:00:00Z\n  keyward events --code NOT_FOUND --follow")]
+pub struct EventsCmd {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    key_id: Option<String>,
+    #[arg(long)]
+    owner_id: Option<String>,
+    #[arg(long)]
+    ip: Option<String>,
+    /// Outcome code, e.g. RATE_LIMITED.
+    #[arg(long)]
+    code: Option<String>,
+    /// Status class: 2xx, 4xx, 5xx.
+    #[arg(long)]
+    status: Option<String>,
+    /// RFC 3339 instant.
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339 instant.
+    #[arg(long)]
+    until: Option<String>,
+    /// Most events to print (default 100; with --follow, per poll).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Keep printing new events as they arrive (Ctrl-C to stop).
+    #[arg(long, short)]
+    follow: bool,
+}
+
+pub fn events(cmd: EventsCmd) -> anyhow::Result<()> {
+    let limit = cmd.limit.map(|l| l.to_string());
+    let base = [
+        ("key_id", &cmd.key_id),
+        ("owner_id", &cmd.owner_id),
+        ("ip", &cmd.ip),
+        ("code", &cmd.code),
+        ("status", &cmd.status),
+        ("since", &cmd.since),
+        ("until", &cmd.until),
+        ("limit", &limit),
+    ];
+    if !cmd.follow {
+        let page = call(&cmd.conn, "GET", &format!("/v1/events{}", query(&base)), None)?;
+        // Oldest first reads naturally in a terminal.
+        for e in page["data"].as_array().into_iter().flatten().rev() {
+            println!("{e}");
+        }
+        return Ok(());
+    }
+    // Follow: start from the newest event, then poll for newer ones in order.
+    let newest = call(&cmd.conn, "GET", &format!("/v1/events{}", query(&[("limit", &Some("1".to_owned()))])), None)?;
+    let mut cursor = newest["data"][0]["id"].as_i64().map(|i| i.to_string()).or_else(|| Some("0".to_owned()));
+    let order = Some("asc".to_owned());
+    loop {
+        let mut q: Vec<(&str, &Option<String>)> = base.to_vec();
+        q.push(("order", &order));
+        q.push(("cursor", &cursor));
+        let page = call(&cmd.conn, "GET", &format!("/v1/events{}", query(&q)), None)?;
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        for e in &data {
+            println!("{e}");
+            cursor = e["id"].as_i64().map(|i| i.to_string());
+        }
+        if page["next_cursor"].is_null() {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+}

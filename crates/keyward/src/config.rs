@@ -23,6 +23,45 @@ pub struct Config {
     pub http: HttpSection,
     pub cache: CacheSection,
     pub last_used: LastUsedSection,
+    pub events: EventsSection,
+    /// Exporters of usage events, each a `[[sinks]]` table.
+    pub sinks: Vec<keyward_events::SinkConfig>,
+}
+
+/// The usage-event pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// Events waiting in memory for the writer. Default 100000.
+    pub queue_capacity: usize,
+    /// Most events per write transaction. Default 20000.
+    pub batch_max: usize,
+    /// Longest an event waits to be written, ms: the crash-loss bound.
+    /// Default 100. Env `KEYWARD_EVENTS_FLUSH_MS`.
+    pub flush_interval_ms: u64,
+    /// How long a verify waits for room in a full queue before the event is
+    /// dropped (and counted), ms. Default 50.
+    pub enqueue_timeout_ms: u64,
+    /// Days events are kept. Default 90. Env `KEYWARD_RETENTION_DAYS`.
+    pub retention_days: u64,
+    /// How often old events are purged, ms. Default 3600000.
+    pub purge_interval_ms: u64,
+    /// Host name in exported events. Default: the machine's.
+    pub hostname: Option<String>,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        EventsSection {
+            queue_capacity: 100_000,
+            batch_max: 20_000,
+            flush_interval_ms: 100,
+            enqueue_timeout_ms: 50,
+            retention_days: 90,
+            purge_interval_ms: 3_600_000,
+            hostname: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +122,8 @@ impl Default for Config {
             http: HttpSection::default(),
             cache: CacheSection::default(),
             last_used: LastUsedSection::default(),
+            events: EventsSection::default(),
+            sinks: Vec::new(),
         }
     }
 }
@@ -164,6 +205,17 @@ impl Config {
                 Err(_) => problems.push(format!("KEYWARD_LAST_USED_FLUSH_MS: {v:?} is not a whole number")),
             }
         }
+        for (var, field) in [
+            ("KEYWARD_EVENTS_FLUSH_MS", &mut cfg.events.flush_interval_ms),
+            ("KEYWARD_RETENTION_DAYS", &mut cfg.events.retention_days),
+        ] {
+            if let Some(v) = env(var) {
+                match v.parse() {
+                    Ok(n) => *field = n,
+                    Err(_) => problems.push(format!("{var}: {v:?} is not a whole number")),
+                }
+            }
+        }
         if let Some(v) = &flags.listen {
             cfg.listen = v.clone();
         }
@@ -219,6 +271,25 @@ impl Config {
         }
         if !(100..=3_600_000).contains(&self.last_used.flush_interval_ms) {
             p.push("last_used.flush_interval_ms: must be between 100 and 3600000".into());
+        }
+        let e = &self.events;
+        if e.queue_capacity == 0 || e.batch_max == 0 {
+            p.push("events: queue_capacity and batch_max must be positive".into());
+        }
+        if !(1..=60_000).contains(&e.flush_interval_ms) {
+            p.push("events.flush_interval_ms: must be between 1 and 60000".into());
+        }
+        if e.retention_days == 0 || e.retention_days > 36_500 {
+            p.push("events.retention_days: must be between 1 and 36500".into());
+        }
+        if e.purge_interval_ms < 1000 {
+            p.push("events.purge_interval_ms: must be at least 1000".into());
+        }
+        for (i, s) in self.sinks.iter().enumerate() {
+            p.extend(s.problems(&format!("sinks[{i}]")));
+            if self.sinks[..i].iter().any(|o| o.name == s.name) {
+                p.push(format!("sinks[{i}].name: {:?} is used twice", s.name));
+            }
         }
         p
     }

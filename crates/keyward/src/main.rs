@@ -22,6 +22,7 @@ Examples:
   keyward keys create --keyspace ks_... --owner-id acme --name 'CI token'
   keyward keys list --owner-id acme --status active
   keyward keys revoke key_... --reason compromised
+  keyward events --code NOT_FOUND --follow
 ";
 
 /// API key management: issue, verify, log, alert, rotate, revoke.
@@ -46,6 +47,8 @@ enum Command {
     /// Manage keys on a running server.
     #[command(subcommand)]
     Keys(client::KeysCmd),
+    /// Print usage events from a running server (auditor or admin root key).
+    Events(client::EventsCmd),
 }
 
 /// Settings of a local server; each overrides `KEYWARD_*` and the config file.
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::serve(&a.overrides()),
         Command::Keyspaces(c) => client::keyspaces(c),
         Command::Keys(c) => client::keys(c),
+        Command::Events(c) => client::events(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use keyward_core::{KeyHasher, Pepper};
 use keyward_server::HttpConfig;
 use keyward_service::{Service, ServiceConfig};
+use keyward_events::{EventPipeline, PipelineConfig, Sinks};
+use keyward_store::events::SqliteEventLog;
 use keyward_store::sqlite::SqliteStore;
 
 use crate::config::{Config, Overrides};
@@ -20,6 +22,7 @@ use crate::config::{Config, Overrides};
 /// An opened data dir; the lock file is held for as long as this lives.
 struct DataDir {
     service: Arc<Service>,
+    events: Arc<keyward_events::EventPipeline>,
     _lock: File,
 }
 
@@ -37,8 +40,20 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         negative_cache_ttl_ms: cfg.cache.negative_ttl_ms,
         ..ServiceConfig::default()
     };
-    let service = Service::open(Arc::new(store), KeyHasher::new(&pepper, &[]), service_cfg)?;
-    Ok(DataDir { service: Arc::new(service), _lock: lock })
+    let log = SqliteEventLog::open(&dir.join("events.db")).context("opening the event log")?;
+    let e = &cfg.events;
+    let pipeline_cfg = PipelineConfig {
+        queue_capacity: e.queue_capacity,
+        batch_max: e.batch_max,
+        flush_interval: Duration::from_millis(e.flush_interval_ms),
+        enqueue_timeout: Duration::from_millis(e.enqueue_timeout_ms),
+        retention: Duration::from_secs(e.retention_days * 24 * 3600),
+        purge_interval: Duration::from_millis(e.purge_interval_ms),
+        ..PipelineConfig::default()
+    };
+    let events = EventPipeline::start(Arc::new(log), pipeline_cfg);
+    let service = Service::open(Arc::new(store), KeyHasher::new(&pepper, &[]), service_cfg)?.with_events(events.clone());
+    Ok(DataDir { service: Arc::new(service), events, _lock: lock })
 }
 
 /// The pepper from hex, from its file, or made and saved on first start.
@@ -91,6 +106,7 @@ pub fn init(flags: &Overrides) -> anyhow::Result<()> {
         let dd = open(&cfg)?;
         match dd.service.bootstrap().await? {
             Some(root) => {
+                dd.events.shutdown();
                 println!("{}", root.key);
                 eprintln!(
                     "Created data dir {} with an admin root key (id {}). It is shown only this once: store it safely.",
@@ -99,10 +115,13 @@ pub fn init(flags: &Overrides) -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            None => bail!(
+            None => {
+                dd.events.shutdown();
+                bail!(
                 "data dir {} is already initialized; create more root keys with POST /v1/root-keys",
                 cfg.data_dir.display()
-            ),
+            )
+            }
         }
     })
 }
@@ -128,7 +147,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         max_body_bytes: cfg.http.max_body_bytes,
         request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
     };
-    let app = keyward_server::app(service.clone(), &http);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    keyward_server::metrics_catalog::describe();
+    let host = cfg.events.hostname.clone().unwrap_or_else(hostname);
+    let sinks = Arc::new(Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host));
+    let ops = keyward_server::Ops { metrics: Some(metrics), sinks: Some(sinks.clone()) };
+    let app = keyward_server::app(service.clone(), &http, ops);
 
     let flusher = {
         let service = service.clone();
@@ -152,8 +178,28 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     flusher.abort();
     let n = service.flush_last_used().await?;
-    tracing::info!(last_used_marks = n, "Stopped; pending writes flushed.");
+    let events = dd.events.clone();
+    tokio::task::spawn_blocking(move || events.shutdown()).await.ok();
+    let sinks2 = sinks.clone();
+    tokio::task::spawn_blocking(move || sinks2.stop(Duration::from_secs(3))).await.ok();
+    use std::sync::atomic::Ordering::Relaxed;
+    tracing::info!(
+        last_used_marks = n,
+        events_written = dd.events.stats().written.load(Relaxed),
+        events_dropped = dd.events.stats().dropped.load(Relaxed),
+        "Stopped; pending writes flushed."
+    );
     Ok(())
+}
+
+/// The machine's host name, for exported events.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 async fn shutdown_signal() {

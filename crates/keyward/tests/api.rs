@@ -318,7 +318,7 @@ fn openapi_document_matches_the_routes() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     let expected = [
-        "/healthz", "/readyz", "/openapi.json", "/v1/workspaces", "/v1/keyspaces", "/v1/keyspaces/{id}", "/v1/keys",
+        "/healthz", "/readyz", "/openapi.json", "/metrics", "/v1/events", "/v1/usage", "/v1/workspaces", "/v1/keyspaces", "/v1/keyspaces/{id}", "/v1/keys",
         "/v1/keys/verify", "/v1/keys/{id}", "/v1/keys/{id}/revoke", "/v1/root-keys", "/v1/root-keys/{id}", "/v1/audit",
         "/v1/audit/verify",
     ];

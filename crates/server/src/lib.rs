@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod metrics_catalog;
 pub mod request_id;
 pub mod routes;
 
@@ -34,6 +35,16 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// The OpenAPI document, rendered once.
     pub openapi: Arc<String>,
+    pub ops: Ops,
+}
+
+/// Operational parts the binary owns and the server reports on.
+#[derive(Clone, Default)]
+pub struct Ops {
+    /// Renders `/metrics`; `None` answers 404 there.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The running sinks, for `/readyz`.
+    pub sinks: Option<Arc<keyward_events::Sinks>>,
 }
 
 /// Limits of the HTTP layer.
@@ -59,6 +70,7 @@ impl Default for HttpConfig {
         (name = "keys", description = "API keys and their verification"),
         (name = "keyspaces", description = "Families of keys with a prefix and defaults"),
         (name = "admin", description = "Workspaces, root keys, audit log"),
+        (name = "events", description = "Usage events and usage reports"),
         (name = "operations", description = "Health and documents"),
     )
 )]
@@ -78,11 +90,14 @@ impl Modify for RootKeyAuth {
 
 /// The routes and the OpenAPI document, built from the same registrations.
 fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{admin, keys, keyspaces, ops};
+    use routes::{admin, events, keys, keyspaces, ops};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::openapi))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(events::list))
+        .routes(routes!(events::report))
         .routes(routes!(keyspaces::create, keyspaces::list))
         .routes(routes!(keyspaces::get, keyspaces::patch))
         .routes(routes!(keys::create, keys::list))
@@ -111,10 +126,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// 4. timeout;
 /// 5. body limit, enforced by our `Json` extractor;
 /// 6. the routes, with problem+json fallbacks for unknown paths.
-pub fn app(service: Arc<Service>, http: &HttpConfig) -> axum::Router {
+pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
     let (router, api) = routes();
     let openapi = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
-    let state = AppState { service, openapi };
+    let state = AppState { service, openapi, ops };
     router
         .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))

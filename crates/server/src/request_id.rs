@@ -44,10 +44,20 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         root_key_id = tracing::field::Empty,
     );
     let started = Instant::now();
+    // The route template, not the path: metric labels stay bounded.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
     let res = async move {
         let res = next.run(req).await;
         let res = problem_body(res, &id).await;
-        tracing::info!(status = res.status().as_u16(), micros = started.elapsed().as_micros() as u64, "Request handled.");
+        let elapsed = started.elapsed();
+        tracing::info!(status = res.status().as_u16(), micros = elapsed.as_micros() as u64, "Request handled.");
+        let status = res.status().as_u16().to_string();
+        metrics::counter!("keyward_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+        metrics::histogram!("keyward_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
         res
     }
     .instrument(span)

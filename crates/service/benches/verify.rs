@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     let now = keyward_core::time::now_ms();
     // Teach the negative cache the unknown key, as a first lookup would.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(svc.verify(&ws, &VerifyInput::key(unknown.expose()))).unwrap();
+    rt.block_on(svc.verify(&ws, &VerifyInput::key(unknown.expose()), &Default::default())).unwrap();
     let mut malformed = key.clone().into_bytes();
     let i = malformed.len() - 10;
     malformed[i] = if malformed[i] == b'a' { b'b' } else { b'a' };

@@ -250,6 +250,8 @@ pub struct VerifyRequest {
     pub scopes: Option<Vec<String>>,
     /// Units this request counts against quotas and limits (default 1; 0 checks without consuming).
     pub cost: Option<u32>,
+    /// The end client's user agent, recorded in the usage event.
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

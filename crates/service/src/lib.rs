@@ -11,6 +11,7 @@
 pub mod api;
 pub mod error;
 pub mod index;
+pub mod events;
 mod manage;
 pub mod verify;
 mod views;
@@ -23,7 +24,7 @@ use keyward_store::{RootKeyRecord, Store, StoreError};
 
 pub use error::{AuthError, ServiceError};
 pub use index::{CachedKey, KeyIndex, KeyspaceCell, KeyspacePolicy, NegativeCache, QuotaFrom};
-pub use verify::{Decision, VerifyInput};
+pub use verify::{Decision, RequestCtx, VerifyInput};
 
 /// Result of a use case.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -76,6 +77,8 @@ pub struct Service {
     /// Each keyspace's verify-path policy, by keyspace id.
     keyspaces: RwLock<std::collections::HashMap<String, Arc<KeyspaceCell>>>,
     miss_lookups: tokio::sync::Semaphore,
+    /// Where usage events go; `None` in setups that log nothing (benchmarks).
+    events: Option<Arc<keyward_events::EventPipeline>>,
 }
 
 impl Service {
@@ -102,7 +105,18 @@ impl Service {
             roots: RwLock::new(roots),
             keyspaces: RwLock::new(keyspaces),
             miss_lookups: tokio::sync::Semaphore::new(config.miss_lookup_concurrency.max(1)),
+            events: None,
         })
+    }
+
+    /// Sends one usage event per verification to `pipeline`.
+    pub fn with_events(mut self, pipeline: Arc<keyward_events::EventPipeline>) -> Self {
+        self.events = Some(pipeline);
+        self
+    }
+
+    pub fn events(&self) -> Option<&Arc<keyward_events::EventPipeline>> {
+        self.events.as_ref()
     }
 
     pub fn hasher(&self) -> &KeyHasher {

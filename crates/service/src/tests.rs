@@ -65,7 +65,7 @@ async fn unknown_keys_are_remembered_in_a_bounded_cache() {
     let cap = ServiceConfig::default().negative_cache_capacity;
     for _ in 0..3 {
         let k = keyward_core::RawKey::generate(&prefix);
-        let d = svc.verify(&actor.workspace_id, &VerifyInput::key(k.expose())).await.unwrap();
+        let d = svc.verify(&actor.workspace_id, &VerifyInput::key(k.expose()), &RequestCtx::default()).await.unwrap();
         assert_eq!(d.outcome, Outcome::NotFound);
         // The second time it is answered from memory.
         assert!(matches!(
@@ -90,7 +90,7 @@ async fn last_use_is_batched() {
     let created = svc.create_key(&actor, new_key(&ks)).await.unwrap();
     let ip = Some("203.0.113.9".parse().unwrap());
     for _ in 0..10 {
-        svc.verify(&actor.workspace_id, &VerifyInput { ip, ..VerifyInput::key(&created.key) }).await.unwrap();
+        svc.verify(&actor.workspace_id, &VerifyInput { ip, ..VerifyInput::key(&created.key) }, &RequestCtx::default()).await.unwrap();
     }
     // Visible at once through the index, before any store write.
     let v = svc.get_key(&actor, &created.view.id).await.unwrap();

@@ -37,6 +37,15 @@ impl<'a> VerifyInput<'a> {
     }
 }
 
+/// Where a verification came from, for its usage event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestCtx<'a> {
+    /// The id of the request being authorized (the verify call's `X-Request-Id`).
+    pub request_id: &'a str,
+    /// The end client's user agent, as the caller saw it.
+    pub user_agent: Option<&'a str>,
+}
+
 /// The decision, with the key's cached record when one was found.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -89,8 +98,18 @@ impl Service {
         Cached::Miss(hash)
     }
 
-    /// Verifies a key for a caller in `workspace_id`.
-    pub async fn verify(&self, workspace_id: &str, input: &VerifyInput<'_>) -> Result<Decision> {
+    /// Verifies a key for a caller in `workspace_id`, and records one usage
+    /// event for it (never waiting on disk).
+    pub async fn verify(&self, workspace_id: &str, input: &VerifyInput<'_>, ctx: &RequestCtx<'_>) -> Result<Decision> {
+        let d = self.decide_any(workspace_id, input).await?;
+        metrics::counter!("keyward_verifications_total", "code" => d.outcome.as_str()).increment(1);
+        if let Some(p) = &self.events {
+            p.emit(self.usage_event(workspace_id, input, ctx, &d)).await;
+        }
+        Ok(d)
+    }
+
+    async fn decide_any(&self, workspace_id: &str, input: &VerifyInput<'_>) -> Result<Decision> {
         let now = now_ms();
         let hash = match self.verify_cached(workspace_id, input, now) {
             Cached::Decided(d) => return Ok(d),

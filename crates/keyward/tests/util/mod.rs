@@ -25,6 +25,8 @@ pub struct Server {
     /// Every response body, with whether it was marked as a creating response.
     pub bodies: Mutex<Vec<(bool, String)>>,
     pub env: Vec<(String, String)>,
+    /// A TOML config passed with `--config`, if any.
+    pub config: Option<String>,
 }
 
 pub struct Res {
@@ -67,6 +69,12 @@ impl Server {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        Self::start_full(env, None)
+    }
+
+    /// Starts with environment variables and a TOML config file. In the
+    /// config, `{dir}` stands for the test's temp dir.
+    pub fn start_full(env: &[(&str, &str)], config: Option<&str>) -> Server {
         let mut s = Server {
             dir: tempfile::tempdir().unwrap(),
             port: 0,
@@ -75,7 +83,13 @@ impl Server {
             log: Arc::default(),
             bodies: Mutex::default(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            config: None,
         };
+        if let Some(c) = config {
+            let text = c.replace("{dir}", &s.dir.path().display().to_string());
+            std::fs::write(s.dir.path().join("keyward.toml"), &text).unwrap();
+            s.config = Some(text);
+        }
         s.root = s.spawn().expect("a fresh data dir prints a root key");
         s
     }
@@ -100,6 +114,9 @@ impl Server {
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if self.config.is_some() {
+            cmd.arg("--config").arg(self.dir.path().join("keyward.toml"));
         }
         let mut child = cmd.spawn().expect("starting keyward");
         let mut stderr = child.stderr.take().unwrap();
@@ -289,4 +306,73 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 pub fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A small HTTP endpoint for sink tests: records every request, answers 503
+/// while `down` is set, and 200 with a fitting body otherwise.
+pub struct Capture {
+    pub port: u16,
+    pub down: Arc<std::sync::atomic::AtomicBool>,
+    pub requests: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+impl Capture {
+    pub fn start() -> Capture {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let requests: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+        let (d, r) = (down.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (d, r) = (d.clone(), r.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        return;
+                    }
+                    let mut headers = String::new();
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        headers.push_str(&line);
+                    }
+                    let mut body = vec![0u8; len];
+                    let _ = reader.read_exact(&mut body);
+                    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let (status, reply) = if d.load(std::sync::atomic::Ordering::SeqCst) {
+                        ("503 Service Unavailable", "{}".to_owned())
+                    } else {
+                        r.lock().unwrap().push((path.clone(), headers, String::from_utf8_lossy(&body).into_owned()));
+                        let reply = if path.ends_with("/_bulk") {
+                            r#"{"took":1,"errors":false,"items":[]}"#
+                        } else if path.contains("/services/collector") {
+                            r#"{"text":"Success","code":0}"#
+                        } else {
+                            "{}"
+                        };
+                        ("200 OK", reply.to_owned())
+                    };
+                    let _ = std::io::Write::write_all(
+                        &mut stream,
+                        format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).as_bytes(),
+                    );
+                });
+            }
+        });
+        Capture { port, down, requests }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }

@@ -6,12 +6,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyward_core::time::to_rfc3339;
 use keyward_core::Permission;
-use keyward_service::VerifyInput;
+use axum::Extension;
+use keyward_service::{RequestCtx, VerifyInput};
 use keyward_service::api::{CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, PatchKey, RateLimitState, RevokeKey, VerifyRequest, VerifyResponse};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, Query};
+use crate::request_id::RequestId;
 
 /// Create a key. The response holds the key itself, shown this once.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
@@ -51,7 +53,12 @@ pub async fn revoke(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<St
 /// Decide whether a key may make a request. Always 200 for a decision: read `valid` and `code`.
 #[utoipa::path(post, path = "/v1/keys/verify", tag = "keys", request_body = VerifyRequest,
     responses((status = 200, body = VerifyResponse), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn verify(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<VerifyRequest>) -> Result<axum::Json<VerifyResponse>, ApiError> {
+pub async fn verify(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Extension(rid): Extension<RequestId>,
+    Json(req): Json<VerifyRequest>,
+) -> Result<axum::Json<VerifyResponse>, ApiError> {
     a.require(Permission::Verify, "verify keys")?;
     let ip = match req.ip.as_deref() {
         None => None,
@@ -79,7 +86,8 @@ pub async fn verify(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<V
         scopes: &scopes,
         cost: u64::from(req.cost.unwrap_or(1)),
     };
-    let d = st.service.verify(&a.workspace_id, &input).await?;
+    let ctx = RequestCtx { request_id: &rid.0, user_agent: req.user_agent.as_deref() };
+    let d = st.service.verify(&a.workspace_id, &input, &ctx).await?;
     let outcome = d.outcome;
     let k = d.key.as_ref().map(|k| &k.record);
     Ok(axum::Json(VerifyResponse {

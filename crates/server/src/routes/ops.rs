@@ -14,21 +14,66 @@ pub struct Health {
     pub status: &'static str,
 }
 
+/// Readiness, with the state of the event pipeline and of each sink. A
+/// failing sink does not make the node unready (its events wait in the log),
+/// but it shows here and in `/metrics`.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub events: Option<PipelineView>,
+    #[schema(value_type = Vec<Object>)]
+    pub sinks: Vec<keyward_events::SinkHealth>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PipelineView {
+    pub enqueued: u64,
+    pub written: u64,
+    pub dropped: u64,
+    pub write_errors: u64,
+}
+
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the store answers.
+/// Readiness: the store answers; also reports the event pipeline and sinks.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, body = Readiness), (status = 503, body = crate::error::Problem)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    if st.service.ready().await {
-        axum::Json(Health { status: "ready" }).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the store is not answering").into_response()
+    if !st.service.ready().await {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the store is not answering").into_response();
     }
+    use std::sync::atomic::Ordering::Relaxed;
+    let events = st.service.events().map(|p| {
+        let s = p.stats();
+        PipelineView {
+            enqueued: s.enqueued.load(Relaxed),
+            written: s.written.load(Relaxed),
+            dropped: s.dropped.load(Relaxed),
+            write_errors: s.write_errors.load(Relaxed),
+        }
+    });
+    let sinks = st.ops.sinks.as_ref().map(|s| s.health()).unwrap_or_default();
+    axum::Json(Readiness { status: "ready", events, sinks }).into_response()
+}
+
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let Some(handle) = &st.ops.metrics else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not-found", "metrics are not enabled on this server").into_response();
+    };
+    if let Some(p) = st.service.events() {
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics::gauge!("keyward_events_last_id").set(p.stats().last_id.load(Relaxed) as f64);
+    }
+    metrics::gauge!("keyward_keys_cached").set(st.service.index().len() as f64);
+    metrics::gauge!("keyward_negative_cache_entries").set(st.service.negative_cache().len() as f64);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
 /// This API's OpenAPI 3.1 document.

@@ -1,0 +1,23 @@
+//! Every metric keyward exports, with its help text. Labels stay bounded:
+//! outcome codes, route templates, status codes, configured sink names.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Registers the help text of every metric; call once after installing a recorder.
+pub fn describe() {
+    describe_counter!("keyward_verifications_total", "Verifications decided, by outcome code.");
+    describe_counter!("keyward_http_requests_total", "HTTP requests answered, by route template and status.");
+    describe_histogram!("keyward_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by route template.");
+    describe_counter!("keyward_events_enqueued_total", "Usage events accepted into the queue.");
+    describe_counter!("keyward_events_dropped_total", "Usage events dropped because the queue stayed full or the writer stopped.");
+    describe_counter!("keyward_events_written_total", "Usage events written to the event log.");
+    describe_counter!("keyward_events_write_errors_total", "Failed attempts to write a batch of usage events.");
+    describe_counter!("keyward_events_purged_total", "Usage events deleted past retention.");
+    describe_gauge!("keyward_events_last_id", "Id of the newest written usage event.");
+    describe_gauge!("keyward_keys_cached", "Keys in the in-memory verify index.");
+    describe_gauge!("keyward_negative_cache_entries", "Unknown key hashes remembered by the negative cache.");
+    describe_counter!("keyward_sink_events_total", "Usage events shipped, by sink.");
+    describe_counter!("keyward_sink_failures_total", "Failed shipments, by sink.");
+    describe_gauge!("keyward_sink_up", "1 when the sink's last shipment succeeded, else 0.");
+    describe_gauge!("keyward_sink_backlog", "Usage events written but not yet shipped, by sink.");
+}

@@ -1,0 +1,78 @@
+//! `/v1/events` (query and NDJSON stream) and `/v1/usage` (reports).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_service::events::{EventPage, EventQuery, UsageAccepted, UsageRequest, event_view};
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, Json, Query};
+
+const NDJSON: &str = "application/x-ndjson";
+
+/// Usage events of the workspace, filtered; newest first unless `order=asc`.
+/// With `Accept: application/x-ndjson` the whole range streams as one event per line.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+    responses(
+        (status = 200, body = EventPage),
+        (status = 200, description = "one event per line", content_type = "application/x-ndjson"),
+        (status = "4XX", body = Problem)),
+    security(("root_key" = [])))]
+pub async fn list(State(st): State<AppState>, Auth(a): Auth, headers: HeaderMap, Query(q): Query<EventQuery>) -> Result<Response, ApiError> {
+    let wants_ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(NDJSON));
+    if !wants_ndjson {
+        return Ok(axum::Json(st.service.query_events(&a, q).await?).into_response());
+    }
+    let mut filter = st.service.event_filter(&a, &q, u32::MAX)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let service = st.service.clone();
+    tokio::spawn(async move {
+        let mut left = filter.limit;
+        loop {
+            let page = 1000.min(left);
+            filter.limit = page;
+            let rows = match service.read_events(filter.clone()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "Streaming events failed.");
+                    let _ = tx.send(Err(std::io::Error::other("reading events failed"))).await;
+                    return;
+                }
+            };
+            let n = rows.len() as u32;
+            let Some(last) = rows.last().map(|e| e.id) else { return };
+            let mut chunk = String::with_capacity(rows.len() * 400);
+            for e in rows {
+                chunk.push_str(&serde_json::to_string(&event_view(e)).unwrap_or_default());
+                chunk.push('\n');
+            }
+            if tx.send(Ok(chunk)).await.is_err() {
+                return; // The client went away.
+            }
+            left -= n;
+            if n < page || left == 0 {
+                return;
+            }
+            if filter.ascending {
+                filter.after_id = Some(last);
+            } else {
+                filter.before_id = Some(last);
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(header::CONTENT_TYPE, NDJSON)], body).into_response())
+}
+
+/// Report what the application saw of a request it verified: final status,
+/// bytes and latency are added to that verification's event.
+#[utoipa::path(post, path = "/v1/usage", tag = "events", request_body = UsageRequest,
+    responses((status = 202, body = UsageAccepted), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn report(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<UsageRequest>) -> Result<(StatusCode, axum::Json<UsageAccepted>), ApiError> {
+    Ok((StatusCode::ACCEPTED, axum::Json(st.service.report_usage(&a, req).await?)))
+}
