@@ -212,11 +212,13 @@ struct Writer {
     written: tokio::sync::watch::Sender<i64>,
     cfg: PipelineConfig,
     batch: Vec<UsageEvent>,
-    /// Request id → index in `batch`, for reports on events not yet written.
-    pending: HashMap<String, usize>,
-    /// Request id → (workspace, event id) of recently written events.
-    recent: HashMap<String, (String, i64)>,
-    recent_order: VecDeque<String>,
+    /// Hash of (workspace, request id) → event id, for recently written
+    /// events. Hashes, not strings: no allocation per event. A report's
+    /// update also matches workspace and request id in SQL, so a hash
+    /// collision can never touch another workspace's event.
+    recent: HashMap<u64, i64>,
+    recent_order: VecDeque<u64>,
+    hasher: std::collections::hash_map::RandomState,
     updates: Vec<(i64, UsageReport)>,
     next_purge: Instant,
     stopping: Arc<AtomicBool>,
@@ -237,9 +239,9 @@ impl Writer {
             batch: Vec::with_capacity(cfg.batch_max.min(65_536)),
             next_purge: Instant::now() + Duration::from_secs(5).min(cfg.purge_interval),
             cfg,
-            pending: HashMap::new(),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
             updates: Vec::new(),
             stopping,
         }
@@ -255,15 +257,11 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(Msg::Event(e)) => {
                     first_at.get_or_insert_with(Instant::now);
-                    self.pending.insert(e.request_id.clone(), self.batch.len());
                     self.batch.push(*e);
                     // Take whatever else is already waiting, up to a batch.
                     while self.batch.len() < self.cfg.batch_max {
                         match rx.try_recv() {
-                            Ok(Msg::Event(e)) => {
-                                self.pending.insert(e.request_id.clone(), self.batch.len());
-                                self.batch.push(*e);
-                            }
+                            Ok(Msg::Event(e)) => self.batch.push(*e),
                             Ok(other) => {
                                 self.handle_control(other);
                                 break;
@@ -301,21 +299,18 @@ impl Writer {
         match m {
             Msg::Event(_) => unreachable!("events are handled by the loop"),
             Msg::Usage(r, reply) => {
-                let found = if let Some(&i) = self.pending.get(&r.request_id) {
-                    let e = &mut self.batch[i];
-                    if e.workspace_id == r.workspace_id {
-                        e.apply(&r);
-                        true
-                    } else {
-                        false
-                    }
-                } else if let Some((ws, id)) = self.recent.get(&r.request_id) {
-                    if *ws == r.workspace_id {
-                        self.updates.push((*id, r));
-                        true
-                    } else {
-                        false
-                    }
+                // Not yet written: amend the newest matching event in the batch.
+                let pending = self
+                    .batch
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.request_id == r.request_id && e.workspace_id == r.workspace_id);
+                let found = if let Some(e) = pending {
+                    e.apply(&r);
+                    true
+                } else if let Some(&id) = self.recent.get(&self.request_hash(&r.workspace_id, &r.request_id)) {
+                    self.updates.push((id, r));
+                    true
                 } else {
                     false
                 };
@@ -347,7 +342,6 @@ impl Writer {
                         tracing::error!(events = self.batch.len(), "Giving up on usage events at shutdown.");
                         self.batch.clear();
                         self.updates.clear();
-                        self.pending.clear();
                         return;
                     }
                     std::thread::sleep(backoff);
@@ -359,13 +353,15 @@ impl Writer {
         self.stats.written.fetch_add(n, Ordering::Relaxed);
         metrics::counter!("keyward_events_written_total").increment(n);
         self.updates.clear();
-        self.pending.clear();
-        for e in self.batch.drain(..) {
-            if self.recent.insert(e.request_id.clone(), (e.workspace_id, e.id)).is_none() {
-                self.recent_order.push_back(e.request_id);
+        let mut batch = std::mem::take(&mut self.batch);
+        for e in batch.drain(..) {
+            let h = self.request_hash(&e.workspace_id, &e.request_id);
+            if self.recent.insert(h, e.id).is_none() {
+                self.recent_order.push_back(h);
             }
             self.stats.last_id.store(e.id, Ordering::Relaxed);
         }
+        self.batch = batch;
         while self.recent_order.len() > self.cfg.recent_requests {
             if let Some(old) = self.recent_order.pop_front() {
                 self.recent.remove(&old);
@@ -373,6 +369,14 @@ impl Writer {
         }
         let last = self.stats.last_id.load(Ordering::Relaxed);
         self.written.send_replace(last);
+    }
+
+    fn request_hash(&self, workspace_id: &str, request_id: &str) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = self.hasher.build_hasher();
+        workspace_id.hash(&mut h);
+        request_id.hash(&mut h);
+        h.finish()
     }
 
     /// Deletes events past retention, a chunk at a time, so a large purge

@@ -49,7 +49,7 @@ fn append_query_usage_purge_cursor() {
     assert_eq!(f(|f| { f.since = Some(1002); f.until = Some(1004); f.ascending = true }), vec![3, 4]);
     assert_eq!(f(|f| { f.after_id = Some(6); f.ascending = true }), vec![7, 8]);
 
-    log.apply_usage(&[(2, UsageReport { request_id: "x".into(), workspace_id: "ws_a".into(), http_status: Some(503), bytes_in: Some(10), bytes_out: None, latency_us: Some(7) })]).unwrap();
+    log.apply_usage(&[(2, UsageReport { request_id: "req_1001".into(), workspace_id: "ws_a".into(), http_status: Some(503), bytes_in: Some(10), bytes_out: None, latency_us: Some(7) })]).unwrap();
     assert_eq!(f(|f| f.status_class = Some(5)), vec![2]);
     let e = &log.after(1, 1).unwrap()[0];
     assert_eq!((e.http_status, e.bytes_in, e.latency_us, e.bytes_out), (Some(503), Some(10), Some(7), None));
@@ -61,6 +61,29 @@ fn append_query_usage_purge_cursor() {
 
     assert_eq!(log.purge_chunk(1005, 2).unwrap(), 2);
     assert_eq!(log.purge_chunk(1005, 100).unwrap(), 3);
+    assert_eq!(log.purge_chunk(1005, 100).unwrap(), 0);
     assert_eq!(log.count().unwrap(), 5);
     assert_eq!(log.max_id().unwrap(), 10);
+}
+
+#[test]
+fn time_bounds_use_ids_and_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
+    // Ten minutes of events, one every 10 s, with one written out of order.
+    let mut batch: Vec<UsageEvent> = (0..60).map(|i| event(1_000_000 + i * 10_000, "ws", Some("k"), Outcome::Valid)).collect();
+    batch.swap(30, 31);
+    log.append(&mut batch).unwrap();
+    let q = |since: Option<i64>, until: Option<i64>| {
+        let f = EventFilter { workspace_id: "ws".into(), since, until, limit: 1000, ascending: true, ..Default::default() };
+        log.query(&f).unwrap().iter().map(|e| e.ts).collect::<Vec<_>>()
+    };
+    let all: Vec<i64> = batch.iter().map(|e| e.ts).collect();
+    let expect = |lo: i64, hi: i64| all.iter().copied().filter(|t| *t >= lo && *t < hi).collect::<Vec<_>>();
+    assert_eq!(q(Some(1_300_000), Some(1_320_000)), expect(1_300_000, 1_320_000));
+    assert_eq!(q(Some(1_305_000), None), expect(1_305_000, i64::MAX));
+    assert_eq!(q(None, Some(1_000_001)), vec![1_000_000]);
+    assert_eq!(q(Some(9_000_000), None), Vec::<i64>::new());
+    assert_eq!(q(Some(0), Some(1)), Vec::<i64>::new());
+    assert_eq!(q(None, None).len(), 60);
 }
