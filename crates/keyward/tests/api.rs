@@ -343,7 +343,34 @@ fn openapi_document_matches_the_routes() {
 
 #[test]
 fn raw_keys_appear_nowhere_but_their_creating_response() {
-    let mut s = Server::start_with(&[("KEYWARD_LAST_USED_FLUSH_MS", "100")]);
+    let capture = util::Capture::start();
+    let config = format!(
+        r#"
+[[sinks]]
+name = "ecs"
+kind = "file"
+path = "{{dir}}/export/events.ndjson"
+
+[[sinks]]
+name = "cef"
+kind = "file"
+path = "{{dir}}/export/events.cef"
+format = "cef"
+
+[[sinks]]
+name = "hook"
+kind = "http"
+url = "{}/hook"
+
+[[sinks]]
+name = "es"
+kind = "elasticsearch"
+url = "{}"
+"#,
+        capture.url(),
+        capture.url()
+    );
+    let mut s = Server::start_full(&[("KEYWARD_LAST_USED_FLUSH_MS", "100")], Some(&config));
     let ks = s.keyspace();
     let mut secrets = vec![s.root.clone()];
     let (id, key) = s.key(json!({"keyspace_id": ks, "name": "secret-test"}));
@@ -367,17 +394,37 @@ fn raw_keys_appear_nowhere_but_their_creating_response() {
     s.verify(&key);
     s.call("GET", &format!("/v1/keys/{id}"), None);
     s.call("GET", "/v1/audit", None);
+    s.call("GET", "/v1/events", None);
+    s.raw("GET", "/metrics", None, None, &[]);
+    // Let every sink ship every event before looking.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = s.raw("GET", "/readyz", None, None, &[]).json();
+        let sinks = r["sinks"].as_array().unwrap().clone();
+        if sinks.len() == 4 && sinks.iter().all(|h| h["backlog"] == 0 && h["shipped"].as_u64() > Some(0)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sinks did not drain: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     s.stop();
 
     let log = s.log.lock().unwrap().clone();
     assert!(log.contains("Key revoked"), "the log was captured");
-    let files = files_under(&s.data_dir());
+    // The data dir (keys, events, pepper) and every sink's output.
+    let files = files_under(s.dir.path());
     assert!(files.iter().any(|(p, _)| p.ends_with("keyward.db")));
+    assert!(files.iter().any(|(p, _)| p.ends_with("events.db")));
+    assert!(files.iter().any(|(p, b)| p.ends_with("events.ndjson") && !b.is_empty()));
+    assert!(files.iter().any(|(p, b)| p.ends_with("events.cef") && !b.is_empty()));
+    let shipped: Vec<String> = capture.requests.lock().unwrap().iter().map(|(_, h, b)| format!("{h}{b}")).collect();
+    assert!(shipped.len() >= 2, "both HTTP sinks shipped");
     let bodies = s.bodies.lock().unwrap().clone();
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "a key is in the server log");
         // The random part alone must not be there either.
         assert!(!log.contains(&secret[secret.len() - 38..]), "a key body is in the server log");
+        assert!(!shipped.iter().any(|b| b.contains(&secret[secret.len() - 38..])), "a key was shipped to a sink");
         for (path, bytes) in &files {
             assert!(!contains(bytes, secret), "a key is in {}", path.display());
             assert!(!contains(bytes, &secret[secret.len() - 38..]), "a key body is in {}", path.display());

@@ -426,3 +426,31 @@ fn a_crash_loses_at_most_the_last_flush_interval() {
     assert!(before.len() > 100, "the load was real");
     assert!(lost <= recent, "lost {lost} events, more than the {recent} of the last flush interval");
 }
+
+#[test]
+fn keyspaces_can_pseudonymize_source_addresses() {
+    let s = Server::start();
+    let private = s.create("/v1/keyspaces", json!({"name": "eu", "pseudonymize_ips": true}))["id"].as_str().unwrap().to_owned();
+    let plain = s.keyspace();
+    let (pid, pkey) = s.key(json!({"keyspace_id": private}));
+    let (_, key) = s.key(json!({"keyspace_id": plain}));
+    let root = s.root.clone();
+    for _ in 0..2 {
+        s.verify_as(&root, json!({"key": pkey, "ip": "198.51.100.23"}));
+    }
+    s.verify_as(&root, json!({"key": key, "ip": "198.51.100.23"}));
+    let mut got = Vec::new();
+    eventually(10, "3 events", || {
+        got = events(&s, "?order=asc");
+        got.len() == 3
+    });
+    let anon = got[0]["ip"].as_str().unwrap();
+    assert!(anon.starts_with("anon:") && anon.len() == 21, "{anon}");
+    assert_eq!(got[1]["ip"], anon, "the same address gives the same pseudonym");
+    assert_eq!(got[2]["ip"], "198.51.100.23");
+    // Searching by the address in clear finds both forms.
+    assert_eq!(events(&s, "?ip=198.51.100.23").len(), 3);
+    assert_eq!(events(&s, &format!("?ip=198.51.100.23&key_id={pid}")).len(), 2);
+    let ks = s.call("GET", &format!("/v1/keyspaces/{private}"), None).json();
+    assert_eq!(ks["pseudonymize_ips"], true);
+}

@@ -29,6 +29,8 @@ pub struct CreateKeyspace {
     pub default_ratelimits: Option<Vec<RateLimit>>,
     /// Scopes required for matching request paths, e.g. `{"pattern": "/admin/**", "scopes": ["admin"]}`.
     pub path_rules: Option<Vec<PathRule>>,
+    /// Record a keyed hash (`anon:…`) instead of the source IP in usage events. Default false.
+    pub pseudonymize_ips: Option<bool>,
 }
 
 impl CreateKeyspace {
@@ -53,6 +55,8 @@ pub struct PatchKeyspace {
     /// Takes effect on the next verify of every key that inherits it.
     pub default_ratelimits: Option<Vec<RateLimit>>,
     pub path_rules: Option<Vec<PathRule>>,
+    /// Applies to events recorded from now on.
+    pub pseudonymize_ips: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -65,6 +69,7 @@ pub struct KeyspaceView {
     pub default_ip_allowlist: Vec<String>,
     pub default_ratelimits: Vec<RateLimit>,
     pub path_rules: Vec<PathRule>,
+    pub pseudonymize_ips: bool,
     pub created_at: String,
     pub updated_at: String,
 }

@@ -135,7 +135,13 @@ impl Service {
             key_hint: k.map(|k| k.hint.clone()),
             owner_id: k.and_then(|k| k.owner_id.clone()),
             fingerprint,
-            source_ip: input.ip.map(|ip| ip.to_canonical().to_string()),
+            source_ip: input.ip.map(|ip| {
+                let ip = ip.to_canonical().to_string();
+                match d.key.as_ref() {
+                    Some(k) if k.keyspace.get().pseudonymize_ips => self.pseudonym(&ip),
+                    _ => ip,
+                }
+            }),
             user_agent: ctx.user_agent.map(|ua| scrub(ua, false, 512)),
             method: input.method.map(|m| m.to_ascii_uppercase()),
             path: input.path.map(|p| scrub(p, true, 2048)),
@@ -146,6 +152,12 @@ impl Service {
             bytes_out: None,
             latency_us: None,
         }
+    }
+
+    /// The stand-in for an address in a pseudonymizing keyspace: a keyed hash,
+    /// stable (so repeats correlate) but not reversible without the pepper.
+    pub fn pseudonym(&self, ip: &str) -> String {
+        format!("anon:{}", self.hasher().fingerprint(&format!("ip\0{ip}")))
     }
 
     fn pipeline(&self) -> Result<&std::sync::Arc<keyward_events::EventPipeline>> {
@@ -215,6 +227,8 @@ impl Service {
             key_id: q.key_id.clone(),
             owner_id: q.owner_id.clone(),
             ip: q.ip.clone(),
+            // An address given in clear also finds its pseudonym.
+            ip_alt: q.ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()).map(|ip| self.pseudonym(&ip.to_canonical().to_string())),
             code,
             status_class,
             since: instant("since", &q.since)?,

@@ -74,6 +74,7 @@ pub struct KeyspacePolicy {
     pub ip_allowlist: Vec<IpNet>,
     pub ratelimits: Vec<RateLimit>,
     pub path_rules: Vec<PathRule>,
+    pub pseudonymize_ips: bool,
 }
 
 impl KeyspacePolicy {
@@ -82,6 +83,7 @@ impl KeyspacePolicy {
             ip_allowlist: ks.default_ip_allowlist.iter().filter_map(|c| parse_cidr(c)).collect(),
             ratelimits: ks.default_ratelimits.clone(),
             path_rules: ks.path_rules.clone(),
+            pseudonymize_ips: ks.pseudonymize_ips,
         }
     }
 }

@@ -298,6 +298,7 @@ impl Service {
             default_ip_allowlist,
             default_ratelimits,
             path_rules,
+            pseudonymize_ips: req.pseudonymize_ips.unwrap_or(false),
         };
         let view = keyspace_view(&ks);
         let audit = self.audit_entry(actor, "keyspace.create", "keyspace", &ks.id, None, Some(to_value(&view)));
@@ -355,6 +356,9 @@ impl Service {
         if let Some(v) = req.path_rules {
             check_rules(&v)?;
             ks.path_rules = v;
+        }
+        if let Some(v) = req.pseudonymize_ips {
+            ks.pseudonymize_ips = v;
         }
         ks.updated_at = now_ms();
         let view = keyspace_view(&ks);

@@ -62,6 +62,7 @@ pub(crate) fn keyspace_view(ks: &Keyspace) -> KeyspaceView {
         default_ip_allowlist: ks.default_ip_allowlist.clone(),
         default_ratelimits: ks.default_ratelimits.clone(),
         path_rules: ks.path_rules.clone(),
+        pseudonymize_ips: ks.pseudonymize_ips,
         created_at: to_rfc3339(ks.created_at),
         updated_at: to_rfc3339(ks.updated_at),
     }

@@ -72,6 +72,8 @@ pub struct EventFilter {
     pub key_id: Option<String>,
     pub owner_id: Option<String>,
     pub ip: Option<String>,
+    /// Also matches this value in the ip column (a pseudonym of `ip`).
+    pub ip_alt: Option<String>,
     pub code: Option<Outcome>,
     /// 2 for 2xx, 4 for 4xx, …
     pub status_class: Option<u16>,
@@ -268,7 +270,7 @@ impl SqliteEventLog {
              WHERE workspace_id = ?1
                AND (?2 IS NULL OR (key_no = ?12 AND key_id = ?2))
                AND (?3 IS NULL OR owner_id = ?3)
-               AND (?4 IS NULL OR ip = ?4)
+               AND (?4 IS NULL OR ip = ?4 OR ip = ?13)
                AND (?5 IS NULL OR code = ?5)
                AND (?6 IS NULL OR status / 100 = ?6)
                AND (?7 IS NULL OR ts >= ?7)
@@ -304,7 +306,8 @@ impl SqliteEventLog {
                     after_id,
                     before_id,
                     f.limit,
-                    f.key_id.as_deref().map(key_no)
+                    f.key_id.as_deref().map(key_no),
+                    f.ip_alt
                 ],
                 event_from_row,
             )?;

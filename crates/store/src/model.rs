@@ -31,6 +31,9 @@ pub struct Keyspace {
     pub default_ratelimits: Vec<RateLimit>,
     /// Path rules: scopes needed for matching request paths.
     pub path_rules: Vec<PathRule>,
+    /// Usage events of this keyspace's keys keep a keyed hash of the source
+    /// address instead of the address.
+    pub pseudonymize_ips: bool,
 }
 
 /// One API key, by hash.

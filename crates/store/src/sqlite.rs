@@ -105,6 +105,10 @@ const MIGRATIONS: &[&str] = &[
         DEFAULT '[{"name":"default","limit":1000,"window_ms":60000}]';
     ALTER TABLE keyspaces ADD COLUMN path_rules TEXT NOT NULL DEFAULT '[]';
     "#,
+    // 3: privacy of usage events.
+    r#"
+    ALTER TABLE keyspaces ADD COLUMN pseudonymize_ips INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The embedded SQLite store.
@@ -292,7 +296,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 }
 
 const KS_COLS: &str = "id, workspace_id, name, prefix, default_ttl_ms, created_at, updated_at, default_scopes,
-    default_ip_allowlist, default_ratelimits, path_rules";
+    default_ip_allowlist, default_ratelimits, path_rules, pseudonymize_ips";
 
 fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
     Ok(Keyspace {
@@ -307,6 +311,7 @@ fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
         default_ip_allowlist: json_col(r, 8)?,
         default_ratelimits: json_col(r, 9)?,
         path_rules: json_col(r, 10)?,
+        pseudonymize_ips: r.get(11)?,
     })
 }
 
@@ -400,11 +405,11 @@ impl Store for SqliteStore {
     fn insert_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             tx.execute(
-                &format!("INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                &format!("INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
                     ks.id, ks.workspace_id, ks.name, ks.prefix, ks.default_ttl_ms, ks.created_at, ks.updated_at,
                     to_json(&ks.default_scopes), to_json(&ks.default_ip_allowlist), to_json(&ks.default_ratelimits),
-                    to_json(&ks.path_rules)
+                    to_json(&ks.path_rules), ks.pseudonymize_ips
                 ],
             )
             .map_err(|e| map_unique(e, "keyspace"))?;
@@ -416,12 +421,13 @@ impl Store for SqliteStore {
         self.tx(|tx| {
             let n = tx.execute(
                 "UPDATE keyspaces SET name = ?3, prefix = ?4, default_ttl_ms = ?5, updated_at = ?6,
-                        default_scopes = ?7, default_ip_allowlist = ?8, default_ratelimits = ?9, path_rules = ?10
+                        default_scopes = ?7, default_ip_allowlist = ?8, default_ratelimits = ?9, path_rules = ?10,
+                        pseudonymize_ips = ?11
                  WHERE workspace_id = ?1 AND id = ?2",
                 params![
                     ks.workspace_id, ks.id, ks.name, ks.prefix, ks.default_ttl_ms, ks.updated_at,
                     to_json(&ks.default_scopes), to_json(&ks.default_ip_allowlist), to_json(&ks.default_ratelimits),
-                    to_json(&ks.path_rules)
+                    to_json(&ks.path_rules), ks.pseudonymize_ips
                 ],
             )?;
             if n == 0 {

@@ -47,6 +47,7 @@ fn seed(s: &SqliteStore) {
         default_ip_allowlist: vec!["10.0.0.0/8".into()],
         default_ratelimits: vec![],
         path_rules: vec![],
+        pseudonymize_ips: false,
     };
     s.insert_keyspace(&ks, &audit("ws_1", "aud_2", "keyspace.create")).unwrap();
 }
