@@ -310,6 +310,16 @@ mod tests {
         assert!(p[0].starts_with("listen:") && p[1].starts_with("log.format:") && p[2].starts_with("http.max_body_bytes:"));
     }
 
+    /// The configuration shown in the README parses and validates.
+    #[test]
+    fn readme_config_example_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let block = readme.split("```toml\n").nth(1).expect("a toml block").split("```").next().unwrap();
+        let cfg: Config = toml::from_str(block).unwrap_or_else(|e| panic!("README config: {e}"));
+        assert_eq!(cfg.sinks.len(), 5);
+        assert_eq!(cfg.problems(), Vec::<String>::new());
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let e = toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").unwrap_err();

@@ -105,3 +105,37 @@ fn help_has_examples_and_bad_config_is_reported_whole() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("another keyward process"));
 }
+
+#[test]
+fn events_command_lists_and_follows() {
+    let s = Server::start();
+    let ks: Value = serde_json::from_str(&cli(&s, &["keyspaces", "create", "--name", "p"]).1).unwrap();
+    let created: Value = serde_json::from_str(&cli(&s, &["keys", "create", "--keyspace", ks["id"].as_str().unwrap()]).1).unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    s.verify(&key);
+    s.verify("nope");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (ok, out, err) = cli(&s, &["events", "--code", "VALID"]);
+    assert!(ok, "{err}");
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["code"], "VALID");
+
+    // --follow prints events as they arrive.
+    let mut child = Command::new(BIN)
+        .args(["events", "--follow"])
+        .env("KEYWARD_SERVER", s.url(""))
+        .env("KEYWARD_ROOT_KEY", &s.root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.verify_as(&s.root.clone(), json!({"key": key, "ip": "192.0.2.99"}));
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let e: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(e["ip"], "192.0.2.99", "{line}");
+}
