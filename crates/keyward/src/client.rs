@@ -85,6 +85,16 @@ pub enum KeysCmd {
         conn: Conn,
         id: String,
     },
+    /// Rotate a key: prints the new key once; the old one keeps working for the overlap.
+    #[command(after_help = "Examples:\n  keyward keys rotate key_01J...                 # 24 h overlap\n  keyward keys rotate key_01J... --overlap-ms 0  # old key stops now")]
+    Rotate {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+        /// How long the old key keeps working, ms (default 86400000).
+        #[arg(long)]
+        overlap_ms: Option<i64>,
+    },
     /// Revoke a key at once.
     #[command(after_help = "Example:\n  keyward keys revoke key_01J... --reason compromised --note 'found in a public gist'")]
     Revoke {
@@ -194,6 +204,15 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
                 ("limit", &limit),
             ]);
             print(&call(&conn, "GET", &format!("/v1/keys{q}"), None)?)
+        }
+        KeysCmd::Rotate { conn, id, overlap_ms } => {
+            let body = match overlap_ms {
+                Some(o) => json!({ "overlap_ms": o }),
+                None => json!({}),
+            };
+            let rotated = call(&conn, "POST", &format!("/v1/keys/{}/rotate", encode(&id)), Some(body))?;
+            eprintln!("The new key is shown only this once: store it now.");
+            print(&rotated)
         }
         KeysCmd::Show { conn, id } => print(&call(&conn, "GET", &format!("/v1/keys/{}", encode(&id)), None)?),
         KeysCmd::Revoke { conn, id, reason, note, incident } => {

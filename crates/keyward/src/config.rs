@@ -24,8 +24,25 @@ pub struct Config {
     pub cache: CacheSection,
     pub last_used: LastUsedSection,
     pub events: EventsSection,
+    pub lifecycle: LifecycleSection,
     /// Exporters of usage events, each a `[[sinks]]` table.
     pub sinks: Vec<keyward_events::SinkConfig>,
+}
+
+/// Periodic lifecycle jobs: expiry reminders and revocation re-checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSection {
+    /// How often the jobs run, ms. Default 60000. Env `KEYWARD_LIFECYCLE_INTERVAL_MS`.
+    pub check_interval_ms: u64,
+    /// Keys revoked within this many days are re-checked on every run. Default 30.
+    pub recheck_revoked_days: i64,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        LifecycleSection { check_interval_ms: 60_000, recheck_revoked_days: 30 }
+    }
 }
 
 /// The usage-event pipeline.
@@ -123,6 +140,7 @@ impl Default for Config {
             cache: CacheSection::default(),
             last_used: LastUsedSection::default(),
             events: EventsSection::default(),
+            lifecycle: LifecycleSection::default(),
             sinks: Vec::new(),
         }
     }
@@ -208,6 +226,7 @@ impl Config {
         for (var, field) in [
             ("KEYWARD_EVENTS_FLUSH_MS", &mut cfg.events.flush_interval_ms),
             ("KEYWARD_RETENTION_DAYS", &mut cfg.events.retention_days),
+            ("KEYWARD_LIFECYCLE_INTERVAL_MS", &mut cfg.lifecycle.check_interval_ms),
         ] {
             if let Some(v) = env(var) {
                 match v.parse() {
@@ -284,6 +303,12 @@ impl Config {
         }
         if e.purge_interval_ms < 1000 {
             p.push("events.purge_interval_ms: must be at least 1000".into());
+        }
+        if self.lifecycle.check_interval_ms < 100 {
+            p.push("lifecycle.check_interval_ms: must be at least 100".into());
+        }
+        if !(1..=3650).contains(&self.lifecycle.recheck_revoked_days) {
+            p.push("lifecycle.recheck_revoked_days: must be between 1 and 3650".into());
         }
         for (i, s) in self.sinks.iter().enumerate() {
             p.extend(s.problems(&format!("sinks[{i}]")));

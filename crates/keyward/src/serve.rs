@@ -171,12 +171,34 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
+    let lifecycle = {
+        let service = service.clone();
+        let every = Duration::from_millis(cfg.lifecycle.check_interval_ms);
+        let days = cfg.lifecycle.recheck_revoked_days;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = service.record_expiry_reminders().await {
+                    tracing::error!(error = %e, "Recording expiry reminders failed; will retry.");
+                }
+                match service.recheck_revoked(days).await {
+                    Ok((_, 0)) => {}
+                    Ok((checked, failed)) => tracing::error!(checked, failed, "Revocation re-check found keys not rejected."),
+                    Err(e) => tracing::error!(error = %e, "Re-checking revoked keys failed; will retry."),
+                }
+            }
+        })
+    };
+
     tracing::info!(listen = %local, data_dir = %cfg.data_dir.display(), "keyward is serving.");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
     flusher.abort();
+    lifecycle.abort();
     let n = service.flush_last_used().await?;
     let events = dd.events.clone();
     tokio::task::spawn_blocking(move || events.shutdown()).await.ok();

@@ -16,6 +16,7 @@ pub fn describe() {
     describe_gauge!("keyward_events_last_id", "Id of the newest written usage event.");
     describe_gauge!("keyward_keys_cached", "Keys in the in-memory verify index.");
     describe_gauge!("keyward_negative_cache_entries", "Unknown key hashes remembered by the negative cache.");
+    describe_counter!("keyward_revocation_check_failures_total", "Revoked keys that the verify path did not reject.");
     describe_counter!("keyward_sink_events_total", "Usage events shipped, by sink.");
     describe_counter!("keyward_sink_failures_total", "Failed shipments, by sink.");
     describe_gauge!("keyward_sink_up", "1 when the sink's last shipment succeeded, else 0.");

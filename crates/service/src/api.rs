@@ -31,6 +31,8 @@ pub struct CreateKeyspace {
     pub path_rules: Option<Vec<PathRule>>,
     /// Record a keyed hash (`anon:…`) instead of the source IP in usage events. Default false.
     pub pseudonymize_ips: Option<bool>,
+    /// Longest lifetime of a key, ms: new keys expire by then (e.g. 7776000000 = 90 days).
+    pub max_age_ms: Option<i64>,
 }
 
 impl CreateKeyspace {
@@ -57,6 +59,10 @@ pub struct PatchKeyspace {
     pub path_rules: Option<Vec<PathRule>>,
     /// Applies to events recorded from now on.
     pub pseudonymize_ips: Option<bool>,
+    /// Applies to keys created or rotated from now on; `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub max_age_ms: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -70,6 +76,7 @@ pub struct KeyspaceView {
     pub default_ratelimits: Vec<RateLimit>,
     pub path_rules: Vec<PathRule>,
     pub pseudonymize_ips: bool,
+    pub max_age_ms: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -200,6 +207,12 @@ pub struct KeyView {
     /// Quota left; null when unlimited.
     pub remaining: Option<i64>,
     pub refill: Option<Refill>,
+    /// The key that replaced this one, when rotated.
+    pub rotated_to: Option<String>,
+    /// A rotated key verifies (deprecated) until this instant, then `ROTATED`.
+    pub overlap_until: Option<String>,
+    /// The last revocation health check of a revoked key.
+    pub revocation_check: Option<RevocationCheck>,
     pub created_at: String,
     pub updated_at: String,
     pub last_used_at: Option<String>,
@@ -208,6 +221,83 @@ pub struct KeyView {
     pub revoke_reason: Option<String>,
     pub revoke_note: Option<String>,
     pub incident: Option<String>,
+}
+
+/// The result of re-verifying a revoked key through the verify path.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RevocationCheck {
+    pub at: String,
+    /// What the verify path answered: `REVOKED` when all is well.
+    pub code: String,
+    pub ok: bool,
+}
+
+/// `POST /v1/keys/{id}/rotate`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// How long the old key keeps working, ms (default 86400000 = 24 h; 0 = ends now; at most 30 days).
+    pub overlap_ms: Option<i64>,
+}
+
+/// The response to a rotation: the new key, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedKey {
+    /// The new secret. Store it now.
+    pub key: String,
+    #[serde(flatten)]
+    pub view: KeyView,
+    /// The old key, now deprecated until `overlap_until`.
+    pub previous: KeyView,
+}
+
+/// `POST /v1/keys/revoke`: emergency revocation of many keys at once.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevoke {
+    pub owner_id: Option<String>,
+    pub keyspace_id: Option<String>,
+    /// RFC 3339: keys created before this instant.
+    pub created_before: Option<String>,
+    pub reason: RevokeReason,
+    pub note: Option<String>,
+    pub incident: Option<String>,
+    /// Report what would be revoked, and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkRevoked {
+    pub dry_run: bool,
+    pub count: usize,
+    pub key_ids: Vec<String>,
+}
+
+/// A stored expiry reminder.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReminderView {
+    pub id: String,
+    pub key_id: String,
+    /// 14, 7 or 1.
+    pub days: i64,
+    pub expires_at: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReminderPage {
+    pub data: Vec<ReminderView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListRemindersQuery {
+    pub key_id: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
 }
 
 /// The response to a create: the key is in `key`, shown this once.
@@ -285,6 +375,8 @@ pub struct VerifyResponse {
     pub ratelimit: Option<RateLimitState>,
     /// True for an old key inside its rotation overlap.
     pub deprecated: bool,
+    /// When a deprecated key stops working.
+    pub deprecated_until: Option<String>,
     /// Why the key was refused, for people (e.g. the missing scope).
     pub message: Option<String>,
 }

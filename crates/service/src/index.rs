@@ -188,11 +188,38 @@ impl KeyIndex {
             }
             None => Arc::new(Mutex::new(Limiter::new(&[], record_quota))),
         };
-        let lifecycle = Lifecycle { enabled: record.enabled, expires_at: record.expires_at, revoked_at: record.revoked_at };
+        let lifecycle = Lifecycle {
+            enabled: record.enabled,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+            overlap_until: record.overlap_until,
+        };
         let ip_allowlist = record.ip_allowlist.as_ref().map(|l| l.iter().filter_map(|c| parse_cidr(c)).collect());
         let cached = Arc::new(CachedKey { record, lifecycle, usage, ip_allowlist, limiter, keyspace });
         map.insert(cached.record.hash, cached.clone());
         cached
+    }
+
+    /// Inserts a new key that shares its limiter (windows and quota) with
+    /// `with`: a rotation's successor counts against the same limits as the
+    /// old key during the overlap.
+    pub fn put_sharing(&self, record: KeyRecord, keyspace: Arc<KeyspaceCell>, with: &CachedKey) -> Arc<CachedKey> {
+        let cached = self.put(record, keyspace, QuotaFrom::Record);
+        let shared = Arc::new(CachedKey {
+            record: cached.record.clone(),
+            lifecycle: cached.lifecycle.clone(),
+            usage: cached.usage.clone(),
+            ip_allowlist: cached.ip_allowlist.clone(),
+            limiter: with.limiter.clone(),
+            keyspace: cached.keyspace.clone(),
+        });
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(shared.record.hash, shared.clone());
+        shared
+    }
+
+    /// Every cached key (for periodic jobs that scan keys in memory).
+    pub fn all(&self) -> Vec<Arc<CachedKey>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {

@@ -12,6 +12,7 @@ pub mod api;
 pub mod error;
 pub mod index;
 pub mod events;
+pub mod lifecycle;
 mod manage;
 pub mod verify;
 mod views;

@@ -20,7 +20,7 @@ use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
 const MAX_META_BYTES: usize = 16 * 1024;
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
-fn invalid(msg: impl Into<String>) -> ServiceError {
+pub(crate) fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::Invalid(msg.into())
 }
 
@@ -37,7 +37,7 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_opt_text(field: &str, v: &Option<String>, max: usize) -> Result<()> {
+pub(crate) fn check_opt_text(field: &str, v: &Option<String>, max: usize) -> Result<()> {
     v.as_deref().map_or(Ok(()), |v| check_text(field, v, max))
 }
 
@@ -149,7 +149,7 @@ fn check_rules(v: &[PathRule]) -> Result<()> {
     Ok(())
 }
 
-fn parse_instant(field: &str, s: &str) -> Result<UnixMs> {
+pub(crate) fn parse_instant(field: &str, s: &str) -> Result<UnixMs> {
     parse_rfc3339(s).ok_or_else(|| invalid(format!("{field} must be an RFC 3339 instant such as 2030-01-31T12:00:00Z")))
 }
 
@@ -160,19 +160,19 @@ fn parse_prefix(s: &str) -> Result<KeyPrefix> {
     KeyPrefix::new(s).map_err(|e| invalid(format!("prefix: {e}")))
 }
 
-fn page_limit(limit: Option<u32>) -> Result<u32> {
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32> {
     match limit.unwrap_or(100) {
         l @ 1..=1000 => Ok(l),
         _ => Err(invalid("limit must be between 1 and 1000")),
     }
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
+pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 impl Service {
-    fn audit_entry(
+    pub(crate) fn audit_entry(
         &self,
         actor: &Actor,
         action: &str,
@@ -285,6 +285,9 @@ impl Service {
         check_ratelimits("default_ratelimits", &default_ratelimits)?;
         let path_rules = req.path_rules.unwrap_or_default();
         check_rules(&path_rules)?;
+        if let Some(m) = req.max_age_ms {
+            check_ttl("max_age_ms", m)?;
+        }
         let now = now_ms();
         let ks = Keyspace {
             id: new_id("ks", now),
@@ -299,6 +302,7 @@ impl Service {
             default_ratelimits,
             path_rules,
             pseudonymize_ips: req.pseudonymize_ips.unwrap_or(false),
+            max_age_ms: req.max_age_ms,
         };
         let view = keyspace_view(&ks);
         let audit = self.audit_entry(actor, "keyspace.create", "keyspace", &ks.id, None, Some(to_value(&view)));
@@ -360,6 +364,12 @@ impl Service {
         if let Some(v) = req.pseudonymize_ips {
             ks.pseudonymize_ips = v;
         }
+        if let Some(v) = req.max_age_ms {
+            if let Some(m) = v {
+                check_ttl("max_age_ms", m)?;
+            }
+            ks.max_age_ms = v;
+        }
         ks.updated_at = now_ms();
         let view = keyspace_view(&ks);
         let (b, a) = diff(&before, &to_value(&view));
@@ -405,6 +415,16 @@ impl Service {
         let remaining = req.remaining.or(req.refill.map(|r| r.amount));
         let ks = self.load_keyspace(actor, &req.keyspace_id).await?;
         let expires_at = expires_at.or(ks.default_ttl_ms.map(|t| now + t));
+        // The keyspace's age policy caps every key's lifetime.
+        let expires_at = match (expires_at, ks.max_age_ms) {
+            (Some(t), Some(max)) if t > now + max => {
+                return Err(invalid(format!(
+                    "the key would outlive the keyspace's max_age_ms ({max}); ask for an earlier expiry or none"
+                )));
+            }
+            (None, Some(max)) => Some(now + max),
+            (t, _) => t,
+        };
         let prefix = KeyPrefix::new(&ks.prefix).map_err(|e| invalid(format!("keyspace prefix: {e}")))?;
         let raw = RawKey::generate(&prefix);
         let rec = KeyRecord {
@@ -433,6 +453,11 @@ impl Service {
             remaining,
             refill: req.refill,
             refilled_at: remaining.map(|_| now),
+            rotated_at: None,
+            rotated_to: None,
+            overlap_until: None,
+            revocation_check_at: None,
+            revocation_check_code: None,
         };
         let view = key_view(&rec, None, now);
         let audit = self.audit_entry(actor, "key.create", "key", &rec.id, None, Some(to_value(&view)));
@@ -444,7 +469,7 @@ impl Service {
         Ok(CreatedKey { key: raw.expose().to_owned(), view })
     }
 
-    async fn load_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord> {
+    pub(crate) async fn load_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord> {
         if !is_id("key", id) {
             return Err(ServiceError::not_found("key", id));
         }
@@ -452,7 +477,7 @@ impl Service {
         self.blocking(move |s| s.get_key(&ws, &idc)).await?.ok_or_else(|| ServiceError::not_found("key", id))
     }
 
-    fn view_of(&self, k: &KeyRecord, now: UnixMs) -> KeyView {
+    pub(crate) fn view_of(&self, k: &KeyRecord, now: UnixMs) -> KeyView {
         let cached = self.index.get(&k.hash);
         key_view(k, cached.as_deref(), now)
     }

@@ -5,7 +5,7 @@ use keyward_core::verify::{Lifecycle, status};
 use keyward_store::{AuditEntry, KeyRecord, Keyspace, RootKeyRecord};
 use serde_json::{Map, Value};
 
-use crate::api::{AuditView, KeyView, KeyspaceView, RootKeyView};
+use crate::api::{AuditView, KeyView, KeyspaceView, RevocationCheck, RootKeyView};
 use crate::index::CachedKey;
 
 pub(crate) fn ts(ms: Option<UnixMs>) -> Option<String> {
@@ -13,7 +13,7 @@ pub(crate) fn ts(ms: Option<UnixMs>) -> Option<String> {
 }
 
 pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -> KeyView {
-    let life = Lifecycle { enabled: k.enabled, expires_at: k.expires_at, revoked_at: k.revoked_at };
+    let life = Lifecycle { enabled: k.enabled, expires_at: k.expires_at, revoked_at: k.revoked_at, overlap_until: k.overlap_until };
     let (last_at, last_ip) = match cached {
         Some(c) if c.record.id == k.id => {
             // The index may hold a newer mark than the store has yet.
@@ -41,6 +41,13 @@ pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -
             _ => k.remaining,
         },
         refill: k.refill,
+        rotated_to: k.rotated_to.clone(),
+        overlap_until: ts(k.overlap_until),
+        revocation_check: k.revocation_check_at.map(|at| RevocationCheck {
+            at: to_rfc3339(at),
+            code: k.revocation_check_code.clone().unwrap_or_default(),
+            ok: matches!(k.revocation_check_code.as_deref(), Some("REVOKED")),
+        }),
         created_at: to_rfc3339(k.created_at),
         updated_at: to_rfc3339(k.updated_at),
         last_used_at: ts(last_at),
@@ -63,6 +70,7 @@ pub(crate) fn keyspace_view(ks: &Keyspace) -> KeyspaceView {
         default_ratelimits: ks.default_ratelimits.clone(),
         path_rules: ks.path_rules.clone(),
         pseudonymize_ips: ks.pseudonymize_ips,
+        max_age_ms: ks.max_age_ms,
         created_at: to_rfc3339(ks.created_at),
         updated_at: to_rfc3339(ks.updated_at),
     }
@@ -99,7 +107,7 @@ pub(crate) fn audit_view(e: AuditEntry) -> AuditView {
 /// The fields that differ between two views, as (before, after) objects.
 /// Bookkeeping fields that change on every write are left out.
 pub(crate) fn diff(before: &Value, after: &Value) -> (Value, Value) {
-    const SKIP: &[&str] = &["updated_at", "status", "last_used_at", "last_used_ip"];
+    const SKIP: &[&str] = &["updated_at", "status", "last_used_at", "last_used_ip", "revocation_check"];
     let empty = Map::new();
     let b = before.as_object().unwrap_or(&empty);
     let a = after.as_object().unwrap_or(&empty);

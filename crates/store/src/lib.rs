@@ -43,6 +43,22 @@ pub trait Store: Send + Sync + 'static {
     fn get_key(&self, workspace_id: &str, id: &str) -> Result<Option<KeyRecord>>;
     fn find_key_by_hash(&self, hash: &keyward_core::KeyHash) -> Result<Option<KeyRecord>>;
     fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>>;
+    /// Writes several changed keys and one audit record in one transaction.
+    fn update_keys(&self, keys: &[KeyRecord], audit: &AuditEntry) -> Result<()>;
+    /// Inserts a rotation's new key and writes the keys it changed, in one transaction.
+    fn rotate_key(&self, new: &KeyRecord, changed: &[KeyRecord], audit: &AuditEntry) -> Result<()>;
+    /// Keys whose `rotated_to` is `id` (the predecessors of a key).
+    fn keys_rotated_to(&self, workspace_id: &str, id: &str) -> Result<Vec<KeyRecord>>;
+    /// Keys of every workspace revoked at or after `since`.
+    fn revoked_since(&self, since: i64) -> Result<Vec<KeyRecord>>;
+    fn record_revocation_check(&self, key_id: &str, at: i64, code: &str) -> Result<()>;
+    /// Stores reminders, skipping ones already stored; returns how many were new.
+    fn insert_reminders(&self, reminders: &[Reminder]) -> Result<usize>;
+    fn list_reminders(&self, workspace_id: &str, key_id: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<Reminder>>;
+    /// Inserts or replaces an incident, with its audit record.
+    fn put_incident(&self, incident: &IncidentRecord, audit: &AuditEntry) -> Result<()>;
+    fn get_incident(&self, workspace_id: &str, id: &str) -> Result<Option<IncidentRecord>>;
+    fn list_incidents(&self, workspace_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>>;
     /// Calls `f` for every key, to fill the in-memory index at start.
     fn for_each_key(&self, f: &mut dyn FnMut(KeyRecord)) -> Result<()>;
     /// Writes a batch of last-use marks (key id, instant, source address).

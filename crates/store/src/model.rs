@@ -34,6 +34,8 @@ pub struct Keyspace {
     /// Usage events of this keyspace's keys keep a keyed hash of the source
     /// address instead of the address.
     pub pseudonymize_ips: bool,
+    /// Longest lifetime of a key: new keys expire by then.
+    pub max_age_ms: Option<i64>,
 }
 
 /// One API key, by hash.
@@ -70,6 +72,35 @@ pub struct KeyRecord {
     pub refill: Option<Refill>,
     /// When the quota was last set or refilled.
     pub refilled_at: Option<i64>,
+    /// When this key was rotated, and to which key.
+    pub rotated_at: Option<i64>,
+    pub rotated_to: Option<String>,
+    /// A rotated key keeps working until this instant.
+    pub overlap_until: Option<i64>,
+    /// The last revocation health check: when, and the code it saw.
+    pub revocation_check_at: Option<i64>,
+    pub revocation_check_code: Option<String>,
+}
+
+/// A reminder that a key expires in `days` days.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reminder {
+    pub id: String,
+    pub workspace_id: String,
+    pub key_id: String,
+    pub days: i64,
+    pub expires_at: i64,
+    pub created_at: i64,
+}
+
+/// An incident record; its fields live in `body` (the service owns their shape).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub body: Value,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// A batched quota state.

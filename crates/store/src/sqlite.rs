@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    AuditCheck, AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, LastUse, QuotaMark, Result,
+    AuditCheck, AuditEntry, AuditFilter, IncidentRecord, KeyFilter, KeyRecord, KeyStatus, Keyspace, LastUse, QuotaMark, Reminder, Result,
     RootKeyRecord, Store, StoreError, Workspace,
 };
 
@@ -108,6 +108,35 @@ const MIGRATIONS: &[&str] = &[
     // 3: privacy of usage events.
     r#"
     ALTER TABLE keyspaces ADD COLUMN pseudonymize_ips INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // 4: lifecycle: rotation, revocation checks, age policy, reminders, incidents.
+    r#"
+    ALTER TABLE keys ADD COLUMN rotated_at INTEGER;
+    ALTER TABLE keys ADD COLUMN rotated_to TEXT;
+    ALTER TABLE keys ADD COLUMN overlap_until INTEGER;
+    ALTER TABLE keys ADD COLUMN revocation_check_at INTEGER;
+    ALTER TABLE keys ADD COLUMN revocation_check_code TEXT;
+    CREATE INDEX keys_rotated_to ON keys(rotated_to) WHERE rotated_to IS NOT NULL;
+    CREATE INDEX keys_revoked ON keys(revoked_at) WHERE revoked_at IS NOT NULL;
+    ALTER TABLE keyspaces ADD COLUMN max_age_ms INTEGER;
+    CREATE TABLE reminders (
+        id            TEXT PRIMARY KEY,
+        workspace_id  TEXT NOT NULL,
+        key_id        TEXT NOT NULL,
+        days          INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        UNIQUE (key_id, days, expires_at)
+    );
+    CREATE INDEX reminders_ws ON reminders(workspace_id, id);
+    CREATE TABLE incidents (
+        id            TEXT PRIMARY KEY,
+        workspace_id  TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX incidents_ws ON incidents(workspace_id, id);
     "#,
 ];
 
@@ -241,7 +270,8 @@ fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<()> {
 
 const KEY_COLS: &str = "id, workspace_id, keyspace_id, name, owner_id, meta, hash, hash_kind, hint, enabled,
     expires_at, revoked_at, revoke_reason, revoke_note, incident_id, created_at, updated_at,
-    last_used_at, last_used_ip, scopes, ip_allowlist, ratelimits, remaining, refill, refilled_at";
+    last_used_at, last_used_ip, scopes, ip_allowlist, ratelimits, remaining, refill, refilled_at, rotated_at,
+    rotated_to, overlap_until, revocation_check_at, revocation_check_code";
 
 /// Reads a JSON column, naming the table and column when it is corrupt.
 fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
@@ -292,11 +322,16 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         remaining: r.get(22)?,
         refill: json_opt_col(r, 23)?,
         refilled_at: r.get(24)?,
+        rotated_at: r.get(25)?,
+        rotated_to: r.get(26)?,
+        overlap_until: r.get(27)?,
+        revocation_check_at: r.get(28)?,
+        revocation_check_code: r.get(29)?,
     })
 }
 
 const KS_COLS: &str = "id, workspace_id, name, prefix, default_ttl_ms, created_at, updated_at, default_scopes,
-    default_ip_allowlist, default_ratelimits, path_rules, pseudonymize_ips";
+    default_ip_allowlist, default_ratelimits, path_rules, pseudonymize_ips, max_age_ms";
 
 fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
     Ok(Keyspace {
@@ -312,6 +347,7 @@ fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
         default_ratelimits: json_col(r, 9)?,
         path_rules: json_col(r, 10)?,
         pseudonymize_ips: r.get(11)?,
+        max_age_ms: r.get(12)?,
     })
 }
 
@@ -353,6 +389,56 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
         before: parse(r.get(10)?),
         after: parse(r.get(11)?),
         hash: r.get(12)?,
+    })
+}
+
+fn insert_key_tx(tx: &Transaction<'_>, k: &KeyRecord) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+             ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
+        ),
+        params![
+            k.id, k.workspace_id, k.keyspace_id, k.name, k.owner_id, k.meta.to_string(), &k.hash.0[..],
+            k.hash_kind, k.hint, k.enabled, k.expires_at, k.revoked_at, k.revoke_reason, k.revoke_note,
+            k.incident_id, k.created_at, k.updated_at, k.last_used_at, k.last_used_ip, to_json(&k.scopes),
+            k.ip_allowlist.as_ref().map(to_json), k.ratelimits.as_ref().map(to_json), k.remaining,
+            k.refill.as_ref().map(to_json), k.refilled_at, k.rotated_at, k.rotated_to, k.overlap_until,
+            k.revocation_check_at, k.revocation_check_code
+        ],
+    )
+    .map_err(|e| map_unique(e, "key"))?;
+    Ok(())
+}
+
+/// Writes every mutable field of a key (not its hash, ids or creation time).
+fn update_key_tx(tx: &Transaction<'_>, k: &KeyRecord) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE keys SET name = ?3, owner_id = ?4, meta = ?5, enabled = ?6, expires_at = ?7,
+                revoked_at = ?8, revoke_reason = ?9, revoke_note = ?10, incident_id = ?11,
+                updated_at = ?12, scopes = ?13, ip_allowlist = ?14, ratelimits = ?15, remaining = ?16,
+                refill = ?17, refilled_at = ?18, rotated_at = ?19, rotated_to = ?20, overlap_until = ?21
+         WHERE workspace_id = ?1 AND id = ?2",
+        params![
+            k.workspace_id, k.id, k.name, k.owner_id, k.meta.to_string(), k.enabled, k.expires_at,
+            k.revoked_at, k.revoke_reason, k.revoke_note, k.incident_id, k.updated_at, to_json(&k.scopes),
+            k.ip_allowlist.as_ref().map(to_json), k.ratelimits.as_ref().map(to_json), k.remaining,
+            k.refill.as_ref().map(to_json), k.refilled_at, k.rotated_at, k.rotated_to, k.overlap_until
+        ],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound("key"));
+    }
+    Ok(())
+}
+
+fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<IncidentRecord> {
+    Ok(IncidentRecord {
+        id: r.get(0)?,
+        workspace_id: r.get(1)?,
+        body: json_col(r, 2)?,
+        created_at: r.get(3)?,
+        updated_at: r.get(4)?,
     })
 }
 
@@ -405,11 +491,11 @@ impl Store for SqliteStore {
     fn insert_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             tx.execute(
-                &format!("INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                &format!("INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                 params![
                     ks.id, ks.workspace_id, ks.name, ks.prefix, ks.default_ttl_ms, ks.created_at, ks.updated_at,
                     to_json(&ks.default_scopes), to_json(&ks.default_ip_allowlist), to_json(&ks.default_ratelimits),
-                    to_json(&ks.path_rules), ks.pseudonymize_ips
+                    to_json(&ks.path_rules), ks.pseudonymize_ips, ks.max_age_ms
                 ],
             )
             .map_err(|e| map_unique(e, "keyspace"))?;
@@ -422,12 +508,12 @@ impl Store for SqliteStore {
             let n = tx.execute(
                 "UPDATE keyspaces SET name = ?3, prefix = ?4, default_ttl_ms = ?5, updated_at = ?6,
                         default_scopes = ?7, default_ip_allowlist = ?8, default_ratelimits = ?9, path_rules = ?10,
-                        pseudonymize_ips = ?11
+                        pseudonymize_ips = ?11, max_age_ms = ?12
                  WHERE workspace_id = ?1 AND id = ?2",
                 params![
                     ks.workspace_id, ks.id, ks.name, ks.prefix, ks.default_ttl_ms, ks.updated_at,
                     to_json(&ks.default_scopes), to_json(&ks.default_ip_allowlist), to_json(&ks.default_ratelimits),
-                    to_json(&ks.path_rules), ks.pseudonymize_ips
+                    to_json(&ks.path_rules), ks.pseudonymize_ips, ks.max_age_ms
                 ],
             )?;
             if n == 0 {
@@ -466,43 +552,129 @@ impl Store for SqliteStore {
 
     fn insert_key(&self, k: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
-            tx.execute(
-                &format!(
-                    "INSERT INTO keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                     ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
-                ),
-                params![
-                    k.id, k.workspace_id, k.keyspace_id, k.name, k.owner_id, k.meta.to_string(), &k.hash.0[..],
-                    k.hash_kind, k.hint, k.enabled, k.expires_at, k.revoked_at, k.revoke_reason, k.revoke_note,
-                    k.incident_id, k.created_at, k.updated_at, k.last_used_at, k.last_used_ip, to_json(&k.scopes),
-                    k.ip_allowlist.as_ref().map(to_json), k.ratelimits.as_ref().map(to_json), k.remaining,
-                    k.refill.as_ref().map(to_json), k.refilled_at
-                ],
-            )
-            .map_err(|e| map_unique(e, "key"))?;
+            insert_key_tx(tx, k)?;
             append_audit(tx, audit)
         })
     }
 
     fn update_key(&self, k: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
-            let n = tx.execute(
-                "UPDATE keys SET name = ?3, owner_id = ?4, meta = ?5, enabled = ?6, expires_at = ?7,
-                        revoked_at = ?8, revoke_reason = ?9, revoke_note = ?10, incident_id = ?11,
-                        updated_at = ?12, scopes = ?13, ip_allowlist = ?14, ratelimits = ?15, remaining = ?16,
-                        refill = ?17, refilled_at = ?18
-                 WHERE workspace_id = ?1 AND id = ?2",
-                params![
-                    k.workspace_id, k.id, k.name, k.owner_id, k.meta.to_string(), k.enabled, k.expires_at,
-                    k.revoked_at, k.revoke_reason, k.revoke_note, k.incident_id, k.updated_at, to_json(&k.scopes),
-                    k.ip_allowlist.as_ref().map(to_json), k.ratelimits.as_ref().map(to_json), k.remaining,
-                    k.refill.as_ref().map(to_json), k.refilled_at
-                ],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound("key"));
+            update_key_tx(tx, k)?;
+            append_audit(tx, audit)
+        })
+    }
+
+    fn update_keys(&self, keys: &[KeyRecord], audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            for k in keys {
+                update_key_tx(tx, k)?;
             }
             append_audit(tx, audit)
+        })
+    }
+
+    fn rotate_key(&self, new: &KeyRecord, changed: &[KeyRecord], audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            insert_key_tx(tx, new)?;
+            for k in changed {
+                update_key_tx(tx, k)?;
+            }
+            append_audit(tx, audit)
+        })
+    }
+
+    fn keys_rotated_to(&self, workspace_id: &str, id: &str) -> Result<Vec<KeyRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM keys WHERE workspace_id = ?1 AND rotated_to = ?2"))?;
+            let rows = st.query_map([workspace_id, id], key_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn revoked_since(&self, since: i64) -> Result<Vec<KeyRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM keys WHERE revoked_at >= ?1 ORDER BY id"))?;
+            let rows = st.query_map([since], key_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn record_revocation_check(&self, key_id: &str, at: i64, code: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE keys SET revocation_check_at = ?2, revocation_check_code = ?3 WHERE id = ?1",
+                params![key_id, at, code],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn insert_reminders(&self, reminders: &[Reminder]) -> Result<usize> {
+        self.tx(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO reminders (id, workspace_id, key_id, days, expires_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut n = 0;
+            for r in reminders {
+                n += st.execute(params![r.id, r.workspace_id, r.key_id, r.days, r.expires_at, r.created_at])?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn list_reminders(&self, workspace_id: &str, key_id: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<Reminder>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, workspace_id, key_id, days, expires_at, created_at FROM reminders
+                 WHERE workspace_id = ?1 AND (?2 IS NULL OR key_id = ?2) AND (?3 IS NULL OR id > ?3)
+                 ORDER BY id LIMIT ?4",
+            )?;
+            let rows = st.query_map(params![workspace_id, key_id, after, limit], |r| {
+                Ok(Reminder {
+                    id: r.get(0)?,
+                    workspace_id: r.get(1)?,
+                    key_id: r.get(2)?,
+                    days: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn put_incident(&self, i: &IncidentRecord, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO incidents (id, workspace_id, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at
+                 WHERE incidents.workspace_id = excluded.workspace_id",
+                params![i.id, i.workspace_id, i.body.to_string(), i.created_at, i.updated_at],
+            )?;
+            append_audit(tx, audit)
+        })
+    }
+
+    fn get_incident(&self, workspace_id: &str, id: &str) -> Result<Option<IncidentRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT id, workspace_id, body, created_at, updated_at FROM incidents WHERE workspace_id = ?1 AND id = ?2",
+                [workspace_id, id],
+                incident_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn list_incidents(&self, workspace_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<IncidentRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, workspace_id, body, created_at, updated_at FROM incidents
+                 WHERE workspace_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![workspace_id, after, limit], incident_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 

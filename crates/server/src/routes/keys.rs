@@ -8,7 +8,7 @@ use keyward_core::time::to_rfc3339;
 use keyward_core::Permission;
 use axum::Extension;
 use keyward_service::{RequestCtx, VerifyInput};
-use keyward_service::api::{CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, PatchKey, RateLimitState, RevokeKey, VerifyRequest, VerifyResponse};
+use keyward_service::api::{CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, PatchKey, RateLimitState, RevokeKey, VerifyRequest, VerifyResponse, RotateKey, RotatedKey, BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
@@ -43,11 +43,34 @@ pub async fn patch(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<Str
     Ok(axum::Json(st.service.patch_key(&a, &id, req).await?))
 }
 
-/// Revoke a key, at once and for good.
+/// Revoke a key, at once and for good; the response carries the revocation health check.
 #[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", params(("id" = String, Path)), request_body = RevokeKey,
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
 pub async fn revoke(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<RevokeKey>) -> Result<axum::Json<KeyView>, ApiError> {
-    Ok(axum::Json(st.service.revoke_key(&a, &id, req).await?))
+    Ok(axum::Json(st.service.revoke_and_check(&a, &id, req).await?))
+}
+
+/// Rotate a key: a new key (shown once) with the same settings; the old key keeps
+/// working, deprecated, for `overlap_ms` (default 24 h), then verifies `ROTATED`.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", params(("id" = String, Path)), request_body = RotateKey,
+    responses((status = 201, body = RotatedKey), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn rotate(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<RotateKey>) -> Result<(StatusCode, axum::Json<RotatedKey>), ApiError> {
+    Ok((StatusCode::CREATED, axum::Json(st.service.rotate_key(&a, &id, req).await?)))
+}
+
+/// Emergency revocation of every key of an owner, a keyspace and/or created before an
+/// instant, as one audited action; `dry_run` reports the count and ids only.
+#[utoipa::path(post, path = "/v1/keys/revoke", tag = "keys", request_body = BulkRevoke,
+    responses((status = 200, body = BulkRevoked), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn bulk_revoke(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<BulkRevoke>) -> Result<axum::Json<BulkRevoked>, ApiError> {
+    Ok(axum::Json(st.service.bulk_revoke(&a, req).await?))
+}
+
+/// Stored reminders of keys nearing expiry (14, 7 and 1 days before).
+#[utoipa::path(get, path = "/v1/reminders", tag = "keys", params(ListRemindersQuery),
+    responses((status = 200, body = ReminderPage), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn reminders(State(st): State<AppState>, Auth(a): Auth, Query(q): Query<ListRemindersQuery>) -> Result<axum::Json<ReminderPage>, ApiError> {
+    Ok(axum::Json(st.service.list_reminders(&a, q).await?))
 }
 
 /// Decide whether a key may make a request. Always 200 for a decision: read `valid` and `code`.
@@ -102,7 +125,8 @@ pub async fn verify(
         expires_at: k.and_then(|k| k.expires_at.map(to_rfc3339)),
         remaining: d.remaining,
         ratelimit: d.window.map(|w| RateLimitState { limit: w.limit, remaining: w.remaining, reset: to_rfc3339(w.reset) }),
-        deprecated: false,
+        deprecated: outcome.is_valid() && d.key.as_ref().is_some_and(|k| k.lifecycle.overlap_until.is_some()),
+        deprecated_until: d.key.as_ref().and_then(|k| k.lifecycle.overlap_until).filter(|_| outcome.is_valid()).map(to_rfc3339),
         message: d.message,
     }))
 }

@@ -48,6 +48,7 @@ fn seed(s: &SqliteStore) {
         default_ratelimits: vec![],
         path_rules: vec![],
         pseudonymize_ips: false,
+        max_age_ms: None,
     };
     s.insert_keyspace(&ks, &audit("ws_1", "aud_2", "keyspace.create")).unwrap();
 }
@@ -79,6 +80,11 @@ fn key(id: &str, b: u8, owner: &str) -> KeyRecord {
         remaining: Some(10),
         refill: None,
         refilled_at: Some(1),
+        rotated_at: None,
+        rotated_to: None,
+        overlap_until: None,
+        revocation_check_at: None,
+        revocation_check_code: None,
     }
 }
 

@@ -1,0 +1,323 @@
+//! Key lifecycle: rotation with an overlap, bulk emergency revocation, the
+//! revocation health check, and expiry reminders.
+
+use keyward_core::id::new_id;
+use keyward_core::time::{now_ms, to_rfc3339};
+use keyward_core::{KeyPrefix, Outcome, Permission, RawKey};
+use keyward_store::{KeyFilter, KeyRecord, Reminder};
+use serde_json::json;
+
+use crate::api::{BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage, ReminderView, RevokeKey, RotateKey, RotatedKey};
+use crate::index::QuotaFrom;
+use crate::manage::{check_opt_text, invalid, page_limit, parse_instant, to_value};
+use crate::verify::VerifyInput;
+use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
+
+/// Default rotation overlap: 24 hours.
+pub const DEFAULT_OVERLAP_MS: i64 = 24 * 3600 * 1000;
+/// Longest rotation overlap: 30 days.
+pub const MAX_OVERLAP_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Days before expiry at which a reminder is recorded.
+pub const REMINDER_DAYS: [i64; 3] = [14, 7, 1];
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+impl Service {
+    /// Rotates a key: a new key with the same owner, meta, scopes, limits and
+    /// quota, returned once; the old key keeps working, deprecated, until the
+    /// overlap ends, then answers `ROTATED`. At most one generation overlaps:
+    /// rotating a key whose predecessor is still in its overlap ends that
+    /// predecessor's overlap now. A key already rotated cannot be rotated again
+    /// (rotate its successor).
+    pub async fn rotate_key(&self, actor: &Actor, id: &str, req: RotateKey) -> Result<RotatedKey> {
+        actor.require(Permission::KeysWrite, "rotate keys")?;
+        let overlap = req.overlap_ms.unwrap_or(DEFAULT_OVERLAP_MS);
+        if !(0..=MAX_OVERLAP_MS).contains(&overlap) {
+            return Err(invalid(format!("overlap_ms must be between 0 and {MAX_OVERLAP_MS} (30 days)")));
+        }
+        let mut old = self.load_key(actor, id).await?;
+        if old.revoked_at.is_some() {
+            return Err(ServiceError::Conflict(format!("key {} is revoked; revocation is final", old.id)));
+        }
+        if let Some(next) = &old.rotated_to {
+            return Err(ServiceError::Conflict(format!("key {} was already rotated to {next}; rotate that key instead", old.id)));
+        }
+        let now = now_ms();
+        let ks_id = old.keyspace_id.clone();
+        let ks = {
+            let (ws, k) = (actor.workspace_id.clone(), ks_id.clone());
+            self.blocking(move |s| s.get_keyspace(&ws, &k)).await?.ok_or_else(|| ServiceError::not_found("keyspace", &ks_id))?
+        };
+        let prefix = KeyPrefix::new(&ks.prefix).map_err(|e| invalid(format!("keyspace prefix: {e}")))?;
+        let raw = RawKey::generate(&prefix);
+        let cached_old = self.index.get(&old.hash);
+        let live_quota = cached_old.as_ref().and_then(|c| c.quota_mark());
+        // The new key lives as long as the old one was meant to, within the age policy.
+        let lifetime = old.expires_at.map(|e| e - old.created_at);
+        let expires_at = match (ks.max_age_ms, lifetime) {
+            (Some(max), Some(l)) => Some(now + l.min(max)),
+            (Some(max), None) => Some(now + max),
+            (None, Some(l)) => Some(now + l),
+            (None, None) => None,
+        };
+        let new = KeyRecord {
+            id: new_id("key", now),
+            hash: self.hasher.hash(raw.expose()),
+            hash_kind: current_hash_kind(&self.hasher),
+            hint: raw.hint(),
+            expires_at,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+            last_used_ip: None,
+            remaining: live_quota.as_ref().map(|q| q.remaining).or(old.remaining),
+            refilled_at: live_quota.as_ref().map(|q| q.refilled_at).or(old.refilled_at),
+            rotated_at: None,
+            rotated_to: None,
+            overlap_until: None,
+            revocation_check_at: None,
+            revocation_check_code: None,
+            revoked_at: None,
+            revoke_reason: None,
+            revoke_note: None,
+            incident_id: None,
+            ..old.clone()
+        };
+        let before = to_value(&self.view_of(&old, now));
+        old.rotated_at = Some(now);
+        old.rotated_to = Some(new.id.clone());
+        old.overlap_until = Some(now + overlap);
+        old.updated_at = now;
+        let mut changed = vec![old.clone()];
+        // One generation of overlap at most.
+        let (ws, oid) = (actor.workspace_id.clone(), old.id.clone());
+        for mut p in self.blocking(move |s| s.keys_rotated_to(&ws, &oid)).await? {
+            if p.overlap_until.is_some_and(|t| t > now) && p.revoked_at.is_none() {
+                p.overlap_until = Some(now);
+                p.updated_at = now;
+                changed.push(p);
+            }
+        }
+        let audit = self.audit_entry(
+            actor,
+            "key.rotate",
+            "key",
+            &old.id,
+            Some(json!({"overlap_until": before["overlap_until"], "rotated_to": null})),
+            Some(json!({
+                "rotated_to": new.id,
+                "overlap_until": to_rfc3339(now + overlap),
+                "new_key": {"id": new.id, "hint": new.hint},
+                "ended_overlaps": changed.iter().skip(1).map(|k| k.id.clone()).collect::<Vec<_>>(),
+            })),
+        );
+        let (n, c) = (new.clone(), changed.clone());
+        self.blocking(move |s| s.rotate_key(&n, &c, &audit)).await?;
+        let cell = self.keyspace_cell(&ks_id);
+        let mut previous = None;
+        for k in changed {
+            let cached = self.index.put(k, cell.clone(), QuotaFrom::Live);
+            if previous.is_none() {
+                previous = Some(cached);
+            }
+        }
+        let previous = previous.expect("the old key is in the changed set");
+        let new_cached = self.index.put_sharing(new, cell, &previous);
+        tracing::info!(key_id = %old.id, new_key_id = %new_cached.record.id, overlap_ms = overlap, "Key rotated.");
+        Ok(RotatedKey {
+            key: raw.expose().to_owned(),
+            view: crate::views::key_view(&new_cached.record, Some(&new_cached), now),
+            previous: crate::views::key_view(&previous.record, Some(&previous), now),
+        })
+    }
+
+    /// Revokes every unrevoked key matching the filters as one audited
+    /// action, or with `dry_run` only reports which keys that would be.
+    pub async fn bulk_revoke(&self, actor: &Actor, req: BulkRevoke) -> Result<BulkRevoked> {
+        actor.require(Permission::KeysWrite, "revoke keys")?;
+        if req.owner_id.is_none() && req.keyspace_id.is_none() && req.created_before.is_none() {
+            return Err(invalid("give at least one of owner_id, keyspace_id, created_before"));
+        }
+        check_opt_text("note", &req.note, 2000)?;
+        check_opt_text("incident", &req.incident, 64)?;
+        let created_before = req.created_before.as_deref().map(|s| parse_instant("created_before", s)).transpose()?;
+        let now = now_ms();
+        let mut matched: Vec<KeyRecord> = Vec::new();
+        let mut after = None;
+        loop {
+            let f = KeyFilter {
+                workspace_id: actor.workspace_id.clone(),
+                keyspace_id: req.keyspace_id.clone(),
+                owner_id: req.owner_id.clone(),
+                status: None,
+                now,
+                after: after.clone(),
+                limit: 1000,
+            };
+            let page = self.blocking(move |s| s.list_keys(&f)).await?;
+            let n = page.len();
+            after = page.last().map(|k| k.id.clone());
+            matched.extend(page.into_iter().filter(|k| k.revoked_at.is_none() && created_before.is_none_or(|t| k.created_at < t)));
+            if n < 1000 {
+                break;
+            }
+        }
+        let key_ids: Vec<String> = matched.iter().map(|k| k.id.clone()).collect();
+        if req.dry_run || matched.is_empty() {
+            return Ok(BulkRevoked { dry_run: req.dry_run, count: key_ids.len(), key_ids });
+        }
+        for k in &mut matched {
+            if let Some(mark) = self.index.get(&k.hash).and_then(|c| c.quota_mark()) {
+                if k.remaining.is_some() {
+                    k.remaining = Some(mark.remaining);
+                    k.refilled_at = Some(mark.refilled_at);
+                }
+            }
+            k.revoked_at = Some(now);
+            k.revoke_reason = Some(req.reason.as_str().to_owned());
+            k.revoke_note = req.note.clone();
+            k.incident_id = req.incident.clone();
+            k.updated_at = now;
+        }
+        let audit = self.audit_entry(
+            actor,
+            "key.bulk_revoke",
+            "keys",
+            &format!("{} keys", key_ids.len()),
+            None,
+            Some(json!({
+                "filter": {"owner_id": req.owner_id, "keyspace_id": req.keyspace_id, "created_before": req.created_before},
+                "reason": req.reason.as_str(),
+                "note": req.note,
+                "incident": req.incident,
+                "key_ids": key_ids,
+            })),
+        );
+        let keys = matched.clone();
+        self.blocking(move |s| s.update_keys(&keys, &audit)).await?;
+        for k in matched {
+            let cell = self.keyspace_cell(&k.keyspace_id);
+            self.index.put(k, cell, QuotaFrom::Live);
+        }
+        tracing::warn!(count = key_ids.len(), reason = req.reason.as_str(), "Keys revoked in bulk.");
+        for id in &key_ids {
+            self.check_revocation(&actor.workspace_id, id).await;
+        }
+        Ok(BulkRevoked { dry_run: false, count: key_ids.len(), key_ids })
+    }
+
+    /// Revokes one key, then proves it through the verify path.
+    pub async fn revoke_and_check(&self, actor: &Actor, id: &str, req: RevokeKey) -> Result<crate::api::KeyView> {
+        self.revoke_key(actor, id, req).await?;
+        self.check_revocation(&actor.workspace_id, id).await;
+        let k = self.load_key(actor, id).await?;
+        Ok(self.view_of(&k, now_ms()))
+    }
+
+    /// The revocation health check: re-reads the key from the store and runs
+    /// its hash through the verify path's lookup and decision. Anything but
+    /// `REVOKED` (or `ROTATED`) is a failure: logged as an error, counted in
+    /// `keyward_revocation_check_failures_total`, and kept on the key.
+    pub async fn check_revocation(&self, workspace_id: &str, key_id: &str) -> Option<Outcome> {
+        let (ws, id) = (workspace_id.to_owned(), key_id.to_owned());
+        let stored = match self.blocking(move |s| s.get_key(&ws, &id)).await {
+            Ok(Some(k)) => k,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(key_id, error = %e, "Revocation check could not read the key.");
+                return None;
+            }
+        };
+        let now = now_ms();
+        let code = match self.index.get(&stored.hash) {
+            // The decision a presented key would get, from the lookup on; cost 0 consumes nothing.
+            Some(k) => self.decide_cached(workspace_id, k, &VerifyInput { cost: 0, ..VerifyInput::key("") }, now).outcome,
+            None => Outcome::NotFound,
+        };
+        let ok = stored.revoked_at.is_some() && matches!(code, Outcome::Revoked | Outcome::Rotated);
+        let code_text = if stored.revoked_at.is_none() { "NOT_REVOKED_IN_STORE" } else { code.as_str() };
+        let id = key_id.to_owned();
+        let ct = code_text.to_owned();
+        if let Err(e) = self.blocking(move |s| s.record_revocation_check(&id, now, &ct)).await {
+            tracing::error!(key_id, error = %e, "Recording a revocation check failed.");
+        }
+        if ok {
+            tracing::info!(key_id, code = code_text, "Revocation check passed.");
+        } else {
+            metrics::counter!("keyward_revocation_check_failures_total").increment(1);
+            tracing::error!(key_id, code = code_text, "REVOCATION CHECK FAILED: a revoked key is not rejected.");
+        }
+        Some(code)
+    }
+
+    /// Re-checks every key revoked in the last `days` days; returns (checked, failed).
+    pub async fn recheck_revoked(&self, days: i64) -> Result<(usize, usize)> {
+        let since = now_ms() - days * DAY_MS;
+        let keys = self.blocking(move |s| s.revoked_since(since)).await?;
+        let mut failed = 0;
+        for k in &keys {
+            if !matches!(self.check_revocation(&k.workspace_id, &k.id).await, Some(Outcome::Revoked | Outcome::Rotated)) {
+                failed += 1;
+            }
+        }
+        Ok((keys.len(), failed))
+    }
+
+    /// Records a reminder for every live key that expires within 14, 7 or 1
+    /// days (once per key, threshold and expiry); returns how many were new.
+    pub async fn record_expiry_reminders(&self) -> Result<usize> {
+        let now = now_ms();
+        let mut due = Vec::new();
+        for k in self.index.all() {
+            let r = &k.record;
+            let (Some(exp), None) = (r.expires_at, r.revoked_at) else { continue };
+            if exp <= now || r.rotated_to.is_some() {
+                continue;
+            }
+            for days in REMINDER_DAYS {
+                if exp - now <= days * DAY_MS {
+                    due.push(Reminder {
+                        id: new_id("rem", now),
+                        workspace_id: r.workspace_id.clone(),
+                        key_id: r.id.clone(),
+                        days,
+                        expires_at: exp,
+                        created_at: now,
+                    });
+                }
+            }
+        }
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let list = due.clone();
+        let n = self.blocking(move |s| s.insert_reminders(&list)).await?;
+        if n > 0 {
+            tracing::info!(new_reminders = n, "Keys are nearing expiry.");
+        }
+        Ok(n)
+    }
+
+    pub async fn list_reminders(&self, actor: &Actor, q: ListRemindersQuery) -> Result<ReminderPage> {
+        actor.require(Permission::KeysRead, "read reminders")?;
+        let limit = page_limit(q.limit)?;
+        let (ws, key, cursor) = (actor.workspace_id.clone(), q.key_id, q.cursor);
+        let mut rows = self.blocking(move |s| s.list_reminders(&ws, key.as_deref(), cursor.as_deref(), limit + 1)).await?;
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        let data = rows
+            .into_iter()
+            .map(|r| ReminderView {
+                id: r.id,
+                key_id: r.key_id,
+                days: r.days,
+                expires_at: to_rfc3339(r.expires_at),
+                created_at: to_rfc3339(r.created_at),
+            })
+            .collect();
+        Ok(ReminderPage { data, next_cursor })
+    }
+}
