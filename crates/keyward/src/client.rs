@@ -299,3 +299,30 @@ pub fn events(cmd: EventsCmd) -> anyhow::Result<()> {
         }
     }
 }
+
+#[derive(Subcommand)]
+pub enum IncidentCmd {
+    /// Print an incident, with the usage review of its keys, as Markdown.
+    #[command(after_help = "Example:\n  keyward incident report inc_01J... --review-days 14 > incident.md")]
+    Report {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+        /// Days of usage to review (default 7).
+        #[arg(long)]
+        review_days: Option<i64>,
+    },
+}
+
+pub fn incident(cmd: IncidentCmd) -> anyhow::Result<()> {
+    match cmd {
+        IncidentCmd::Report { conn, id, review_days } => {
+            let days = review_days.map(|d| d.to_string());
+            let v = call(&conn, "GET", &format!("/v1/incidents/{}{}", encode(&id), query(&[("review_days", &days)])), None)?;
+            let view: keyward_service::incidents::IncidentView =
+                serde_json::from_value(v).context("reading the incident from the server")?;
+            print!("{}", keyward_service::incidents::markdown(&view));
+            Ok(())
+        }
+    }
+}

@@ -25,8 +25,26 @@ pub struct Config {
     pub last_used: LastUsedSection,
     pub events: EventsSection,
     pub lifecycle: LifecycleSection,
+    pub github: GithubSection,
     /// Exporters of usage events, each a `[[sinks]]` table.
     pub sinks: Vec<keyward_events::SinkConfig>,
+}
+
+/// GitHub secret scanning (partner program): the public keys GitHub signs
+/// its alerts with, as published at api.github.com/meta/public_keys/secret_scanning.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubSection {
+    pub public_keys: Vec<GithubKey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubKey {
+    /// `key_identifier`.
+    pub id: String,
+    /// `key`: an SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub pem: String,
 }
 
 /// Periodic lifecycle jobs: expiry reminders and revocation re-checks.
@@ -141,6 +159,7 @@ impl Default for Config {
             last_used: LastUsedSection::default(),
             events: EventsSection::default(),
             lifecycle: LifecycleSection::default(),
+            github: GithubSection::default(),
             sinks: Vec::new(),
         }
     }
@@ -309,6 +328,11 @@ impl Config {
         }
         if !(1..=3650).contains(&self.lifecycle.recheck_revoked_days) {
             p.push("lifecycle.recheck_revoked_days: must be between 1 and 3650".into());
+        }
+        for (i, k) in self.github.public_keys.iter().enumerate() {
+            if let Err(e) = keyward_server::routes::lifecycle::parse_github_key(&k.pem) {
+                p.push(format!("github.public_keys[{i}].pem: not a P-256 public key in PEM ({e})"));
+            }
         }
         for (i, s) in self.sinks.iter().enumerate() {
             p.extend(s.problems(&format!("sinks[{i}]")));

@@ -3,6 +3,7 @@
 
 mod client;
 mod config;
+mod scan;
 mod serve;
 
 use std::path::PathBuf;
@@ -23,6 +24,9 @@ Examples:
   keyward keys list --owner-id acme --status active
   keyward keys revoke key_... --reason compromised
   keyward events --code NOT_FOUND --follow
+  keyward keys rotate key_... --overlap-ms 3600000
+  keyward scan .                        exit 1 when a key is found in the tree
+  keyward incident report inc_...
 ";
 
 /// API key management: issue, verify, log, alert, rotate, revoke.
@@ -49,6 +53,11 @@ enum Command {
     Keys(client::KeysCmd),
     /// Print usage events from a running server (auditor or admin root key).
     Events(client::EventsCmd),
+    /// Find keyward keys in files (offline); exits 1 when any are found.
+    Scan(scan::ScanCmd),
+    /// Incident records on a running server.
+    #[command(subcommand)]
+    Incident(client::IncidentCmd),
 }
 
 /// Settings of a local server; each overrides `KEYWARD_*` and the config file.
@@ -85,12 +94,24 @@ impl ServerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Scan(c) = cli.command {
+        return match scan::scan(c) {
+            Ok(true) => ExitCode::from(1),
+            Ok(false) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match cli.command {
         Command::Init(a) => serve::init(&a.overrides()),
         Command::Serve(a) => serve::serve(&a.overrides()),
         Command::Keyspaces(c) => client::keyspaces(c),
         Command::Keys(c) => client::keys(c),
         Command::Events(c) => client::events(c),
+        Command::Incident(c) => client::incident(c),
+        Command::Scan(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

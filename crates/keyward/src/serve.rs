@@ -153,7 +153,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     keyward_server::metrics_catalog::describe();
     let host = cfg.events.hostname.clone().unwrap_or_else(hostname);
     let sinks = Arc::new(Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host));
-    let ops = keyward_server::Ops { metrics: Some(metrics), sinks: Some(sinks.clone()) };
+    let github_keys = cfg
+        .github
+        .public_keys
+        .iter()
+        .map(|k| Ok((k.id.clone(), keyward_server::routes::lifecycle::parse_github_key(&k.pem).map_err(anyhow::Error::msg)?)))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("github.public_keys")?;
+    let ops = keyward_server::Ops { metrics: Some(metrics), sinks: Some(sinks.clone()), github_keys };
     let app = keyward_server::app(service.clone(), &http, ops);
 
     let flusher = {

@@ -45,6 +45,8 @@ pub struct Ops {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The running sinks, for `/readyz`.
     pub sinks: Option<Arc<keyward_events::Sinks>>,
+    /// GitHub secret-scanning public keys, by identifier.
+    pub github_keys: Vec<(String, p256::ecdsa::VerifyingKey)>,
 }
 
 /// Limits of the HTTP layer.
@@ -71,6 +73,7 @@ impl Default for HttpConfig {
         (name = "keyspaces", description = "Families of keys with a prefix and defaults"),
         (name = "admin", description = "Workspaces, root keys, audit log"),
         (name = "events", description = "Usage events and usage reports"),
+        (name = "incidents", description = "Incidents, leak reports, GitHub secret scanning"),
         (name = "operations", description = "Health and documents"),
     )
 )]
@@ -90,7 +93,7 @@ impl Modify for RootKeyAuth {
 
 /// The routes and the OpenAPI document, built from the same registrations.
 fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{admin, events, keys, keyspaces, ops};
+    use routes::{admin, events, keys, keyspaces, lifecycle, ops};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -107,6 +110,10 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::bulk_revoke))
         .routes(routes!(keys::reminders))
+        .routes(routes!(lifecycle::create_incident, lifecycle::list_incidents))
+        .routes(routes!(lifecycle::get_incident, lifecycle::patch_incident))
+        .routes(routes!(lifecycle::report_leaks))
+        .routes(routes!(lifecycle::github_secret_scanning))
         .routes(routes!(admin::create_workspace))
         .routes(routes!(admin::create_root_key, admin::list_root_keys))
         .routes(routes!(admin::delete_root_key))

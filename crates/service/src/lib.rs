@@ -12,6 +12,8 @@ pub mod api;
 pub mod error;
 pub mod index;
 pub mod events;
+pub mod incidents;
+pub mod leaks;
 pub mod lifecycle;
 mod manage;
 pub mod verify;

@@ -65,6 +65,32 @@ pub fn key_no(key_id: &str) -> i64 {
     h as i64
 }
 
+/// One source address of a key's usage review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpUse {
+    pub ip: String,
+    pub count: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// One endpoint of a key's usage review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUse {
+    pub method: String,
+    pub path: String,
+    pub count: u64,
+}
+
+/// How a key was used in a window (see [`SqliteEventLog::review`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyUsageReview {
+    pub total: u64,
+    pub ips: Vec<IpUse>,
+    pub endpoints: Vec<EndpointUse>,
+    pub outcomes: Vec<(String, u64)>,
+}
+
 /// Which events to read. Filters are ANDed; `workspace_id` always applies.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -327,6 +353,38 @@ impl SqliteEventLog {
     /// The id of the newest event (0 for an empty log).
     pub fn max_id(&self) -> Result<i64> {
         self.read(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?))
+    }
+
+    /// How one key was used in `[since, until)`: totals, source addresses,
+    /// endpoints and outcomes (each list at most `top` entries, largest first).
+    pub fn review(&self, workspace_id: &str, key_id: &str, since: i64, until: i64, top: u32) -> Result<KeyUsageReview> {
+        let no = key_no(key_id);
+        let filter = "key_no = ?1 AND key_id = ?2 AND workspace_id = ?3 AND ts >= ?4 AND ts < ?5";
+        self.read(|c| {
+            let p = params![no, key_id, workspace_id, since, until, top];
+            let total: i64 = c.query_row(&format!("SELECT COUNT(*) FROM events WHERE {filter}"), params![no, key_id, workspace_id, since, until], |r| r.get(0))?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT COALESCE(ip, '-'), COUNT(*), MIN(ts), MAX(ts) FROM events WHERE {filter}
+                 GROUP BY ip ORDER BY COUNT(*) DESC, ip LIMIT ?6"
+            ))?;
+            let ips = st
+                .query_map(p, |r| Ok(IpUse { ip: r.get(0)?, count: r.get::<_, i64>(1)? as u64, first_seen: r.get(2)?, last_seen: r.get(3)? }))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT COALESCE(method, '-'), COALESCE(path, '-'), COUNT(*) FROM events WHERE {filter}
+                 GROUP BY method, path ORDER BY COUNT(*) DESC, path LIMIT ?6"
+            ))?;
+            let endpoints = st
+                .query_map(p, |r| Ok(EndpointUse { method: r.get(0)?, path: r.get(1)?, count: r.get::<_, i64>(2)? as u64 }))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT code, COUNT(*) FROM events WHERE {filter} GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT ?6"
+            ))?;
+            let outcomes = st
+                .query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(KeyUsageReview { total: total as u64, ips, endpoints, outcomes })
+        })
     }
 
     pub fn count(&self) -> Result<u64> {

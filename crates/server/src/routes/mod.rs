@@ -6,4 +6,5 @@ pub mod admin;
 pub mod events;
 pub mod keys;
 pub mod keyspaces;
+pub mod lifecycle;
 pub mod ops;
