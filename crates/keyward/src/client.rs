@@ -1,6 +1,9 @@
 //! The CLI's client side: `keyward keyspaces …` and `keyward keys …` talk to
 //! a running server over HTTP with a root key, and print JSON.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -84,6 +87,23 @@ pub enum KeysCmd {
         #[command(flatten)]
         conn: Conn,
         id: String,
+    },
+    /// Import keys from another system by their SHA-256 hashes, from CSV or NDJSON.
+    #[command(after_help = "CSV has a header row; columns: hash (hex SHA-256 of the key), prefix, and optionally\n\
+last4, owner_id, name, expires_at (RFC 3339), scopes (space-separated), meta (JSON object).\n\
+NDJSON lines are objects with the same fields (scopes as a list, meta as an object).\n\n\
+Example:\n  keyward keys import old-keys.csv --keyspace ks_01J...")]
+    Import {
+        #[command(flatten)]
+        conn: Conn,
+        /// A .csv or .ndjson/.jsonl file.
+        file: PathBuf,
+        /// Keyspace to import into.
+        #[arg(long)]
+        keyspace: String,
+        /// csv or ndjson (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Rotate a key: prints the new key once; the old one keeps working for the overlap.
     #[command(after_help = "Examples:\n  keyward keys rotate key_01J...                 # 24 h overlap\n  keyward keys rotate key_01J... --overlap-ms 0  # old key stops now")]
@@ -205,6 +225,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             ]);
             print(&call(&conn, "GET", &format!("/v1/keys{q}"), None)?)
         }
+        KeysCmd::Import { conn, file, keyspace, format } => import(&conn, &file, &keyspace, format.as_deref()),
         KeysCmd::Rotate { conn, id, overlap_ms } => {
             let body = match overlap_ms {
                 Some(o) => json!({ "overlap_ms": o }),
@@ -325,4 +346,82 @@ pub fn incident(cmd: IncidentCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// One row of an import file, as the CSV columns name it.
+#[derive(serde::Deserialize)]
+struct CsvRow {
+    hash: String,
+    prefix: String,
+    last4: Option<String>,
+    owner_id: Option<String>,
+    name: Option<String>,
+    expires_at: Option<String>,
+    scopes: Option<String>,
+    meta: Option<String>,
+}
+
+fn read_import(file: &Path, format: &str) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut rows = Vec::new();
+    match format {
+        "csv" => {
+            let mut r = csv::Reader::from_reader(text.as_bytes());
+            for (i, row) in r.deserialize::<CsvRow>().enumerate() {
+                let row = row.with_context(|| format!("{} row {}", file.display(), i + 2))?;
+                let mut v = json!({"hash": row.hash, "prefix": row.prefix});
+                let opt = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+                if let Some(x) = opt(row.last4) { v["last4"] = x.into(); }
+                if let Some(x) = opt(row.owner_id) { v["owner_id"] = x.into(); }
+                if let Some(x) = opt(row.name) { v["name"] = x.into(); }
+                if let Some(x) = opt(row.expires_at) { v["expires_at"] = x.into(); }
+                if let Some(x) = opt(row.scopes) { v["scopes"] = x.split_whitespace().collect::<Vec<_>>().into(); }
+                if let Some(x) = opt(row.meta) {
+                    v["meta"] = serde_json::from_str(&x).with_context(|| format!("{} row {}: meta is not JSON", file.display(), i + 2))?;
+                }
+                rows.push(v);
+            }
+        }
+        "ndjson" => {
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                rows.push(serde_json::from_str(line).with_context(|| format!("{} line {}", file.display(), i + 1))?);
+            }
+        }
+        other => bail!("unknown format {other:?}: use csv or ndjson"),
+    }
+    Ok(rows)
+}
+
+/// Draws `[#####.....] 50% 500/1000` on stderr.
+fn progress(done: usize, total: usize) {
+    let width = 30;
+    let filled = if total == 0 { width } else { done * width / total };
+    let pct = if total == 0 { 100 } else { done * 100 / total };
+    eprint!("\r[{}{}] {pct:3}% {done}/{total}", "#".repeat(filled), ".".repeat(width - filled));
+    let _ = std::io::stderr().flush();
+}
+
+fn import(conn: &Conn, file: &Path, keyspace: &str, format: Option<&str>) -> anyhow::Result<()> {
+    let format = match format {
+        Some(f) => f.to_owned(),
+        None => match file.extension().and_then(|e| e.to_str()) {
+            Some("csv") => "csv".into(),
+            Some("ndjson" | "jsonl") => "ndjson".into(),
+            _ => bail!("cannot tell the format of {}: pass --format csv or --format ndjson", file.display()),
+        },
+    };
+    let rows = read_import(file, &format)?;
+    let total = rows.len();
+    let (mut imported, mut duplicates) = (0, 0);
+    progress(0, total);
+    for (n, chunk) in rows.chunks(500).enumerate() {
+        let res = call(conn, "POST", "/v1/keys/import", Some(json!({"keyspace_id": keyspace, "keys": chunk})))
+            .with_context(|| format!("importing rows {} to {}", n * 500 + 1, n * 500 + chunk.len()))?;
+        imported += res["imported"].as_u64().unwrap_or(0) as usize;
+        duplicates += res["duplicates"].as_array().map_or(0, Vec::len);
+        progress((n * 500 + chunk.len()).min(total), total);
+    }
+    eprintln!();
+    println!("{}", json!({"imported": imported, "duplicates_skipped": duplicates, "total": total}));
+    Ok(())
 }

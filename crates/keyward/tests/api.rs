@@ -319,7 +319,7 @@ fn openapi_document_matches_the_routes() {
     let paths = doc["paths"].as_object().unwrap();
     let expected = [
         "/healthz", "/readyz", "/openapi.json", "/metrics", "/v1/events", "/v1/usage", "/v1/workspaces", "/v1/keyspaces", "/v1/keyspaces/{id}", "/v1/keys",
-        "/v1/keys/verify", "/v1/keys/{id}", "/v1/keys/{id}/revoke", "/v1/keys/{id}/rotate", "/v1/keys/revoke", "/v1/reminders", "/v1/incidents", "/v1/incidents/{id}", "/v1/leaks", "/v1/github/secret-scanning", "/v1/root-keys", "/v1/root-keys/{id}", "/v1/audit",
+        "/v1/keys/verify", "/v1/keys/{id}", "/v1/keys/{id}/revoke", "/v1/keys/{id}/rotate", "/v1/keys/revoke", "/v1/keys/import", "/v1/reminders", "/v1/incidents", "/v1/incidents/{id}", "/v1/leaks", "/v1/github/secret-scanning", "/v1/root-keys", "/v1/root-keys/{id}", "/v1/audit",
         "/v1/audit/verify",
     ];
     let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();

@@ -173,3 +173,69 @@ fn age_policy_and_expiry_reminders() {
     let r = s.create(&format!("/v1/keys/{soon_id}/rotate"), json!({"overlap_ms": 0}));
     assert!(r["expires_at"].is_string());
 }
+
+#[test]
+fn keys_imported_by_hash_verify_and_rotate_into_native_keys() {
+    use sha2::Digest;
+    let mut s = Server::start();
+    let ks = s.keyspace();
+    let legacy: Vec<String> = (0..3).map(|i| format!("sk_live_legacy{i}X{}", "abcdefghijklmnopqrstuv")).collect();
+    let sha = |k: &str| hex::encode(sha2::Sha256::digest(k.as_bytes()));
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("old.csv");
+    let mut text = "hash,prefix,last4,owner_id,name,scopes,meta\n".to_string();
+    for (i, k) in legacy.iter().take(2).enumerate() {
+        text.push_str(&format!("{},sk_live_,{},cust-{i},old key {i},read,\"{{\"\"plan\"\":\"\"gold\"\"}}\"\n", sha(k), &k[k.len() - 4..]));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let nd = dir.path().join("old.ndjson");
+    std::fs::write(&nd, format!("{}\n", json!({"hash": sha(&legacy[2]), "prefix": "sk_live_", "owner_id": "cust-2", "scopes": ["read", "write"]}))).unwrap();
+
+    let run = |file: &std::path::Path| {
+        let out = std::process::Command::new(util::BIN)
+            .args(["keys", "import"])
+            .arg(file)
+            .args(["--keyspace", &ks])
+            .env("KEYWARD_SERVER", s.url(""))
+            .env("KEYWARD_ROOT_KEY", &s.root)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("100%"), "a progress bar: {err}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(run(&csv), json!({"imported": 2, "duplicates_skipped": 0, "total": 2}));
+    assert_eq!(run(&nd)["imported"], 1);
+    assert_eq!(run(&csv), json!({"imported": 0, "duplicates_skipped": 2, "total": 2}), "importing twice skips");
+
+    let r = s.verify_as(&s.root.clone(), json!({"key": legacy[0], "method": "GET"}));
+    assert_eq!((r["code"].as_str(), r["owner_id"].as_str()), (Some("VALID"), Some("cust-0")));
+    assert_eq!(r["meta"], json!({"plan": "gold"}));
+    assert_eq!(s.verify_as(&s.root.clone(), json!({"key": legacy[0], "method": "POST"}))["code"], "FORBIDDEN");
+    assert_eq!(s.verify_as(&s.root.clone(), json!({"key": legacy[2], "method": "POST"}))["code"], "VALID");
+    assert_eq!(s.code("sk_live_legacy9Xnotimported"), "NOT_FOUND");
+    assert_eq!(s.code("zz_other_thing"), "MALFORMED");
+    let id = r["key_id"].as_str().unwrap().to_owned();
+    let k = s.call("GET", &format!("/v1/keys/{id}"), None).json();
+    assert_eq!((k["hash_kind"].as_str(), k["hint"].as_str()), (Some("sha256"), Some(&*format!("sk_live_…{}", &legacy[0][legacy[0].len() - 4..]))));
+    assert!(s.call("GET", "/v1/audit?action=key.import", None).json()["data"].as_array().unwrap().len() == 2);
+
+    // Bad rows are named.
+    let p = s.call("POST", "/v1/keys/import", Some(json!({"keyspace_id": ks, "keys": [{"hash": "zz", "prefix": "x_"}]}))).problem(400);
+    assert!(p["detail"].as_str().unwrap().starts_with("keys[0].hash"), "{p}");
+
+    // A restart keeps them verifiable; a rotation turns one into a native key.
+    s.restart();
+    assert_eq!(s.code(&legacy[1]), "VALID");
+    let rotated = s.create(&format!("/v1/keys/{id}/rotate"), json!({"overlap_ms": 0}));
+    let native = rotated["key"].as_str().unwrap();
+    assert!(native.starts_with("kw_live_"));
+    assert_eq!(rotated["hash_kind"], "hmac-sha256:v1");
+    assert_eq!(rotated["owner_id"], "cust-0");
+    assert_eq!(s.code(native), "VALID");
+    assert_eq!(s.code(&legacy[0]), "ROTATED");
+    // And a leaked imported key is recognized.
+    let leak = s.call("POST", "/v1/leaks", Some(json!({"keys": [legacy[1]]}))).json();
+    assert_eq!(leak["results"][0]["status"], "revoked");
+}

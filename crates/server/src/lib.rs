@@ -109,6 +109,7 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::bulk_revoke))
+        .routes(routes!(keys::import))
         .routes(routes!(keys::reminders))
         .routes(routes!(lifecycle::create_incident, lifecycle::list_incidents))
         .routes(routes!(lifecycle::get_incident, lifecycle::patch_incident))

@@ -195,6 +195,8 @@ pub struct KeyView {
     pub meta: Value,
     /// Prefix and last four characters, e.g. `kw_live_…x9Qz`.
     pub hint: String,
+    /// How the key is stored: `hmac-sha256:vN` (native) or `sha256` (imported).
+    pub hash_kind: String,
     /// `active`, `disabled`, `expired` or `revoked`.
     pub status: String,
     pub enabled: bool,

@@ -78,11 +78,12 @@ impl Service {
         let mut live: Vec<(String, String, usize)> = Vec::new();
         for (index, s) in keys.iter().enumerate() {
             let s = s.trim();
-            if check_format(s).is_err() {
+            let imported = self.imported_lookup(s);
+            if check_format(s).is_err() && imported.is_none() {
                 results.push(LeakResult { index, status: LeakStatus::Malformed, key_id: None, hint: None });
                 continue;
             }
-            let found = self.hasher.hash_all(s).find_map(|(_, h)| self.index.get(&h));
+            let found = self.hasher.hash_all(s).find_map(|(_, h)| self.index.get(&h)).or(imported);
             let found = found.filter(|k| actor.is_none_or(|a| a.workspace_id == k.record.workspace_id));
             let Some(k) = found else {
                 results.push(LeakResult { index, status: LeakStatus::Unknown, key_id: None, hint: None });

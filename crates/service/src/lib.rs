@@ -14,6 +14,7 @@ pub mod index;
 pub mod events;
 pub mod incidents;
 pub mod leaks;
+pub mod import;
 pub mod lifecycle;
 mod manage;
 pub mod verify;
@@ -82,6 +83,8 @@ pub struct Service {
     miss_lookups: tokio::sync::Semaphore,
     /// Where usage events go; `None` in setups that log nothing (benchmarks).
     events: Option<Arc<keyward_events::EventPipeline>>,
+    /// Prefixes of keys imported from other systems (see `import`).
+    imported: import::ImportedPrefixes,
 }
 
 impl Service {
@@ -94,7 +97,9 @@ impl Service {
             .map(|ks| (ks.id.clone(), Arc::new(KeyspaceCell::new(KeyspacePolicy::from_record(ks)))))
             .collect();
         let index = KeyIndex::default();
+        let imported = import::ImportedPrefixes::default();
         store.for_each_key(&mut |k| {
+            imported.note(&k);
             let cell = keyspaces.get(&k.keyspace_id).cloned().unwrap_or_default();
             index.put(k, cell, QuotaFrom::Record);
         })?;
@@ -109,6 +114,7 @@ impl Service {
             keyspaces: RwLock::new(keyspaces),
             miss_lookups: tokio::sync::Semaphore::new(config.miss_lookup_concurrency.max(1)),
             events: None,
+            imported,
         })
     }
 

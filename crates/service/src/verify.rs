@@ -82,7 +82,13 @@ impl Service {
     /// negative cache. No store access, no allocation on a hit.
     pub fn verify_cached(&self, workspace_id: &str, input: &VerifyInput<'_>, now: UnixMs) -> Cached {
         if check_format(input.key).is_err() {
-            return Cached::Decided(Decision::bare(Outcome::Malformed));
+            // Keys imported from another system have their own format.
+            if let Some(k) = self.imported_lookup(input.key) {
+                return Cached::Decided(self.decide(workspace_id, k, input, now));
+            }
+            // The shape of an imported key, but no such key: not found, not malformed.
+            let code = if self.imported.matches(input.key) { Outcome::NotFound } else { Outcome::Malformed };
+            return Cached::Decided(Decision::bare(code));
         }
         let mut first = None;
         for (_, hash) in self.hasher.hash_all(input.key) {
@@ -90,6 +96,9 @@ impl Service {
                 return Cached::Decided(self.decide(workspace_id, k, input, now));
             }
             first.get_or_insert(hash);
+        }
+        if let Some(k) = self.imported_lookup(input.key) {
+            return Cached::Decided(self.decide(workspace_id, k, input, now));
         }
         let hash = first.expect("the hasher has a current pepper");
         if self.negative.contains(&hash, now) {

@@ -29,6 +29,7 @@ pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -
         owner_id: k.owner_id.clone(),
         meta: k.meta.clone(),
         hint: k.hint.clone(),
+        hash_kind: k.hash_kind.clone(),
         status: status(&life, now).to_owned(),
         enabled: k.enabled,
         expires_at: ts(k.expires_at),

@@ -43,6 +43,8 @@ pub trait Store: Send + Sync + 'static {
     fn get_key(&self, workspace_id: &str, id: &str) -> Result<Option<KeyRecord>>;
     fn find_key_by_hash(&self, hash: &keyward_core::KeyHash) -> Result<Option<KeyRecord>>;
     fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>>;
+    /// Inserts several keys and one audit record in one transaction (imports).
+    fn insert_keys(&self, keys: &[KeyRecord], audit: &AuditEntry) -> Result<()>;
     /// Writes several changed keys and one audit record in one transaction.
     fn update_keys(&self, keys: &[KeyRecord], audit: &AuditEntry) -> Result<()>;
     /// Inserts a rotation's new key and writes the keys it changed, in one transaction.

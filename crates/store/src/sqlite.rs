@@ -564,6 +564,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn insert_keys(&self, keys: &[KeyRecord], audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            for k in keys {
+                insert_key_tx(tx, k)?;
+            }
+            append_audit(tx, audit)
+        })
+    }
+
     fn update_keys(&self, keys: &[KeyRecord], audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             for k in keys {

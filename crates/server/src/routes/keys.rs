@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use keyward_core::time::to_rfc3339;
 use keyward_core::Permission;
 use axum::Extension;
+use keyward_service::import::{ImportKeys, ImportResult};
 use keyward_service::{RequestCtx, VerifyInput};
 use keyward_service::api::{CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, PatchKey, RateLimitState, RevokeKey, VerifyRequest, VerifyResponse, RotateKey, RotatedKey, BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage};
 
@@ -64,6 +65,14 @@ pub async fn rotate(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<St
     responses((status = 200, body = BulkRevoked), (status = "4XX", body = Problem)), security(("root_key" = [])))]
 pub async fn bulk_revoke(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<BulkRevoke>) -> Result<axum::Json<BulkRevoked>, ApiError> {
     Ok(axum::Json(st.service.bulk_revoke(&a, req).await?))
+}
+
+/// Import keys from another system by their SHA-256 hashes (up to 1000 per call),
+/// so their holders keep using them; one audit record per call.
+#[utoipa::path(post, path = "/v1/keys/import", tag = "keys", request_body = ImportKeys,
+    responses((status = 201, body = ImportResult), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+pub async fn import(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<ImportKeys>) -> Result<(StatusCode, axum::Json<ImportResult>), ApiError> {
+    Ok((StatusCode::CREATED, axum::Json(st.service.import_keys(&a, req).await?)))
 }
 
 /// Stored reminders of keys nearing expiry (14, 7 and 1 days before).

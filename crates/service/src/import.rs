@@ -1,0 +1,212 @@
+//! Migration in: keys from another system, imported by their existing hashes
+//! (SHA-256 of the whole key, hex), so customers keep their keys when they
+//! move to keyward. Each imported key records its hash kind (`sha256`); the
+//! verify path tries it for strings that start with an imported prefix, after
+//! the native checks. An imported key verifies like a native one (policies,
+//! limits, events) and rotates into a native key.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use keyward_core::id::new_id;
+use keyward_core::policy::{RateLimit, Refill};
+use keyward_core::time::now_ms;
+use keyward_core::{KeyHash, Permission};
+use keyward_store::KeyRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::index::{CachedKey, QuotaFrom};
+use crate::manage::{invalid, parse_instant};
+use crate::{Actor, Result, Service};
+
+/// The hash kind of imported keys.
+pub const SHA256: &str = "sha256";
+
+/// The prefixes of imported keys, to know which presented strings to try.
+#[derive(Default)]
+pub struct ImportedPrefixes {
+    any: AtomicBool,
+    prefixes: RwLock<Vec<String>>,
+}
+
+impl ImportedPrefixes {
+    /// Remembers the prefix of an imported key record (from its hint).
+    pub fn note(&self, k: &KeyRecord) {
+        if k.hash_kind != SHA256 {
+            return;
+        }
+        let prefix = k.hint.split('…').next().unwrap_or_default().to_owned();
+        let mut p = self.prefixes.write().unwrap_or_else(|p| p.into_inner());
+        if !p.contains(&prefix) {
+            p.push(prefix);
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether `s` starts like an imported key.
+    pub fn matches(&self, s: &str) -> bool {
+        self.any.load(Ordering::Acquire)
+            && s.len() <= 512
+            && self.prefixes.read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| s.starts_with(p.as_str()))
+    }
+}
+
+/// One key to import.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedKey {
+    /// Hex SHA-256 of the whole key, as the other system stored it.
+    pub hash: String,
+    /// `sha256` (the default and, for now, the only kind).
+    pub hash_kind: Option<String>,
+    /// The start every such key has, e.g. `sk_live_`: keyward tries imported
+    /// hashes only for strings with a known prefix.
+    pub prefix: String,
+    /// The key's last four characters, if known, for its display hint.
+    pub last4: Option<String>,
+    pub name: Option<String>,
+    pub owner_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    pub scopes: Option<Vec<String>>,
+    pub ip_allowlist: Option<Vec<String>>,
+    pub ratelimits: Option<Vec<RateLimit>>,
+    pub remaining: Option<i64>,
+    pub refill: Option<Refill>,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// `POST /v1/keys/import`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportKeys {
+    pub keyspace_id: String,
+    /// At most 1000 per request.
+    pub keys: Vec<ImportedKey>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportResult {
+    pub imported: usize,
+    /// Ids of the new keys, in the order given (skipped ones left out).
+    pub key_ids: Vec<String>,
+    /// Positions of keys whose hash is already known (imported before): skipped.
+    pub duplicates: Vec<usize>,
+}
+
+impl Service {
+    /// The imported key a presented string hashes to, if any.
+    pub(crate) fn imported_lookup(&self, s: &str) -> Option<std::sync::Arc<CachedKey>> {
+        if !self.imported.matches(s) {
+            return None;
+        }
+        let digest: [u8; 32] = Sha256::digest(s.as_bytes()).into();
+        self.index.get(&KeyHash(digest)).filter(|k| k.record.hash_kind == SHA256)
+    }
+
+    /// Imports keys by hash into a keyspace, as one audited action.
+    pub async fn import_keys(&self, actor: &Actor, req: ImportKeys) -> Result<ImportResult> {
+        actor.require(Permission::KeysWrite, "import keys")?;
+        if req.keys.is_empty() || req.keys.len() > 1000 {
+            return Err(invalid("keys must hold 1 to 1000 entries per request"));
+        }
+        let ks = self.get_keyspace(actor, &req.keyspace_id).await?;
+        let now = now_ms();
+        let mut records = Vec::new();
+        let mut duplicates = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, k) in req.keys.into_iter().enumerate() {
+            let at = |m: &str| invalid(format!("keys[{i}].{m}"));
+            if k.hash_kind.as_deref().is_some_and(|h| h != SHA256) {
+                return Err(at("hash_kind: only sha256 is supported"));
+            }
+            let bytes = hex::decode(k.hash.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| at("hash: must be 64 hex characters (SHA-256)"))?;
+            if k.prefix.is_empty() || k.prefix.len() > 64 || k.prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(at("prefix: 1 to 64 characters, no spaces"));
+            }
+            if k.last4.as_ref().is_some_and(|l| l.chars().count() != 4 || !l.chars().all(|c| c.is_ascii_graphic())) {
+                return Err(at("last4: exactly four visible characters"));
+            }
+            let hash = KeyHash(bytes);
+            if self.index.get(&hash).is_some() || !seen.insert(hash) {
+                duplicates.push(i);
+                continue;
+            }
+            let meta = k.meta.clone().unwrap_or_else(|| json!({}));
+            if !meta.is_object() {
+                return Err(at("meta: must be a JSON object"));
+            }
+            let expires_at = k.expires_at.as_deref().map(|s| parse_instant(&format!("keys[{i}].expires_at"), s)).transpose()?;
+            let ip_allowlist = match &k.ip_allowlist {
+                Some(v) => Some(
+                    v.iter()
+                        .map(|c| keyward_core::policy::parse_cidr(c).map(|n| n.to_string()))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| at("ip_allowlist: not a list of CIDRs"))?,
+                ),
+                None => None,
+            };
+            if k.scopes.as_ref().is_some_and(|s| !s.iter().all(|s| keyward_core::policy::valid_scope(s))) {
+                return Err(at("scopes: not a list of scopes"));
+            }
+            let remaining = k.remaining.or(k.refill.map(|r| r.amount));
+            records.push(KeyRecord {
+                id: new_id("key", now),
+                workspace_id: actor.workspace_id.clone(),
+                keyspace_id: ks.id.clone(),
+                name: k.name,
+                owner_id: k.owner_id,
+                meta,
+                hash,
+                hash_kind: SHA256.into(),
+                hint: format!("{}…{}", k.prefix, k.last4.unwrap_or_default()),
+                enabled: k.enabled.unwrap_or(true),
+                expires_at,
+                revoked_at: None,
+                revoke_reason: None,
+                revoke_note: None,
+                incident_id: None,
+                created_at: now,
+                updated_at: now,
+                last_used_at: None,
+                last_used_ip: None,
+                scopes: k.scopes.unwrap_or_else(|| ks.default_scopes.clone()),
+                ip_allowlist,
+                ratelimits: k.ratelimits,
+                remaining,
+                refill: k.refill,
+                refilled_at: remaining.map(|_| now),
+                rotated_at: None,
+                rotated_to: None,
+                overlap_until: None,
+                revocation_check_at: None,
+                revocation_check_code: None,
+            });
+        }
+        let key_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        if !records.is_empty() {
+            let audit = self.audit_entry(
+                actor,
+                "key.import",
+                "keyspace",
+                &ks.id,
+                None,
+                Some(json!({"imported": key_ids, "hash_kind": SHA256, "duplicates_skipped": duplicates.len()})),
+            );
+            let r = records.clone();
+            self.blocking(move |s| s.insert_keys(&r, &audit)).await?;
+            let cell = self.keyspace_cell(&ks.id);
+            for r in records {
+                self.imported.note(&r);
+                self.index.put(r, cell.clone(), QuotaFrom::Record);
+            }
+            tracing::info!(imported = key_ids.len(), keyspace_id = %ks.id, "Keys imported by hash.");
+        }
+        Ok(ImportResult { imported: key_ids.len(), key_ids, duplicates })
+    }
+}
