@@ -88,9 +88,7 @@ pub struct KeyHasher {
 impl KeyHasher {
     /// `current` hashes new keys; `older` peppers still verify keys made with them.
     pub fn new(current: &Pepper, older: &[Pepper]) -> Self {
-        let mk = |p: &Pepper| {
-            (p.version, HmacSha256::new_from_slice(&p.bytes).expect("HMAC takes any key length"))
-        };
+        let mk = |p: &Pepper| (p.version, HmacSha256::new_from_slice(&p.bytes).expect("HMAC takes any key length"));
         KeyHasher { current: mk(current), older: older.iter().map(mk).collect() }
     }
 
@@ -106,9 +104,7 @@ impl KeyHasher {
 
     /// The hashes of `key` under every pepper, current first, with versions.
     pub fn hash_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = (u32, KeyHash)> + 'a {
-        std::iter::once(&self.current)
-            .chain(self.older.iter())
-            .map(move |(v, m)| (*v, Self::run(m, key)))
+        std::iter::once(&self.current).chain(self.older.iter()).map(move |(v, m)| (*v, Self::run(m, key)))
     }
 
     /// A short, non-reversible fingerprint of any presented string, for

@@ -43,11 +43,7 @@ impl KeyPrefix {
         if !(2..=MAX_PREFIX_LEN).contains(&s.len()) {
             return Err(PrefixError::Length(s.len()));
         }
-        if is_valid_prefix(s) {
-            Ok(KeyPrefix(s.to_owned()))
-        } else {
-            Err(PrefixError::Charset)
-        }
+        if is_valid_prefix(s) { Ok(KeyPrefix(s.to_owned())) } else { Err(PrefixError::Charset) }
     }
 
     pub fn as_str(&self) -> &str {

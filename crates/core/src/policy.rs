@@ -392,7 +392,11 @@ impl Limiter {
             // The refusing window frees up when its oldest unit leaves, or
             // later if the cost needs more than one bucket to drain.
             r.reset = r.reset.max(now + 1);
-            return Admission { outcome: Outcome::RateLimited, window: Some(r), remaining: self.quota.map(|q| q.remaining) };
+            return Admission {
+                outcome: Outcome::RateLimited,
+                window: Some(r),
+                remaining: self.quota.map(|q| q.remaining),
+            };
         }
         if let Some(q) = &mut self.quota {
             if q.refill_due(now) {

@@ -15,8 +15,7 @@ pub fn now_ms() -> UnixMs {
 
 /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-23T06:10:05.123Z`.
 pub fn to_rfc3339(ms: UnixMs) -> String {
-    let dt = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let dt = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut s = dt
         .replace_nanosecond((ms.rem_euclid(1000) as u32) * 1_000_000)
         .unwrap_or(dt)

@@ -66,8 +66,16 @@ mod tests {
         check(Lifecycle { enabled: false, ..on.clone() }, 0, Outcome::Disabled);
         check(Lifecycle { expires_at: Some(100), ..on.clone() }, 99, Outcome::Valid);
         check(Lifecycle { expires_at: Some(100), ..on.clone() }, 100, Outcome::Expired);
-        check(Lifecycle { revoked_at: Some(5), enabled: false, expires_at: Some(1), overlap_until: None }, 10, Outcome::Revoked);
-        check(Lifecycle { enabled: false, expires_at: Some(1), revoked_at: None, overlap_until: None }, 10, Outcome::Disabled);
+        check(
+            Lifecycle { revoked_at: Some(5), enabled: false, expires_at: Some(1), overlap_until: None },
+            10,
+            Outcome::Revoked,
+        );
+        check(
+            Lifecycle { enabled: false, expires_at: Some(1), revoked_at: None, overlap_until: None },
+            10,
+            Outcome::Disabled,
+        );
         let rotating = Lifecycle { overlap_until: Some(100), ..on.clone() };
         check(rotating.clone(), 99, Outcome::Valid);
         check(rotating.clone(), 100, Outcome::Rotated);

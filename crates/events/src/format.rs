@@ -149,7 +149,8 @@ pub fn cef(e: &UsageEvent) -> String {
         _ => 3,
     };
     let name = if e.outcome.is_valid() { "API key accepted" } else { "API key refused" };
-    let mut ext = vec![format!("rt={}", e.ts), format!("outcome={}", e.outcome.as_str()), format!("externalId={}", e.id)];
+    let mut ext =
+        vec![format!("rt={}", e.ts), format!("outcome={}", e.outcome.as_str()), format!("externalId={}", e.id)];
     let mut add = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
             ext.push(format!("{k}={}", cef_ext(v)));

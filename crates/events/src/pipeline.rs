@@ -166,7 +166,11 @@ impl EventPipeline {
         if now - last >= 1000
             && self.stats.last_drop_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            tracing::error!(dropped_total = n, reason = why, "Usage events dropped; raise events.queue_capacity or check the disk.");
+            tracing::error!(
+                dropped_total = n,
+                reason = why,
+                "Usage events dropped; raise events.queue_capacity or check the disk."
+            );
         }
     }
 

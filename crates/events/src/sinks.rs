@@ -125,7 +125,9 @@ impl SinkConfig {
                 p.push(format!("{at}.url: must start with http:// or https://"));
             }
             if u.starts_with("https://") {
-                p.push(format!("{at}.url: https is not built into this binary yet; ship to a local forwarder over http"));
+                p.push(format!(
+                    "{at}.url: https is not built into this binary yet; ship to a local forwarder over http"
+                ));
             }
         }
         if self.batch_size == Some(0) {
@@ -377,7 +379,11 @@ impl Output {
                 let s = match socket {
                     Some(s) => s,
                     None => {
-                        let any = if address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.is_ipv6()) { "[::]:0" } else { "0.0.0.0:0" };
+                        let any = if address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.is_ipv6()) {
+                            "[::]:0"
+                        } else {
+                            "0.0.0.0:0"
+                        };
                         socket.insert(UdpSocket::bind(any)?)
                     }
                 };
@@ -420,14 +426,21 @@ impl Output {
     }
 }
 
-fn ship_http(agent: &ureq::Agent, kind: SinkKind, cfg: &SinkConfig, host: &str, batch: &[UsageEvent]) -> Result<(), SinkError> {
+fn ship_http(
+    agent: &ureq::Agent,
+    kind: SinkKind,
+    cfg: &SinkConfig,
+    host: &str,
+    batch: &[UsageEvent],
+) -> Result<(), SinkError> {
     let base = cfg.url.as_deref().unwrap_or_default().trim_end_matches('/');
     let mut body = String::with_capacity(batch.len() * 700);
     let (url, content_type) = match kind {
         SinkKind::Elasticsearch => {
             let index = cfg.index.as_deref().unwrap_or("keyward-events");
             for e in batch {
-                let action = serde_json::json!({"create": {"_index": index, "_id": format!("{}-{}", e.workspace_id, e.id)}});
+                let action =
+                    serde_json::json!({"create": {"_index": index, "_id": format!("{}-{}", e.workspace_id, e.id)}});
                 body.push_str(&action.to_string());
                 body.push('\n');
                 body.push_str(&format::ecs(e, host).to_string());
@@ -505,14 +518,18 @@ impl FileOut {
         let mut buf = Vec::with_capacity(batch.len() * 700);
         for e in batch {
             match self.body {
-                Body::Ecs => serde_json::to_writer(&mut buf, &format::ecs(e, &self.host)).map_err(std::io::Error::other)?,
+                Body::Ecs => {
+                    serde_json::to_writer(&mut buf, &format::ecs(e, &self.host)).map_err(std::io::Error::other)?
+                }
                 Body::Cef => buf.extend_from_slice(format::cef(e).as_bytes()),
             }
             buf.push(b'\n');
         }
         let today = now_ms().div_euclid(86_400_000);
         let rotate = match &self.file {
-            Some((_, size, day)) => *size > 0 && (*size + buf.len() as u64 > self.max_bytes || (self.daily && *day != today)),
+            Some((_, size, day)) => {
+                *size > 0 && (*size + buf.len() as u64 > self.max_bytes || (self.daily && *day != today))
+            }
             None => false,
         };
         if rotate {

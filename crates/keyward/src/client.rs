@@ -106,7 +106,9 @@ Example:\n  keyward keys import old-keys.csv --keyspace ks_01J...")]
         format: Option<String>,
     },
     /// Rotate a key: prints the new key once; the old one keeps working for the overlap.
-    #[command(after_help = "Examples:\n  keyward keys rotate key_01J...                 # 24 h overlap\n  keyward keys rotate key_01J... --overlap-ms 0  # old key stops now")]
+    #[command(
+        after_help = "Examples:\n  keyward keys rotate key_01J...                 # 24 h overlap\n  keyward keys rotate key_01J... --overlap-ms 0  # old key stops now"
+    )]
     Rotate {
         #[command(flatten)]
         conn: Conn,
@@ -116,7 +118,9 @@ Example:\n  keyward keys import old-keys.csv --keyspace ks_01J...")]
         overlap_ms: Option<i64>,
     },
     /// Revoke a key at once.
-    #[command(after_help = "Example:\n  keyward keys revoke key_01J... --reason compromised --note 'found in a public gist'")]
+    #[command(
+        after_help = "Example:\n  keyward keys revoke key_01J... --reason compromised --note 'found in a public gist'"
+    )]
     Revoke {
         #[command(flatten)]
         conn: Conn,
@@ -148,7 +152,9 @@ fn call(conn: &Conn, method: &str, path: &str, body: Option<Value>) -> anyhow::R
                 .unwrap_or_default();
             bail!("server answered {code}: {detail}")
         }
-        Err(e) => Err(anyhow::Error::new(e)).with_context(|| format!("reaching {}; is `keyward serve` running?", conn.server)),
+        Err(e) => {
+            Err(anyhow::Error::new(e)).with_context(|| format!("reaching {}; is `keyward serve` running?", conn.server))
+        }
     }
 }
 
@@ -159,10 +165,8 @@ fn print(v: &Value) -> anyhow::Result<()> {
 
 /// Appends `name=value` pairs that are present, URL-encoded.
 fn query(pairs: &[(&str, &Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-        .collect();
+    let parts: Vec<String> =
+        pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v)))).collect();
     if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
 }
 
@@ -202,7 +206,8 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
                 body["owner_id"] = o.into();
             }
             if let Some(m) = meta {
-                body["meta"] = serde_json::from_str(&m).context("--meta must be a JSON object, e.g. '{\"plan\":\"pro\"}'")?;
+                body["meta"] =
+                    serde_json::from_str(&m).context("--meta must be a JSON object, e.g. '{\"plan\":\"pro\"}'")?;
             }
             if let Some(e) = expires_at {
                 body["expires_at"] = e.into();
@@ -251,7 +256,9 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
 
 /// `keyward events`: usage events of the workspace, one JSON object a line.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  keyward events --key-id key_01J... --since 2026-11-01T00:00:00Z\n  keyward events --code NOT_FOUND --follow")]
+#[command(
+    after_help = "Examples:\n  keyward events --key-id key_01J... --since 2026-11-01T00:00:00Z\n  keyward events --code NOT_FOUND --follow"
+)]
 pub struct EventsCmd {
     #[command(flatten)]
     conn: Conn,
@@ -339,7 +346,12 @@ pub fn incident(cmd: IncidentCmd) -> anyhow::Result<()> {
     match cmd {
         IncidentCmd::Report { conn, id, review_days } => {
             let days = review_days.map(|d| d.to_string());
-            let v = call(&conn, "GET", &format!("/v1/incidents/{}{}", encode(&id), query(&[("review_days", &days)])), None)?;
+            let v = call(
+                &conn,
+                "GET",
+                &format!("/v1/incidents/{}{}", encode(&id), query(&[("review_days", &days)])),
+                None,
+            )?;
             let view: keyward_service::incidents::IncidentView =
                 serde_json::from_value(v).context("reading the incident from the server")?;
             print!("{}", keyward_service::incidents::markdown(&view));
@@ -371,13 +383,24 @@ fn read_import(file: &Path, format: &str) -> anyhow::Result<Vec<Value>> {
                 let row = row.with_context(|| format!("{} row {}", file.display(), i + 2))?;
                 let mut v = json!({"hash": row.hash, "prefix": row.prefix});
                 let opt = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
-                if let Some(x) = opt(row.last4) { v["last4"] = x.into(); }
-                if let Some(x) = opt(row.owner_id) { v["owner_id"] = x.into(); }
-                if let Some(x) = opt(row.name) { v["name"] = x.into(); }
-                if let Some(x) = opt(row.expires_at) { v["expires_at"] = x.into(); }
-                if let Some(x) = opt(row.scopes) { v["scopes"] = x.split_whitespace().collect::<Vec<_>>().into(); }
+                if let Some(x) = opt(row.last4) {
+                    v["last4"] = x.into();
+                }
+                if let Some(x) = opt(row.owner_id) {
+                    v["owner_id"] = x.into();
+                }
+                if let Some(x) = opt(row.name) {
+                    v["name"] = x.into();
+                }
+                if let Some(x) = opt(row.expires_at) {
+                    v["expires_at"] = x.into();
+                }
+                if let Some(x) = opt(row.scopes) {
+                    v["scopes"] = x.split_whitespace().collect::<Vec<_>>().into();
+                }
                 if let Some(x) = opt(row.meta) {
-                    v["meta"] = serde_json::from_str(&x).with_context(|| format!("{} row {}: meta is not JSON", file.display(), i + 2))?;
+                    v["meta"] = serde_json::from_str(&x)
+                        .with_context(|| format!("{} row {}: meta is not JSON", file.display(), i + 2))?;
                 }
                 rows.push(v);
             }

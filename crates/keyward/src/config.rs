@@ -292,7 +292,9 @@ impl Config {
         }
         if let Some(h) = &self.pepper.hex {
             if keyward_core::Pepper::from_hex(1, h).is_err() {
-                p.push("pepper.hex: must be 64 hex characters (32 bytes); generate one with `openssl rand -hex 32`".into());
+                p.push(
+                    "pepper.hex: must be 64 hex characters (32 bytes); generate one with `openssl rand -hex 32`".into(),
+                );
             }
         }
         if self.pepper.version == Some(0) {
@@ -350,13 +352,13 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let cfg: Config = toml::from_str(
-            "listen = \"nope\"\n[log]\nformat = \"xml\"\n[http]\nmax_body_bytes = 1\n",
-        )
-        .unwrap();
+        let cfg: Config =
+            toml::from_str("listen = \"nope\"\n[log]\nformat = \"xml\"\n[http]\nmax_body_bytes = 1\n").unwrap();
         let p = cfg.problems();
         assert_eq!(p.len(), 3, "{p:?}");
-        assert!(p[0].starts_with("listen:") && p[1].starts_with("log.format:") && p[2].starts_with("http.max_body_bytes:"));
+        assert!(
+            p[0].starts_with("listen:") && p[1].starts_with("log.format:") && p[2].starts_with("http.max_body_bytes:")
+        );
     }
 
     /// The configuration shown in the README parses and validates.

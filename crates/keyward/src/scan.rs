@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 /// `keyward scan`.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  keyward scan .\n  keyward scan --json src config > findings.ndjson\n  KEYWARD_ROOT_KEY=kw_root_... keyward scan --report ./leaked-dump")]
+#[command(
+    after_help = "Examples:\n  keyward scan .\n  keyward scan --json src config > findings.ndjson\n  KEYWARD_ROOT_KEY=kw_root_... keyward scan --report ./leaked-dump"
+)]
 pub struct ScanCmd {
     /// Files or directories to scan.
     #[arg(required = true)]
@@ -95,7 +97,10 @@ pub fn scan(cmd: ScanCmd) -> anyhow::Result<bool> {
     }
     for f in &findings {
         if cmd.json {
-            println!("{}", json!({"path": f.path, "line": f.line, "column": f.column, "hint": f.key.hint(), "prefix": f.key.prefix()}));
+            println!(
+                "{}",
+                json!({"path": f.path, "line": f.line, "column": f.column, "hint": f.key.hint(), "prefix": f.key.prefix()})
+            );
         } else {
             println!("{}:{}:{}: {}", f.path, f.line, f.column, f.key.hint());
         }
@@ -112,7 +117,8 @@ fn report(cmd: &ScanCmd, findings: &[Finding]) -> anyhow::Result<()> {
     let mut keys: Vec<&str> = findings.iter().map(|f| f.key.expose()).collect();
     keys.sort();
     keys.dedup();
-    let source = format!("keyward scan {}", cmd.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
+    let source =
+        format!("keyward scan {}", cmd.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
     let url = format!("{}/v1/leaks", cmd.server.trim_end_matches('/'));
     let mut revoked = 0;
     for chunk in keys.chunks(1000) {
@@ -122,7 +128,11 @@ fn report(cmd: &ScanCmd, findings: &[Finding]) -> anyhow::Result<()> {
         let answer: Value = match res {
             Ok(r) => r.into_json()?,
             Err(ureq::Error::Status(code, r)) => {
-                let detail = r.into_json::<Value>().ok().and_then(|v| v["detail"].as_str().map(str::to_owned)).unwrap_or_default();
+                let detail = r
+                    .into_json::<Value>()
+                    .ok()
+                    .and_then(|v| v["detail"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
                 anyhow::bail!("the server answered {code}: {detail}");
             }
             Err(e) => return Err(anyhow::Error::new(e)).with_context(|| format!("reaching {}", cmd.server)),

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keyward_core::{KeyHasher, Pepper};
+use keyward_events::{EventPipeline, PipelineConfig, Sinks};
 use keyward_server::HttpConfig;
 use keyward_service::{Service, ServiceConfig};
-use keyward_events::{EventPipeline, PipelineConfig, Sinks};
 use keyward_store::events::SqliteEventLog;
 use keyward_store::sqlite::SqliteStore;
 
@@ -52,7 +52,8 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         ..PipelineConfig::default()
     };
     let events = EventPipeline::start(Arc::new(log), pipeline_cfg);
-    let service = Service::open(Arc::new(store), KeyHasher::new(&pepper, &[]), service_cfg)?.with_events(events.clone());
+    let service =
+        Service::open(Arc::new(store), KeyHasher::new(&pepper, &[]), service_cfg)?.with_events(events.clone());
     Ok(DataDir { service: Arc::new(service), events, _lock: lock })
 }
 
@@ -118,9 +119,9 @@ pub fn init(flags: &Overrides) -> anyhow::Result<()> {
             None => {
                 dd.events.shutdown();
                 bail!(
-                "data dir {} is already initialized; create more root keys with POST /v1/root-keys",
-                cfg.data_dir.display()
-            )
+                    "data dir {} is already initialized; create more root keys with POST /v1/root-keys",
+                    cfg.data_dir.display()
+                )
             }
         }
     })
@@ -141,7 +142,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         eprintln!("First start: created an admin root key (id {}), printed above once. Store it safely.", root.view.id);
     }
     let addr: SocketAddr = cfg.listen.parse().context("listen address")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}; is another server on that port?"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}; is another server on that port?"))?;
     let local = listener.local_addr()?;
     let http = HttpConfig {
         max_body_bytes: cfg.http.max_body_bytes,
@@ -157,7 +160,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .github
         .public_keys
         .iter()
-        .map(|k| Ok((k.id.clone(), keyward_server::routes::lifecycle::parse_github_key(&k.pem).map_err(anyhow::Error::msg)?)))
+        .map(|k| {
+            Ok((k.id.clone(), keyward_server::routes::lifecycle::parse_github_key(&k.pem).map_err(anyhow::Error::msg)?))
+        })
         .collect::<anyhow::Result<Vec<_>>>()
         .context("github.public_keys")?;
     let ops = keyward_server::Ops { metrics: Some(metrics), sinks: Some(sinks.clone()), github_keys };
@@ -192,7 +197,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
                 match service.recheck_revoked(days).await {
                     Ok((_, 0)) => {}
-                    Ok((checked, failed)) => tracing::error!(checked, failed, "Revocation re-check found keys not rejected."),
+                    Ok((checked, failed)) => {
+                        tracing::error!(checked, failed, "Revocation re-check found keys not rejected.")
+                    }
                     Err(e) => tracing::error!(error = %e, "Re-checking revoked keys failed; will retry."),
                 }
             }

@@ -54,7 +54,8 @@ fn verify_follows_the_key_lifecycle() {
     assert_eq!(s.code(&foreign), "NOT_FOUND");
     assert_eq!(s.code(&foreign), "NOT_FOUND", "answered again from the negative cache");
 
-    let r = s.call("POST", &format!("/v1/keys/{id}/revoke"), Some(json!({"reason": "compromised", "note": "in a gist"})));
+    let r =
+        s.call("POST", &format!("/v1/keys/{id}/revoke"), Some(json!({"reason": "compromised", "note": "in a gist"})));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["status"], "revoked");
     assert_eq!(s.code(&key), "REVOKED");
@@ -119,7 +120,8 @@ fn roles_limit_what_root_keys_may_do() {
     let s = Server::start();
     let ks = s.keyspace();
     let (id, key) = s.key(json!({"keyspace_id": ks}));
-    let mk = |role: &str| s.create("/v1/root-keys", json!({"name": role, "role": role}))["key"].as_str().unwrap().to_owned();
+    let mk =
+        |role: &str| s.create("/v1/root-keys", json!({"name": role, "role": role}))["key"].as_str().unwrap().to_owned();
     let auditor = mk("auditor");
     let verifier = mk("verifier");
     let manager = mk("key_manager");
@@ -147,12 +149,25 @@ fn roles_limit_what_root_keys_may_do() {
     s.call_as(&manager, "POST", "/v1/keys/verify", Some(json!({"key": key}))).problem(403);
 
     // A revoked root key stops working at once; the last admin key cannot go.
-    let vid = s.call("GET", "/v1/root-keys", None).json().as_array().unwrap().iter()
-        .find(|r| r["role"] == "verifier").unwrap()["id"].as_str().unwrap().to_owned();
+    let vid = s
+        .call("GET", "/v1/root-keys", None)
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "verifier")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(s.call("DELETE", &format!("/v1/root-keys/{vid}"), None).status, 200);
     s.call_as(&verifier, "POST", "/v1/keys/verify", Some(json!({"key": key}))).problem(401);
-    let admin_id = s.call("GET", "/v1/root-keys", None).json().as_array().unwrap().iter()
-        .find(|r| r["role"] == "admin").unwrap()["id"].as_str().unwrap().to_owned();
+    let admin_id =
+        s.call("GET", "/v1/root-keys", None).json().as_array().unwrap().iter().find(|r| r["role"] == "admin").unwrap()
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     s.call("DELETE", &format!("/v1/root-keys/{admin_id}"), None).problem(409);
 
     // No or bad credentials: 401 with a hint, never an echo of what was sent.
@@ -182,7 +197,13 @@ fn workspaces_are_isolated() {
     assert_eq!(s.call_as(&other, "GET", "/v1/keys", None).json()["data"].as_array().unwrap().len(), 0);
     assert_eq!(s.call_as(&other, "GET", "/v1/keyspaces", None).json().as_array().unwrap().len(), 0);
     assert_eq!(s.call_as(&other, "GET", "/v1/root-keys", None).json().as_array().unwrap().len(), 1);
-    assert!(s.call_as(&other, "GET", "/v1/audit", None).json()["data"].as_array().unwrap().iter().all(|e| e["target_id"] != id.as_str()));
+    assert!(
+        s.call_as(&other, "GET", "/v1/audit", None).json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["target_id"] != id.as_str())
+    );
     assert_eq!(s.verify_as(&other, json!({"key": key}))["code"], "NOT_FOUND");
     // The key still works in its own workspace.
     assert_eq!(s.code(&key), "VALID");
@@ -206,7 +227,8 @@ fn bad_input_gets_a_problem_never_a_500() {
     post("/v1/keys", &format!(r#"{{"keyspace_id": "{ks}", "expires_at": "tomorrow"}}"#)).problem(400);
     post("/v1/keys", &format!(r#"{{"keyspace_id": "{ks}", "expires_at": "2020-01-01T00:00:00Z"}}"#)).problem(400);
     post("/v1/keys", &format!(r#"{{"keyspace_id": "{ks}", "ttl_ms": -5}}"#)).problem(400);
-    post("/v1/keys", &format!(r#"{{"keyspace_id": "{ks}", "ttl_ms": 5, "expires_at": "2030-01-01T00:00:00Z"}}"#)).problem(400);
+    post("/v1/keys", &format!(r#"{{"keyspace_id": "{ks}", "ttl_ms": 5, "expires_at": "2030-01-01T00:00:00Z"}}"#))
+        .problem(400);
     post("/v1/keys", r#"{"keyspace_id": "ks_nope"}"#).problem(404);
     post("/v1/keyspaces", r#"{"name": "x", "prefix": "Bad-Prefix"}"#).problem(400);
     post("/v1/keyspaces", r#"{"name": "x", "prefix": "kw_root"}"#).problem(400);
@@ -265,7 +287,10 @@ fn listing_filters_and_paginates() {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let q = match &cursor { Some(c) => format!("&cursor={c}"), None => String::new() };
+        let q = match &cursor {
+            Some(c) => format!("&cursor={c}"),
+            None => String::new(),
+        };
         let page = s.call("GET", &format!("/v1/keys?keyspace_id={ks}&limit=2{q}"), None).json();
         let data = page["data"].as_array().unwrap();
         assert!(data.len() <= 2);
@@ -296,7 +321,18 @@ fn every_management_action_is_audited() {
     let log = s.call("GET", "/v1/audit", None).json();
     let entries = log["data"].as_array().unwrap();
     let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["root_key.create", "key.revoke", "key.update", "key.create", "keyspace.update", "keyspace.create", "workspace.create"]);
+    assert_eq!(
+        actions,
+        [
+            "root_key.create",
+            "key.revoke",
+            "key.update",
+            "key.create",
+            "keyspace.update",
+            "keyspace.create",
+            "workspace.create"
+        ]
+    );
     let update = &entries[2];
     assert_eq!(update["target_id"], id.as_str());
     assert_eq!(update["before"], json!({"enabled": true, "owner_id": null}));
@@ -308,7 +344,10 @@ fn every_management_action_is_audited() {
     let only = s.call("GET", &format!("/v1/audit?target_id={id}&limit=1"), None).json();
     assert_eq!(only["data"].as_array().unwrap().len(), 1);
     assert!(only["next_cursor"].is_string());
-    assert_eq!(s.call("GET", "/v1/audit/verify", None).json(), json!({"ok": true, "entries": 7, "first_bad_seq": null}));
+    assert_eq!(
+        s.call("GET", "/v1/audit/verify", None).json(),
+        json!({"ok": true, "entries": 7, "first_bad_seq": null})
+    );
 }
 
 #[test]
@@ -318,8 +357,30 @@ fn openapi_document_matches_the_routes() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     let expected = [
-        "/healthz", "/readyz", "/openapi.json", "/metrics", "/v1/events", "/v1/usage", "/v1/workspaces", "/v1/keyspaces", "/v1/keyspaces/{id}", "/v1/keys",
-        "/v1/keys/verify", "/v1/keys/{id}", "/v1/keys/{id}/revoke", "/v1/keys/{id}/rotate", "/v1/keys/revoke", "/v1/keys/import", "/v1/reminders", "/v1/incidents", "/v1/incidents/{id}", "/v1/leaks", "/v1/github/secret-scanning", "/v1/root-keys", "/v1/root-keys/{id}", "/v1/audit",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/metrics",
+        "/v1/events",
+        "/v1/usage",
+        "/v1/workspaces",
+        "/v1/keyspaces",
+        "/v1/keyspaces/{id}",
+        "/v1/keys",
+        "/v1/keys/verify",
+        "/v1/keys/{id}",
+        "/v1/keys/{id}/revoke",
+        "/v1/keys/{id}/rotate",
+        "/v1/keys/revoke",
+        "/v1/keys/import",
+        "/v1/reminders",
+        "/v1/incidents",
+        "/v1/incidents/{id}",
+        "/v1/leaks",
+        "/v1/github/secret-scanning",
+        "/v1/root-keys",
+        "/v1/root-keys/{id}",
+        "/v1/audit",
         "/v1/audit/verify",
     ];
     let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
@@ -331,7 +392,13 @@ fn openapi_document_matches_the_routes() {
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
             let concrete = path.replace("{id}", "x");
-            let r = s.raw(&method.to_uppercase(), &concrete, Some(&root), Some("{}"), &[("Content-Type", "application/json")]);
+            let r = s.raw(
+                &method.to_uppercase(),
+                &concrete,
+                Some(&root),
+                Some("{}"),
+                &[("Content-Type", "application/json")],
+            );
             // A route that exists answers anything but "no such route" or "wrong method".
             assert_ne!(r.status, 405, "{method} {path}: {}", r.text);
             if r.status == 404 {

@@ -14,7 +14,11 @@ fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
         .env("KEYWARD_ROOT_KEY", &s.root)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -43,7 +47,8 @@ fn keys_commands_drive_a_running_server() {
     let ks: Value = serde_json::from_str(&out).unwrap();
     let ks_id = ks["id"].as_str().unwrap();
 
-    let (ok, out, err) = cli(&s, &["keys", "create", "--keyspace", ks_id, "--owner-id", "acme", "--meta", r#"{"plan":"pro"}"#]);
+    let (ok, out, err) =
+        cli(&s, &["keys", "create", "--keyspace", ks_id, "--owner-id", "acme", "--meta", r#"{"plan":"pro"}"#]);
     assert!(ok, "{err}");
     let created: Value = serde_json::from_str(&out).unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
@@ -83,12 +88,8 @@ fn help_has_examples_and_bad_config_is_reported_whole() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("k.toml");
     std::fs::write(&cfg, "listen = \"nowhere\"\n[log]\nformat = \"xml\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("KEYWARD_MAX_BODY_BYTES", "lots")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).args(["serve", "--config"]).arg(&cfg).env("KEYWARD_MAX_BODY_BYTES", "lots").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for part in ["listen:", "log.format:", "KEYWARD_MAX_BODY_BYTES:"] {
@@ -97,11 +98,8 @@ fn help_has_examples_and_bad_config_is_reported_whole() {
 
     // A second server on the same data dir is refused, not corrupting it.
     let s = Server::start();
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(s.data_dir())
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(s.data_dir()).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("another keyward process"));
 }
@@ -110,7 +108,8 @@ fn help_has_examples_and_bad_config_is_reported_whole() {
 fn events_command_lists_and_follows() {
     let s = Server::start();
     let ks: Value = serde_json::from_str(&cli(&s, &["keyspaces", "create", "--name", "p"]).1).unwrap();
-    let created: Value = serde_json::from_str(&cli(&s, &["keys", "create", "--keyspace", ks["id"].as_str().unwrap()]).1).unwrap();
+    let created: Value =
+        serde_json::from_str(&cli(&s, &["keys", "create", "--keyspace", ks["id"].as_str().unwrap()]).1).unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
     s.verify(&key);
     s.verify("nope");

@@ -42,10 +42,19 @@ fn every_verify_is_one_event_and_queries_filter() {
     let bad = String::from_utf8(bad).unwrap();
     let unknown = "kw_live_0123456789abcdefghijklmnopqrstuv000000";
 
-    let r = s.raw("POST", "/v1/keys/verify", Some(&root), Some(&json!({
-        "key": key, "ip": "203.0.113.9", "method": "GET", "path": format!("/invoices/1?token={key}"),
-        "user_agent": "shop/1.0",
-    }).to_string()), &[("Content-Type", "application/json"), ("X-Request-Id", "order-1")]);
+    let r = s.raw(
+        "POST",
+        "/v1/keys/verify",
+        Some(&root),
+        Some(
+            &json!({
+                "key": key, "ip": "203.0.113.9", "method": "GET", "path": format!("/invoices/1?token={key}"),
+                "user_agent": "shop/1.0",
+            })
+            .to_string(),
+        ),
+        &[("Content-Type", "application/json"), ("X-Request-Id", "order-1")],
+    );
     assert_eq!(r.status, 200);
     s.verify_as(&root, json!({"key": key, "ip": "203.0.113.9", "method": "POST"}));
     s.verify_as(&root, json!({"key": bad, "ip": "198.51.100.1"}));
@@ -95,7 +104,11 @@ fn every_verify_is_one_event_and_queries_filter() {
     assert_eq!(events(&s, "?since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z").len(), 0);
 
     // A usage report completes the event; the status class filter sees it.
-    let r = s.call("POST", "/v1/usage", Some(json!({"request_id": "order-1", "status": 201, "bytes_in": 120, "bytes_out": 2048, "latency_ms": 35})));
+    let r = s.call(
+        "POST",
+        "/v1/usage",
+        Some(json!({"request_id": "order-1", "status": 201, "bytes_in": 120, "bytes_out": 2048, "latency_ms": 35})),
+    );
     assert_eq!(r.status, 202, "{}", r.text);
     eventually(10, "the usage report", || {
         let e = events(&s, "?status=2xx");
@@ -113,13 +126,17 @@ fn every_verify_is_one_event_and_queries_filter() {
     assert_eq!(lines[0]["request_id"], "order-1");
 
     // Bad filters are 400s.
-    for q in ["?code=MAYBE", "?status=2yy", "?since=yesterday", "?order=sideways", "?cursor=x", "?limit=0", "?limit=5000"] {
+    for q in
+        ["?code=MAYBE", "?status=2yy", "?since=yesterday", "?order=sideways", "?cursor=x", "?limit=0", "?limit=5000"]
+    {
         s.call("GET", &format!("/v1/events{q}"), None).problem(400);
     }
 
     // Roles and workspaces: a verifier may not read; another workspace sees nothing.
-    let verifier = s.create("/v1/root-keys", json!({"name": "v", "role": "verifier"}))["key"].as_str().unwrap().to_owned();
-    let auditor = s.create("/v1/root-keys", json!({"name": "a", "role": "auditor"}))["key"].as_str().unwrap().to_owned();
+    let verifier =
+        s.create("/v1/root-keys", json!({"name": "v", "role": "verifier"}))["key"].as_str().unwrap().to_owned();
+    let auditor =
+        s.create("/v1/root-keys", json!({"name": "a", "role": "auditor"}))["key"].as_str().unwrap().to_owned();
     s.call_as(&verifier, "GET", "/v1/events", None).problem(403);
     assert_eq!(s.call_as(&auditor, "GET", "/v1/events", None).json()["data"].as_array().unwrap().len(), 5);
     let other = s.create("/v1/workspaces", json!({"name": "b"}))["root_key"]["key"].as_str().unwrap().to_owned();
@@ -143,12 +160,26 @@ fn metrics_are_prometheus_text_and_count_outcomes() {
     if std::env::var("KEYWARD_SKIP_PROMTOOL").is_ok_and(|v| v == "1") {
         return;
     }
-    assert!(have("promtool"), "this test checks /metrics with promtool: install it (Debian: apt-get install prometheus) or set KEYWARD_SKIP_PROMTOOL=1");
-    let mut child = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    assert!(
+        have("promtool"),
+        "this test checks /metrics with promtool: install it (Debian: apt-get install prometheus) or set KEYWARD_SKIP_PROMTOOL=1"
+    );
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), r.text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     // promtool exits 0 when the text parses; lint warnings (e.g. counters' units) go to stdout.
-    assert!(out.status.success(), "promtool rejected /metrics: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool rejected /metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -202,20 +233,34 @@ headers = {{ "X-Hook" = "yes" }}
     cap.down.store(false, std::sync::atomic::Ordering::SeqCst);
 
     let ids_of = |path_part: &str, extract: &dyn Fn(&str) -> Vec<i64>| -> BTreeSet<i64> {
-        cap.requests.lock().unwrap().iter().filter(|(p, _, _)| p.contains(path_part)).flat_map(|(_, _, b)| extract(b)).collect()
+        cap.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p.contains(path_part))
+            .flat_map(|(_, _, b)| extract(b))
+            .collect()
     };
     let es_ids = |b: &str| -> Vec<i64> {
-        b.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("event").is_some()).map(|v| v["keyward"]["event_id"].as_i64().unwrap()).collect()
+        b.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("event").is_some())
+            .map(|v| v["keyward"]["event_id"].as_i64().unwrap())
+            .collect()
     };
     let splunk_ids = |b: &str| -> Vec<i64> {
-        b.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["event"]["keyward"]["event_id"].as_i64().unwrap()).collect()
+        b.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"]["keyward"]["event_id"].as_i64().unwrap())
+            .collect()
     };
     let hook_ids = |b: &str| -> Vec<i64> {
         b.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["keyward"]["event_id"].as_i64().unwrap()).collect()
     };
     let want: BTreeSet<i64> = (1..=30).collect();
     eventually(30, "every sink to deliver all 30 events", || {
-        ids_of("/_bulk", &es_ids) == want && ids_of("/services/collector/event", &splunk_ids) == want && ids_of("/ingest", &hook_ids) == want
+        ids_of("/_bulk", &es_ids) == want
+            && ids_of("/services/collector/event", &splunk_ids) == want
+            && ids_of("/ingest", &hook_ids) == want
     });
     let reqs = cap.requests.lock().unwrap();
     let splunk = reqs.iter().find(|(p, _, _)| p.contains("collector")).unwrap();
@@ -288,7 +333,10 @@ fn a_real_rsyslog_receives_and_parses_rfc5424() {
         eprintln!("skipped: KEYWARD_SKIP_RSYSLOG=1");
         return;
     }
-    assert!(have("rsyslogd"), "this test needs rsyslogd: install it (Debian: apt-get install rsyslog) or set KEYWARD_SKIP_RSYSLOG=1");
+    assert!(
+        have("rsyslogd"),
+        "this test needs rsyslogd: install it (Debian: apt-get install rsyslog) or set KEYWARD_SKIP_RSYSLOG=1"
+    );
     let rs = Rsyslog::start();
     let config = format!(
         r#"
@@ -420,9 +468,16 @@ fn a_crash_loses_at_most_the_last_flush_interval() {
     let before: Vec<&Instant> = acked.iter().filter(|t| **t <= killed).collect();
     let recent = before.iter().filter(|t| killed.duration_since(***t) <= Duration::from_millis(FLUSH_MS + 100)).count();
     let s = s.lock().unwrap();
-    let stored = s.raw("GET", "/v1/events", Some(&s.root.clone()), None, &[("Accept", "application/x-ndjson")]).text.lines().count();
+    let stored = s
+        .raw("GET", "/v1/events", Some(&s.root.clone()), None, &[("Accept", "application/x-ndjson")])
+        .text
+        .lines()
+        .count();
     let lost = before.len().saturating_sub(stored);
-    eprintln!("kill -9 under load: {} verifies acknowledged, {stored} events stored, {lost} lost, {recent} in the last {FLUSH_MS} ms (+100 ms margin)", before.len());
+    eprintln!(
+        "kill -9 under load: {} verifies acknowledged, {stored} events stored, {lost} lost, {recent} in the last {FLUSH_MS} ms (+100 ms margin)",
+        before.len()
+    );
     assert!(before.len() > 100, "the load was real");
     assert!(lost <= recent, "lost {lost} events, more than the {recent} of the last flush interval");
 }
@@ -430,7 +485,8 @@ fn a_crash_loses_at_most_the_last_flush_interval() {
 #[test]
 fn keyspaces_can_pseudonymize_source_addresses() {
     let s = Server::start();
-    let private = s.create("/v1/keyspaces", json!({"name": "eu", "pseudonymize_ips": true}))["id"].as_str().unwrap().to_owned();
+    let private =
+        s.create("/v1/keyspaces", json!({"name": "eu", "pseudonymize_ips": true}))["id"].as_str().unwrap().to_owned();
     let plain = s.keyspace();
     let (pid, pkey) = s.key(json!({"keyspace_id": private}));
     let (_, key) = s.key(json!({"keyspace_id": plain}));

@@ -25,20 +25,27 @@ fn an_incident_carries_a_review_of_the_keys_usage() {
     let ks = s.keyspace();
     let (id, key) = s.key(json!({"keyspace_id": ks, "scopes": ["read"]}));
     let root = s.root.clone();
-    for (ip, method, path, n) in [("203.0.113.5", "GET", "/invoices", 4), ("198.51.100.9", "GET", "/users", 1), ("198.51.100.9", "POST", "/users", 2)] {
+    for (ip, method, path, n) in [
+        ("203.0.113.5", "GET", "/invoices", 4),
+        ("198.51.100.9", "GET", "/users", 1),
+        ("198.51.100.9", "POST", "/users", 2),
+    ] {
         for _ in 0..n {
             s.verify_as(&root, json!({"key": key, "ip": ip, "method": method, "path": path}));
         }
     }
     wait_events(&s, 7);
-    let inc = s.create("/v1/incidents", json!({
-        "title": "Key pasted in a public gist",
-        "key_ids": [id],
-        "detected_at": "2026-11-20T10:00:00Z",
-        "affected_systems": ["billing API"],
-        "actions_taken": ["revoked the key"],
-        "impact": "read access to invoices for 2 hours",
-    }));
+    let inc = s.create(
+        "/v1/incidents",
+        json!({
+            "title": "Key pasted in a public gist",
+            "key_ids": [id],
+            "detected_at": "2026-11-20T10:00:00Z",
+            "affected_systems": ["billing API"],
+            "actions_taken": ["revoked the key"],
+            "impact": "read access to invoices for 2 hours",
+        }),
+    );
     let inc_id = inc["id"].as_str().unwrap().to_owned();
     assert_eq!(inc["status"], "open");
     let full = s.call("GET", &format!("/v1/incidents/{inc_id}"), None).json();
@@ -49,13 +56,37 @@ fn an_incident_carries_a_review_of_the_keys_usage() {
     assert_eq!(review["ips"][0]["count"], 4);
     assert_eq!(review["ips"][1]["count"], 3);
     assert!(review["ips"][0]["first_seen"].as_str().unwrap() <= review["ips"][0]["last_seen"].as_str().unwrap());
-    let endpoints: BTreeSet<(String, String, u64)> = review["endpoints"].as_array().unwrap().iter()
-        .map(|e| (e["method"].as_str().unwrap().into(), e["path"].as_str().unwrap().into(), e["count"].as_u64().unwrap())).collect();
-    assert_eq!(endpoints, BTreeSet::from([("GET".into(), "/invoices".into(), 4), ("GET".into(), "/users".into(), 1), ("POST".into(), "/users".into(), 2)]));
-    let outcomes: Vec<(String, u64)> = review["outcomes"].as_array().unwrap().iter().map(|o| (o["code"].as_str().unwrap().into(), o["count"].as_u64().unwrap())).collect();
+    let endpoints: BTreeSet<(String, String, u64)> = review["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["method"].as_str().unwrap().into(), e["path"].as_str().unwrap().into(), e["count"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        endpoints,
+        BTreeSet::from([
+            ("GET".into(), "/invoices".into(), 4),
+            ("GET".into(), "/users".into(), 1),
+            ("POST".into(), "/users".into(), 2)
+        ])
+    );
+    let outcomes: Vec<(String, u64)> = review["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["code"].as_str().unwrap().into(), o["count"].as_u64().unwrap()))
+        .collect();
     assert_eq!(outcomes, [("VALID".to_string(), 5), ("FORBIDDEN".to_string(), 2)]);
 
-    let patched = s.call("PATCH", &format!("/v1/incidents/{inc_id}"), Some(json!({"status": "resolved", "actions_taken": ["revoked the key", "rotated the upstream secret"]}))).json();
+    let patched = s
+        .call(
+            "PATCH",
+            &format!("/v1/incidents/{inc_id}"),
+            Some(json!({"status": "resolved", "actions_taken": ["revoked the key", "rotated the upstream secret"]})),
+        )
+        .json();
     assert_eq!(patched["status"], "resolved");
     assert_eq!(patched["title"], "Key pasted in a public gist");
     let audit = s.call("GET", &format!("/v1/audit?target_id={inc_id}"), None).json();
@@ -64,21 +95,36 @@ fn an_incident_carries_a_review_of_the_keys_usage() {
     assert_eq!(s.call("GET", "/v1/incidents", None).json()["data"].as_array().unwrap().len(), 1);
 
     // The Markdown report from the CLI.
-    let out = Command::new(BIN).args(["incident", "report", &inc_id]).env("KEYWARD_SERVER", s.url("")).env("KEYWARD_ROOT_KEY", &root).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["incident", "report", &inc_id])
+        .env("KEYWARD_SERVER", s.url(""))
+        .env("KEYWARD_ROOT_KEY", &root)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.starts_with(&format!("# Incident {inc_id}: Key pasted in a public gist")), "{md}");
-    for part in ["| Status | Resolved |", "- billing API", "- rotated the upstream secret", "read access to invoices", "| 203.0.113.5 | 4 |", "| POST | /users | 2 |", "| FORBIDDEN | 2 |"] {
+    for part in [
+        "| Status | Resolved |",
+        "- billing API",
+        "- rotated the upstream secret",
+        "read access to invoices",
+        "| 203.0.113.5 | 4 |",
+        "| POST | /users | 2 |",
+        "| FORBIDDEN | 2 |",
+    ] {
         assert!(md.contains(part), "missing {part:?} in:\n{md}");
     }
     assert!(!md.contains(&key));
 
     // Validation and roles.
     s.call("POST", "/v1/incidents", Some(json!({"title": "x", "key_ids": ["key_01M83H7A01xVKmmO3c3h"]}))).problem(404);
-    s.call("POST", "/v1/incidents", Some(json!({"title": "x", "key_ids": [id], "detected_at": "yesterday"}))).problem(400);
+    s.call("POST", "/v1/incidents", Some(json!({"title": "x", "key_ids": [id], "detected_at": "yesterday"})))
+        .problem(400);
     s.call("POST", "/v1/incidents", Some(json!({"title": "x", "key_ids": []}))).problem(400);
     s.call("GET", &format!("/v1/incidents/{inc_id}?review_days=0"), None).problem(400);
-    let auditor = s.create("/v1/root-keys", json!({"name": "a", "role": "auditor"}))["key"].as_str().unwrap().to_owned();
+    let auditor =
+        s.create("/v1/root-keys", json!({"name": "a", "role": "auditor"}))["key"].as_str().unwrap().to_owned();
     assert_eq!(s.call_as(&auditor, "GET", &format!("/v1/incidents/{inc_id}"), None).status, 200);
     s.call_as(&auditor, "POST", "/v1/incidents", Some(json!({"title": "x", "key_ids": [id]}))).problem(403);
     let other = s.create("/v1/workspaces", json!({"name": "b"}))["root_key"]["key"].as_str().unwrap().to_owned();
@@ -94,7 +140,10 @@ fn leak_reports_revoke_live_keys_and_never_echo_them() {
     s.call("POST", &format!("/v1/keys/{dead_id}/revoke"), Some(json!({"reason": "unused"})));
     let unknown = RawKey::generate(&KeyPrefix::new("kw_live").unwrap()).expose().to_owned();
     let other = s.create("/v1/workspaces", json!({"name": "b"}))["root_key"]["key"].as_str().unwrap().to_owned();
-    let other_ks = s.call_as(&other, "POST", "/v1/keyspaces", Some(json!({"name": "x"}))).json()["id"].as_str().unwrap().to_owned();
+    let other_ks = s.call_as(&other, "POST", "/v1/keyspaces", Some(json!({"name": "x"}))).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let foreign = s.create_as(&other, "/v1/keys", json!({"keyspace_id": other_ks}))["key"].as_str().unwrap().to_owned();
 
     let keys = [live.clone(), dead.clone(), unknown.clone(), "password123".to_string(), foreign.clone()];
@@ -138,11 +187,30 @@ fn fixture(dir: &std::path::Path) -> (Vec<String>, BTreeSet<(String, usize)>) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     };
-    w("config/app.json", format!("{{\n  \"name\": \"shop\",\n  \"api_key\": \"{}\",\n  \"other\": \"{}\"\n}}\n", keys[0], look_alike(&keys[1])));
+    w(
+        "config/app.json",
+        format!(
+            "{{\n  \"name\": \"shop\",\n  \"api_key\": \"{}\",\n  \"other\": \"{}\"\n}}\n",
+            keys[0],
+            look_alike(&keys[1])
+        ),
+    );
     w(".env", format!("DATABASE_URL=postgres://x\nKEYWARD_KEY={}\n", keys[1]));
     w("deploy/values.yaml", format!("service:\n  token: {}\n  note: \"{}\"\n", keys[2], look_alike(&keys[0])));
-    w("logs/app.log", format!("2026-11-20 GET /x 200\n2026-11-20 auth header Bearer {} ok\n2026-11-20 retry {}\n", keys[3], keys[3]));
-    w("web/bundle.min.js", format!("var a=\"{}\",b='{}';fetch(u,{{headers:{{k:\"{}\"}}}});var c=\"{}\"", keys[4], keys[5], look_alike(&keys[4]), keys[6]));
+    w(
+        "logs/app.log",
+        format!("2026-11-20 GET /x 200\n2026-11-20 auth header Bearer {} ok\n2026-11-20 retry {}\n", keys[3], keys[3]),
+    );
+    w(
+        "web/bundle.min.js",
+        format!(
+            "var a=\"{}\",b='{}';fetch(u,{{headers:{{k:\"{}\"}}}});var c=\"{}\"",
+            keys[4],
+            keys[5],
+            look_alike(&keys[4]),
+            keys[6]
+        ),
+    );
     w("docs/README.md", format!("Example: `{}` (not real)\n", look_alike(&keys[2])));
     let mut bin = vec![0u8, 1, 2, 3, 0];
     bin.extend_from_slice(keys[0].as_bytes());
@@ -171,7 +239,11 @@ fn the_scanner_finds_every_key_and_no_look_alike() {
     let got: BTreeSet<(String, usize)> = findings
         .iter()
         .map(|f| {
-            let p = std::path::Path::new(f["path"].as_str().unwrap()).strip_prefix(dir.path()).unwrap().display().to_string();
+            let p = std::path::Path::new(f["path"].as_str().unwrap())
+                .strip_prefix(dir.path())
+                .unwrap()
+                .display()
+                .to_string();
             (p, f["line"].as_u64().unwrap() as usize)
         })
         .collect();
@@ -253,12 +325,15 @@ fn github_secret_scanning_alerts_are_verified_and_handled() {
     };
     // Bad or missing signatures are refused before anything is read.
     post(&[], &body).problem(401);
-    post(&[("Github-Public-Key-Identifier", "other"), ("Github-Public-Key-Signature", sig_b64.trim())], &body).problem(401);
+    post(&[("Github-Public-Key-Identifier", "other"), ("Github-Public-Key-Signature", sig_b64.trim())], &body)
+        .problem(401);
     let tampered = body.replace("keyward_api_key", "keyward_api_kez");
-    post(&[("Github-Public-Key-Identifier", "gh-key-1"), ("Github-Public-Key-Signature", sig_b64.trim())], &tampered).problem(401);
+    post(&[("Github-Public-Key-Identifier", "gh-key-1"), ("Github-Public-Key-Signature", sig_b64.trim())], &tampered)
+        .problem(401);
     assert_eq!(s.code(&key), "VALID");
 
-    let r = post(&[("Github-Public-Key-Identifier", "gh-key-1"), ("Github-Public-Key-Signature", sig_b64.trim())], &body);
+    let r =
+        post(&[("Github-Public-Key-Identifier", "gh-key-1"), ("Github-Public-Key-Signature", sig_b64.trim())], &body);
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!r.text.contains(&key));
     let labels = r.json();

@@ -13,7 +13,12 @@ fn v(s: &Server, key: &str) -> Value {
 }
 
 fn audit_actions(s: &Server) -> Vec<String> {
-    s.call("GET", "/v1/audit", None).json()["data"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect()
+    s.call("GET", "/v1/audit", None).json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -24,7 +29,13 @@ fn rotation_keeps_the_old_key_until_the_overlap_ends() {
         "remaining": 10, "ratelimits": [{"name": "m", "limit": 100, "window_ms": 60000}], "ip_allowlist": ["10.0.0.0/8"]}));
     s.verify_as(&s.root.clone(), json!({"key": old, "ip": "10.0.0.1"}));
 
-    let r = s.raw("POST", &format!("/v1/keys/{old_id}/rotate"), Some(&s.root.clone()), Some(r#"{"overlap_ms": 600}"#), &[("Content-Type", "application/json")]);
+    let r = s.raw(
+        "POST",
+        &format!("/v1/keys/{old_id}/rotate"),
+        Some(&s.root.clone()),
+        Some(r#"{"overlap_ms": 600}"#),
+        &[("Content-Type", "application/json")],
+    );
     assert_eq!(r.status, 201, "{}", r.text);
     let rotated = r.json();
     let new = rotated["key"].as_str().unwrap().to_owned();
@@ -49,7 +60,10 @@ fn rotation_keeps_the_old_key_until_the_overlap_ends() {
     // After it: ROTATED for the old key, VALID for the new one.
     std::thread::sleep(Duration::from_millis(650));
     let o = s.verify_as(&s.root.clone(), json!({"key": old, "ip": "10.0.0.1"}));
-    assert_eq!((o["code"].as_str(), o["valid"].as_bool(), o["deprecated"].as_bool()), (Some("ROTATED"), Some(false), Some(false)));
+    assert_eq!(
+        (o["code"].as_str(), o["valid"].as_bool(), o["deprecated"].as_bool()),
+        (Some("ROTATED"), Some(false), Some(false))
+    );
     assert_eq!(s.verify_as(&s.root.clone(), json!({"key": new, "ip": "10.0.0.1"}))["code"], "VALID");
     assert_eq!(s.call("GET", &format!("/v1/keys/{old_id}"), None).json()["status"], "rotated");
     // A rotated key cannot be rotated again; a revoked key cannot be rotated.
@@ -97,14 +111,26 @@ fn bulk_revocation_with_and_without_dry_run() {
     s.call("POST", &format!("/v1/keys/{}/revoke", acme[0].0), Some(json!({"reason": "unused"})));
 
     s.call("POST", "/v1/keys/revoke", Some(json!({"reason": "compromised"}))).problem(400);
-    let dry = s.call("POST", "/v1/keys/revoke", Some(json!({"owner_id": "acme", "keyspace_id": ks, "reason": "compromised", "dry_run": true}))).json();
+    let dry = s
+        .call(
+            "POST",
+            "/v1/keys/revoke",
+            Some(json!({"owner_id": "acme", "keyspace_id": ks, "reason": "compromised", "dry_run": true})),
+        )
+        .json();
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["count"], 2, "the already-revoked key is not counted: {dry}");
     assert_eq!(dry["key_ids"], json!([acme[1].0, acme[2].0]));
     assert_eq!(v(&s, &acme[1].1)["code"], "VALID", "a dry run changes nothing");
     let audit_before = audit_actions(&s).len();
 
-    let done = s.call("POST", "/v1/keys/revoke", Some(json!({"owner_id": "acme", "keyspace_id": ks, "reason": "compromised", "incident": "inc_1"}))).json();
+    let done = s
+        .call(
+            "POST",
+            "/v1/keys/revoke",
+            Some(json!({"owner_id": "acme", "keyspace_id": ks, "reason": "compromised", "incident": "inc_1"})),
+        )
+        .json();
     assert_eq!((done["dry_run"].as_bool(), done["count"].as_u64()), (Some(false), Some(2)));
     assert_eq!(v(&s, &acme[1].1)["code"], "REVOKED");
     assert_eq!(v(&s, &acme[2].1)["code"], "REVOKED");
@@ -122,7 +148,9 @@ fn bulk_revocation_with_and_without_dry_run() {
     assert_eq!(k["revocation_check"]["code"], "REVOKED");
     assert_eq!(k["revocation_check"]["ok"], true);
     // created_before takes an instant.
-    let none = s.call("POST", "/v1/keys/revoke", Some(json!({"created_before": "2000-01-01T00:00:00Z", "reason": "other"}))).json();
+    let none = s
+        .call("POST", "/v1/keys/revoke", Some(json!({"created_before": "2000-01-01T00:00:00Z", "reason": "other"})))
+        .json();
     assert_eq!(none["count"], 0);
 }
 
@@ -146,7 +174,8 @@ fn revoked_keys_are_rechecked_periodically() {
 fn age_policy_and_expiry_reminders() {
     let s = Server::start_with(&[("KEYWARD_LIFECYCLE_INTERVAL_MS", "200")]);
     let day: i64 = 24 * 3600 * 1000;
-    let ks = s.create("/v1/keyspaces", json!({"name": "short", "max_age_ms": 90 * day}))["id"].as_str().unwrap().to_owned();
+    let ks =
+        s.create("/v1/keyspaces", json!({"name": "short", "max_age_ms": 90 * day}))["id"].as_str().unwrap().to_owned();
     let k = s.create("/v1/keys", json!({"keyspace_id": ks}));
     assert!(k["expires_at"].is_string(), "the age policy gives every key an expiry");
     s.call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "ttl_ms": 91 * day}))).problem(400);
@@ -168,7 +197,10 @@ fn age_policy_and_expiry_reminders() {
     assert!(data.iter().all(|r| r["key_id"] == soon_id.as_str()));
     // Runs again without duplicating.
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(s.call("GET", &format!("/v1/reminders?key_id={soon_id}"), None).json()["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        s.call("GET", &format!("/v1/reminders?key_id={soon_id}"), None).json()["data"].as_array().unwrap().len(),
+        2
+    );
     // A rotation keeps the key's lifetime within the policy.
     let r = s.create(&format!("/v1/keys/{soon_id}/rotate"), json!({"overlap_ms": 0}));
     assert!(r["expires_at"].is_string());
@@ -185,11 +217,22 @@ fn keys_imported_by_hash_verify_and_rotate_into_native_keys() {
     let csv = dir.path().join("old.csv");
     let mut text = "hash,prefix,last4,owner_id,name,scopes,meta\n".to_string();
     for (i, k) in legacy.iter().take(2).enumerate() {
-        text.push_str(&format!("{},sk_live_,{},cust-{i},old key {i},read,\"{{\"\"plan\"\":\"\"gold\"\"}}\"\n", sha(k), &k[k.len() - 4..]));
+        text.push_str(&format!(
+            "{},sk_live_,{},cust-{i},old key {i},read,\"{{\"\"plan\"\":\"\"gold\"\"}}\"\n",
+            sha(k),
+            &k[k.len() - 4..]
+        ));
     }
     std::fs::write(&csv, text).unwrap();
     let nd = dir.path().join("old.ndjson");
-    std::fs::write(&nd, format!("{}\n", json!({"hash": sha(&legacy[2]), "prefix": "sk_live_", "owner_id": "cust-2", "scopes": ["read", "write"]}))).unwrap();
+    std::fs::write(
+        &nd,
+        format!(
+            "{}\n",
+            json!({"hash": sha(&legacy[2]), "prefix": "sk_live_", "owner_id": "cust-2", "scopes": ["read", "write"]})
+        ),
+    )
+    .unwrap();
 
     let run = |file: &std::path::Path| {
         let out = std::process::Command::new(util::BIN)
@@ -218,11 +261,16 @@ fn keys_imported_by_hash_verify_and_rotate_into_native_keys() {
     assert_eq!(s.code("zz_other_thing"), "MALFORMED");
     let id = r["key_id"].as_str().unwrap().to_owned();
     let k = s.call("GET", &format!("/v1/keys/{id}"), None).json();
-    assert_eq!((k["hash_kind"].as_str(), k["hint"].as_str()), (Some("sha256"), Some(&*format!("sk_live_…{}", &legacy[0][legacy[0].len() - 4..]))));
+    assert_eq!(
+        (k["hash_kind"].as_str(), k["hint"].as_str()),
+        (Some("sha256"), Some(&*format!("sk_live_…{}", &legacy[0][legacy[0].len() - 4..])))
+    );
     assert!(s.call("GET", "/v1/audit?action=key.import", None).json()["data"].as_array().unwrap().len() == 2);
 
     // Bad rows are named.
-    let p = s.call("POST", "/v1/keys/import", Some(json!({"keyspace_id": ks, "keys": [{"hash": "zz", "prefix": "x_"}]}))).problem(400);
+    let p = s
+        .call("POST", "/v1/keys/import", Some(json!({"keyspace_id": ks, "keys": [{"hash": "zz", "prefix": "x_"}]})))
+        .problem(400);
     assert!(p["detail"].as_str().unwrap().starts_with("keys[0].hash"), "{p}");
 
     // A restart keeps them verifiable; a rotation turns one into a native key.
@@ -238,4 +286,36 @@ fn keys_imported_by_hash_verify_and_rotate_into_native_keys() {
     // And a leaked imported key is recognized.
     let leak = s.call("POST", "/v1/leaks", Some(json!({"keys": [legacy[1]]}))).json();
     assert_eq!(leak["results"][0]["status"], "revoked");
+}
+
+#[test]
+fn every_lifecycle_action_is_in_the_audit_log() {
+    use sha2::Digest;
+    let s = Server::start();
+    let ks = s.keyspace();
+    let (a, _) = s.key(json!({"keyspace_id": ks, "owner_id": "o"}));
+    let (b, key_b) = s.key(json!({"keyspace_id": ks, "owner_id": "p"}));
+    s.create(&format!("/v1/keys/{a}/rotate"), json!({}));
+    s.call("POST", "/v1/keys/revoke", Some(json!({"owner_id": "o", "reason": "compromised"})));
+    let inc = s.create("/v1/incidents", json!({"title": "t", "key_ids": [a]}))["id"].as_str().unwrap().to_owned();
+    s.call("PATCH", &format!("/v1/incidents/{inc}"), Some(json!({"status": "resolved"})));
+    s.call("POST", "/v1/leaks", Some(json!({"keys": [key_b]})));
+    let hash = hex::encode(sha2::Sha256::digest(b"ext_123456"));
+    s.call("POST", "/v1/keys/import", Some(json!({"keyspace_id": ks, "keys": [{"hash": hash, "prefix": "ext_"}]})));
+    let actions: std::collections::BTreeSet<String> = audit_actions(&s).into_iter().collect();
+    for want in [
+        "key.create",
+        "key.rotate",
+        "key.bulk_revoke",
+        "incident.create",
+        "incident.update",
+        "key.revoke",
+        "key.import",
+    ] {
+        assert!(actions.contains(want), "{want} missing from {actions:?}");
+    }
+    // The leak's revocation names the key; the chain still verifies.
+    let revoke = s.call("GET", &format!("/v1/audit?target_id={b}&action=key.revoke"), None).json();
+    assert_eq!(revoke["data"][0]["after"]["revoke_reason"], "leaked");
+    assert_eq!(s.call("GET", "/v1/audit/verify", None).json()["ok"], true);
 }

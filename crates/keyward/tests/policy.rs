@@ -19,13 +19,19 @@ fn code(s: &Server, body: Value) -> String {
 #[test]
 fn scopes_presets_wildcards_and_path_rules() {
     let s = Server::start();
-    let ks = s.create("/v1/keyspaces", json!({
-        "name": "api",
-        "path_rules": [
-            {"pattern": "/admin/**", "scopes": ["admin"]},
-            {"pattern": "/invoices/*/refund", "scopes": ["invoices:refund"], "methods": ["POST"]}
-        ]
-    }))["id"].as_str().unwrap().to_owned();
+    let ks = s.create(
+        "/v1/keyspaces",
+        json!({
+            "name": "api",
+            "path_rules": [
+                {"pattern": "/admin/**", "scopes": ["admin"]},
+                {"pattern": "/invoices/*/refund", "scopes": ["invoices:refund"], "methods": ["POST"]}
+            ]
+        }),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, reader) = s.key(json!({"keyspace_id": ks, "scopes": ["read", "invoices:*"]}));
     let (_, writer) = s.key(json!({"keyspace_id": ks, "scopes": ["write"]}));
     let (_, admin) = s.key(json!({"keyspace_id": ks, "scopes": ["admin"]}));
@@ -45,8 +51,14 @@ fn scopes_presets_wildcards_and_path_rules() {
     assert_eq!(r["message"], "missing scope: users:read");
     // Path rules of the keyspace, with path normalization.
     assert_eq!(code(&s, json!({"key": reader, "method": "GET", "path": "/admin/users"})), "FORBIDDEN");
-    assert_eq!(v(&s, json!({"key": reader, "method": "GET", "path": "/public/../admin/users"}))["message"], "missing scope: admin");
-    assert_eq!(code(&s, json!({"key": admin, "method": "PATCH", "path": "/admin/users", "scopes": ["anything:at-all"]})), "VALID");
+    assert_eq!(
+        v(&s, json!({"key": reader, "method": "GET", "path": "/public/../admin/users"}))["message"],
+        "missing scope: admin"
+    );
+    assert_eq!(
+        code(&s, json!({"key": admin, "method": "PATCH", "path": "/admin/users", "scopes": ["anything:at-all"]})),
+        "VALID"
+    );
     assert_eq!(code(&s, json!({"key": writer, "method": "POST", "path": "/invoices/7/refund"})), "FORBIDDEN");
     assert_eq!(code(&s, json!({"key": reader, "method": "GET", "path": "/invoices/7/refund"})), "VALID");
     // No requirement given: scopes are not checked at all.
@@ -57,19 +69,32 @@ fn scopes_presets_wildcards_and_path_rules() {
     assert!(p["detail"].as_str().unwrap().starts_with("scopes[1]"), "{p}");
     s.call("POST", "/v1/keys/verify", Some(json!({"key": none, "method": "G E T"}))).problem(400);
     s.call("POST", "/v1/keys/verify", Some(json!({"key": none, "path": "no-slash"}))).problem(400);
-    s.call("POST", "/v1/keyspaces", Some(json!({"name": "x", "path_rules": [{"pattern": "admin", "scopes": ["admin"]}]}))).problem(400);
+    s.call(
+        "POST",
+        "/v1/keyspaces",
+        Some(json!({"name": "x", "path_rules": [{"pattern": "admin", "scopes": ["admin"]}]})),
+    )
+    .problem(400);
 }
 
 #[test]
 fn ip_allowlists_at_their_edges() {
     let s = Server::start();
     let ks = s.create("/v1/keyspaces", json!({"name": "ips", "default_ip_allowlist": ["198.51.100.0/24"]}))["id"]
-        .as_str().unwrap().to_owned();
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, k24) = s.key(json!({"keyspace_id": ks, "ip_allowlist": ["10.1.2.0/24", "2001:db8::/32"]}));
     let cases = [
-        ("10.1.2.0", "VALID"), ("10.1.2.255", "VALID"), ("10.1.3.0", "IP_NOT_ALLOWED"), ("10.1.1.255", "IP_NOT_ALLOWED"),
-        ("::ffff:10.1.2.9", "VALID"), ("::ffff:10.1.3.9", "IP_NOT_ALLOWED"),
-        ("2001:db8::", "VALID"), ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "VALID"), ("2001:db9::", "IP_NOT_ALLOWED"),
+        ("10.1.2.0", "VALID"),
+        ("10.1.2.255", "VALID"),
+        ("10.1.3.0", "IP_NOT_ALLOWED"),
+        ("10.1.1.255", "IP_NOT_ALLOWED"),
+        ("::ffff:10.1.2.9", "VALID"),
+        ("::ffff:10.1.3.9", "IP_NOT_ALLOWED"),
+        ("2001:db8::", "VALID"),
+        ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "VALID"),
+        ("2001:db9::", "IP_NOT_ALLOWED"),
     ];
     for (ip, want) in cases {
         assert_eq!(code(&s, json!({"key": k24, "ip": ip})), want, "{ip}");
@@ -108,10 +133,15 @@ fn ip_allowlists_at_their_edges() {
     assert_eq!(code(&s, json!({"key": inherit, "ip": "203.0.113.1"})), "VALID");
 
     // Stored in canonical form; a bad entry is named.
-    let k = s.create("/v1/keys", json!({"keyspace_id": ks, "ip_allowlist": ["10.0.0.5/8", "192.0.2.1", "::ffff:10.0.0.0/104"]}));
+    let k = s.create(
+        "/v1/keys",
+        json!({"keyspace_id": ks, "ip_allowlist": ["10.0.0.5/8", "192.0.2.1", "::ffff:10.0.0.0/104"]}),
+    );
     assert_eq!(k["ip_allowlist"], json!(["10.0.0.0/8", "192.0.2.1/32", "10.0.0.0/8"]));
     for bad in ["10.0.0.0/33", "10.0.0/8", "fe80::/129", "banana"] {
-        let p = s.call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "ip_allowlist": ["10.0.0.0/8", bad]}))).problem(400);
+        let p = s
+            .call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "ip_allowlist": ["10.0.0.0/8", bad]})))
+            .problem(400);
         let d = p["detail"].as_str().unwrap();
         assert!(d.starts_with("ip_allowlist[1]") && d.contains(bad), "{d}");
     }
@@ -173,14 +203,20 @@ fn quota_reaches_exactly_zero_and_refills() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(v(&s, json!({"key": refilled}))["remaining"], 1);
     s.call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "remaining": -1}))).problem(400);
-    s.call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "refill": {"interval_ms": 5, "amount": 1}}))).problem(400);
+    s.call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "refill": {"interval_ms": 5, "amount": 1}})))
+        .problem(400);
 }
 
 #[test]
 fn rate_limits_reach_exactly_the_limit() {
     let s = Server::start();
-    let ks = s.create("/v1/keyspaces", json!({"name": "rl", "default_ratelimits": [{"name": "ks", "limit": 2, "window_ms": 60000}]}))["id"]
-        .as_str().unwrap().to_owned();
+    let ks = s.create(
+        "/v1/keyspaces",
+        json!({"name": "rl", "default_ratelimits": [{"name": "ks", "limit": 2, "window_ms": 60000}]}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (id, key) = s.key(json!({"keyspace_id": ks, "remaining": 100,
         "ratelimits": [{"name": "burst", "limit": 3, "window_ms": 60000}, {"name": "hour", "limit": 1000, "window_ms": 3600000}]}));
     for left in [2, 1, 0] {
@@ -199,7 +235,11 @@ fn rate_limits_reach_exactly_the_limit() {
     assert_eq!(r["remaining"], 97);
     assert_eq!(s.call("GET", &format!("/v1/keys/{id}"), None).json()["remaining"], 97);
     // A PATCH of the windows applies on the very next verify.
-    s.call("PATCH", &format!("/v1/keys/{id}"), Some(json!({"ratelimits": [{"name": "burst", "limit": 4, "window_ms": 60000}]})));
+    s.call(
+        "PATCH",
+        &format!("/v1/keys/{id}"),
+        Some(json!({"ratelimits": [{"name": "burst", "limit": 4, "window_ms": 60000}]})),
+    );
     assert_eq!(code(&s, json!({"key": key})), "VALID");
     assert_eq!(code(&s, json!({"key": key})), "RATE_LIMITED");
     // The keyspace default (2/min here) applies to keys without their own.
@@ -207,15 +247,25 @@ fn rate_limits_reach_exactly_the_limit() {
     assert_eq!(code(&s, json!({"key": plain})), "VALID");
     assert_eq!(code(&s, json!({"key": plain, "cost": 1})), "VALID");
     assert_eq!(code(&s, json!({"key": plain})), "RATE_LIMITED");
-    s.call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "ratelimits": [{"name": "x", "limit": 0, "window_ms": 10}]}))).problem(400);
+    s.call(
+        "POST",
+        "/v1/keys",
+        Some(json!({"keyspace_id": ks, "ratelimits": [{"name": "x", "limit": 0, "window_ms": 10}]})),
+    )
+    .problem(400);
     s.call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "ratelimits": [{"name": "x", "limit": 1, "window_ms": 10}, {"name": "x", "limit": 1, "window_ms": 20}]}))).problem(400);
 }
 
 #[test]
 fn the_order_of_checks_is_the_documented_one() {
     let s = Server::start();
-    let ks = s.create("/v1/keyspaces", json!({"name": "order", "default_ratelimits": [{"name": "m", "limit": 1, "window_ms": 60000}]}))["id"]
-        .as_str().unwrap().to_owned();
+    let ks = s.create(
+        "/v1/keyspaces",
+        json!({"name": "order", "default_ratelimits": [{"name": "m", "limit": 1, "window_ms": 60000}]}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mk = |extra: Value| {
         let mut body = json!({"keyspace_id": ks, "scopes": ["read"], "ip_allowlist": ["10.0.0.0/8"], "remaining": 1});
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
@@ -251,7 +301,8 @@ fn the_order_of_checks_is_the_documented_one() {
 fn limits_and_quotas_hold_under_concurrency() {
     let s = Arc::new(Server::start());
     let ks = s.keyspace();
-    let (_, rate_key) = s.key(json!({"keyspace_id": ks, "ratelimits": [{"name": "m", "limit": 37, "window_ms": 600000}]}));
+    let (_, rate_key) =
+        s.key(json!({"keyspace_id": ks, "ratelimits": [{"name": "m", "limit": 37, "window_ms": 600000}]}));
     let (quota_id, quota_key) = s.key(json!({"keyspace_id": ks, "ratelimits": [], "remaining": 41}));
     for (key, expect) in [(rate_key, 37), (quota_key, 41)] {
         let admitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -303,7 +354,8 @@ fn quota_survives_restarts_within_the_stated_bound() {
     s.crash_and_restart();
     let truth = 995 - used.len() as i64;
     let given_back = remaining(&s) - truth;
-    let recent = used.iter().filter(|t| killed.duration_since(**t) <= Duration::from_millis(FLUSH_MS + 100)).count() as i64;
+    let recent =
+        used.iter().filter(|t| killed.duration_since(**t) <= Duration::from_millis(FLUSH_MS + 100)).count() as i64;
     eprintln!("kill -9: {} uses, {given_back} given back, {recent} in the last flush interval", used.len());
     assert!(given_back >= 0, "the store claims more use than happened");
     assert!(given_back <= recent, "gave back {given_back} > {recent} uses in the last {FLUSH_MS} ms");

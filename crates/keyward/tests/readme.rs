@@ -32,7 +32,10 @@ fn readme_walkthrough_works_word_for_word() {
         return;
     }
     for tool in ["curl", "jq", "bash"] {
-        assert!(have(tool), "the README walkthrough test needs `{tool}`: install it (Debian/Ubuntu: sudo apt-get install curl jq), or set KEYWARD_SKIP_WALKTHROUGH=1 to skip this test");
+        assert!(
+            have(tool),
+            "the README walkthrough test needs `{tool}`: install it (Debian/Ubuntu: sudo apt-get install curl jq), or set KEYWARD_SKIP_WALKTHROUGH=1 to skip this test"
+        );
     }
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let blocks = walkthrough_blocks(&readme);

@@ -35,7 +35,9 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => {
             ("unsupported-media-type", "send the body as JSON with 'Content-Type: application/json'".to_owned())
         }
-        JsonRejection::JsonSyntaxError(_) => ("invalid-json", format!("the body is not valid JSON: {}", sanitize(&rej.body_text()))),
+        JsonRejection::JsonSyntaxError(_) => {
+            ("invalid-json", format!("the body is not valid JSON: {}", sanitize(&rej.body_text())))
+        }
         JsonRejection::JsonDataError(_) => ("invalid-body", sanitize(&rej.body_text())),
         JsonRejection::BytesRejection(_) if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
             ("body-too-large", "the body is larger than this server accepts (see max_body_bytes)".to_owned())

@@ -86,7 +86,9 @@ impl Modify for RootKeyAuth {
         let c = api.components.get_or_insert_with(Default::default);
         c.add_security_scheme(
             "root_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("A root key, `kw_root_…`")).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("A root key, `kw_root_…`")).build(),
+            ),
         );
     }
 }

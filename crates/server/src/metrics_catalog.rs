@@ -7,9 +7,16 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 pub fn describe() {
     describe_counter!("keyward_verifications_total", "Verifications decided, by outcome code.");
     describe_counter!("keyward_http_requests_total", "HTTP requests answered, by route template and status.");
-    describe_histogram!("keyward_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by route template.");
+    describe_histogram!(
+        "keyward_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route template."
+    );
     describe_counter!("keyward_events_enqueued_total", "Usage events accepted into the queue.");
-    describe_counter!("keyward_events_dropped_total", "Usage events dropped because the queue stayed full or the writer stopped.");
+    describe_counter!(
+        "keyward_events_dropped_total",
+        "Usage events dropped because the queue stayed full or the writer stopped."
+    );
     describe_counter!("keyward_events_written_total", "Usage events written to the event log.");
     describe_counter!("keyward_events_write_errors_total", "Failed attempts to write a batch of usage events.");
     describe_counter!("keyward_events_purged_total", "Usage events deleted past retention.");

@@ -113,19 +113,22 @@ async fn with_request_id(res: Response, id: &str) -> Response {
 /// The request path with any segment too long to be an id cut out: a key
 /// pasted into a URL must not reach the log.
 pub fn loggable_path(path: &str) -> String {
-    path.split('/')
-        .map(|seg| if seg.len() > 32 { "[redacted]" } else { seg })
-        .collect::<Vec<_>>()
-        .join("/")
+    path.split('/').map(|seg| if seg.len() > 32 { "[redacted]" } else { seg }).collect::<Vec<_>>().join("/")
 }
 
 fn generic_problem(status: StatusCode) -> (&'static str, &'static str) {
     match status {
         StatusCode::NOT_FOUND => ("not-found", "no such route; see /openapi.json for the API"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "this route does not take that method; see the Allow header"),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => ("timeout", "the request took too long; try again"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", "this route does not take that method; see the Allow header")
+        }
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            ("timeout", "the request took too long; try again")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "the body is larger than this server accepts"),
-        StatusCode::INTERNAL_SERVER_ERROR => ("internal", "the server failed to handle this request; quote the request id to an operator"),
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            ("internal", "the server failed to handle this request; quote the request id to an operator")
+        }
         _ => ("error", "the request failed"),
     }
 }

@@ -56,12 +56,15 @@ fn verifier(pipeline: Arc<EventPipeline>) -> (Arc<Service>, String, String) {
         let actor = Actor { workspace_id: ws.clone(), root_key_id: id, role, source_ip: None, request_id: None };
         let ks = svc.create_keyspace(&actor, CreateKeyspace::named("b")).await.unwrap();
         let key = svc
-            .create_key(&actor, CreateKey {
-                ratelimits: Some(vec![]),
-                scopes: Some(vec!["read".into()]),
-                owner_id: Some("customer-42".into()),
-                ..CreateKey::in_keyspace(&ks.id)
-            })
+            .create_key(
+                &actor,
+                CreateKey {
+                    ratelimits: Some(vec![]),
+                    scopes: Some(vec!["read".into()]),
+                    owner_id: Some("customer-42".into()),
+                    ..CreateKey::in_keyspace(&ks.id)
+                },
+            )
             .await
             .unwrap()
             .key;
@@ -82,7 +85,11 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
                 let log = Arc::new(SqliteEventLog::open(&dir.path().join("events.db")).unwrap());
-                let cfg = PipelineConfig { queue_capacity: 200_000, enqueue_timeout: Duration::from_secs(5), ..Default::default() };
+                let cfg = PipelineConfig {
+                    queue_capacity: 200_000,
+                    enqueue_timeout: Duration::from_secs(5),
+                    ..Default::default()
+                };
                 let pipeline = EventPipeline::start(log.clone(), cfg);
                 let (svc, ws, key) = verifier(pipeline.clone());
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -93,7 +100,12 @@ fn bench(c: &mut Criterion) {
                     for n in 0..EVENTS {
                         let rid = format!("req_{n:016}");
                         let ctx = RequestCtx { request_id: &rid, user_agent: Some("shop-backend/2.3") };
-                        let input = VerifyInput { ip, method: Some("GET"), path: Some("/v1/invoices/12345"), ..VerifyInput::key(&key) };
+                        let input = VerifyInput {
+                            ip,
+                            method: Some("GET"),
+                            path: Some("/v1/invoices/12345"),
+                            ..VerifyInput::key(&key)
+                        };
                         if svc.verify(&ws, &input, &ctx).await.unwrap().outcome.is_valid() {
                             valid += 1;
                         }

@@ -36,17 +36,19 @@ fn setup() -> (Service, String, String, String) {
         let (ws, id, role) = svc.authenticate(&root.key).unwrap();
         let actor = Actor { workspace_id: ws.clone(), root_key_id: id, role, source_ip: None, request_id: None };
         assert_eq!(role, Role::Admin);
-        let ks = svc
-            .create_keyspace(&actor, CreateKeyspace::named("bench"))
-            .await
-            .unwrap();
+        let ks = svc.create_keyspace(&actor, CreateKeyspace::named("bench")).await.unwrap();
         let mut last = String::new();
         for i in 0..KEYS {
             last = svc.create_key(&actor, new_key(&ks.id, i)).await.unwrap().key;
         }
         let full = CreateKey {
             scopes: Some(vec!["read".into(), "write".into(), "invoices:*".into()]),
-            ip_allowlist: Some(vec!["10.0.0.0/8".into(), "192.168.0.0/16".into(), "2001:db8::/32".into(), "203.0.113.0/24".into()]),
+            ip_allowlist: Some(vec![
+                "10.0.0.0/8".into(),
+                "192.168.0.0/16".into(),
+                "2001:db8::/32".into(),
+                "203.0.113.0/24".into(),
+            ]),
             ratelimits: Some(vec![
                 RateLimit { name: "burst".into(), limit: 1_000_000_000, window_ms: 1000 },
                 RateLimit { name: "minute".into(), limit: 1_000_000_000, window_ms: 60_000 },
@@ -79,7 +81,14 @@ fn bench(c: &mut Criterion) {
     let scopes = vec!["invoices:read".to_string()];
     let ip4 = Some("203.0.113.77".parse().unwrap());
     {
-        let input = VerifyInput { key: &full, ip: ip4, method: Some("GET"), path: Some("/v1/invoices/42"), scopes: &scopes, cost: 1 };
+        let input = VerifyInput {
+            key: &full,
+            ip: ip4,
+            method: Some("GET"),
+            path: Some("/v1/invoices/42"),
+            scopes: &scopes,
+            cost: 1,
+        };
         match svc.verify_cached(&ws, &input, now) {
             keyward_service::verify::Cached::Decided(d) => assert!(d.outcome.is_valid(), "{:?}", d.outcome),
             other => panic!("{other:?}"),
@@ -101,10 +110,14 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("miss_remembered", |b| {
-        b.iter(|| svc.verify_cached(black_box(&ws), &VerifyInput { ip, ..VerifyInput::key(black_box(unknown.expose())) }, now))
+        b.iter(|| {
+            svc.verify_cached(black_box(&ws), &VerifyInput { ip, ..VerifyInput::key(black_box(unknown.expose())) }, now)
+        })
     });
     g.bench_function("malformed", |b| {
-        b.iter(|| svc.verify_cached(black_box(&ws), &VerifyInput { ip, ..VerifyInput::key(black_box(&malformed)) }, now))
+        b.iter(|| {
+            svc.verify_cached(black_box(&ws), &VerifyInput { ip, ..VerifyInput::key(black_box(&malformed)) }, now)
+        })
     });
     g.finish();
 

@@ -23,7 +23,9 @@ pub enum ServiceError {
     #[error("store failure")]
     Store(#[from] StoreError),
     /// The data dir was made with another pepper: keys would never match.
-    #[error("the pepper does not match the one this data dir was created with (version {0}); restore the original pepper file or KEYWARD_PEPPER")]
+    #[error(
+        "the pepper does not match the one this data dir was created with (version {0}); restore the original pepper file or KEYWARD_PEPPER"
+    )]
     PepperMismatch(u32),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed")]

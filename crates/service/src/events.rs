@@ -2,9 +2,9 @@
 //! the event queries and usage reports of the API.
 
 use keyward_core::Outcome;
+use keyward_core::Permission;
 use keyward_core::event::{EventKind, UsageEvent, UsageReport, scrub};
 use keyward_core::time::{now_ms, parse_rfc3339, to_rfc3339};
-use keyward_core::Permission;
 use keyward_store::events::EventFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -121,9 +121,16 @@ fn invalid(msg: impl Into<String>) -> ServiceError {
 impl Service {
     /// The event of one verification. Caller text is scrubbed of anything
     /// that validates as a key; an unmatched key leaves only a fingerprint.
-    pub(crate) fn usage_event(&self, workspace_id: &str, input: &VerifyInput<'_>, ctx: &RequestCtx<'_>, d: &Decision) -> UsageEvent {
+    pub(crate) fn usage_event(
+        &self,
+        workspace_id: &str,
+        input: &VerifyInput<'_>,
+        ctx: &RequestCtx<'_>,
+        d: &Decision,
+    ) -> UsageEvent {
         let k = d.key.as_ref().map(|k| &k.record);
-        let fingerprint = matches!(d.outcome, Outcome::Malformed | Outcome::NotFound).then(|| self.hasher().fingerprint(input.key));
+        let fingerprint =
+            matches!(d.outcome, Outcome::Malformed | Outcome::NotFound).then(|| self.hasher().fingerprint(input.key));
         UsageEvent {
             id: 0,
             ts: now_ms(),
@@ -228,7 +235,11 @@ impl Service {
             owner_id: q.owner_id.clone(),
             ip: q.ip.clone(),
             // An address given in clear also finds its pseudonym.
-            ip_alt: q.ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()).map(|ip| self.pseudonym(&ip.to_canonical().to_string())),
+            ip_alt: q
+                .ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                .map(|ip| self.pseudonym(&ip.to_canonical().to_string())),
             code,
             status_class,
             since: instant("since", &q.since)?,

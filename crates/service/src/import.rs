@@ -125,8 +125,14 @@ impl Service {
             if k.hash_kind.as_deref().is_some_and(|h| h != SHA256) {
                 return Err(at("hash_kind: only sha256 is supported"));
             }
-            let bytes = hex::decode(k.hash.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| at("hash: must be 64 hex characters (SHA-256)"))?;
-            if k.prefix.is_empty() || k.prefix.len() > 64 || k.prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            let bytes = hex::decode(k.hash.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| at("hash: must be 64 hex characters (SHA-256)"))?;
+            if k.prefix.is_empty()
+                || k.prefix.len() > 64
+                || k.prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(at("prefix: 1 to 64 characters, no spaces"));
             }
             if k.last4.as_ref().is_some_and(|l| l.chars().count() != 4 || !l.chars().all(|c| c.is_ascii_graphic())) {
@@ -141,7 +147,8 @@ impl Service {
             if !meta.is_object() {
                 return Err(at("meta: must be a JSON object"));
             }
-            let expires_at = k.expires_at.as_deref().map(|s| parse_instant(&format!("keys[{i}].expires_at"), s)).transpose()?;
+            let expires_at =
+                k.expires_at.as_deref().map(|s| parse_instant(&format!("keys[{i}].expires_at"), s)).transpose()?;
             let ip_allowlist = match &k.ip_allowlist {
                 Some(v) => Some(
                     v.iter()

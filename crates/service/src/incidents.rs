@@ -150,8 +150,9 @@ fn check_list(field: &str, v: &[String]) -> Result<()> {
 }
 
 fn view(r: &IncidentRecord) -> Result<IncidentView> {
-    let fields: IncidentFields = serde_json::from_value(r.body.clone())
-        .map_err(|e| ServiceError::Store(keyward_store::StoreError::Corrupt { table: "incidents", detail: e.to_string() }))?;
+    let fields: IncidentFields = serde_json::from_value(r.body.clone()).map_err(|e| {
+        ServiceError::Store(keyward_store::StoreError::Corrupt { table: "incidents", detail: e.to_string() })
+    })?;
     Ok(IncidentView {
         id: r.id.clone(),
         fields,
@@ -199,7 +200,12 @@ impl Service {
 
     /// Opens an incident with an id chosen beforehand (leak reports name it
     /// on the revocations they make).
-    pub(crate) async fn save_incident_with_id(&self, actor: &Actor, id: String, fields: IncidentFields) -> Result<IncidentView> {
+    pub(crate) async fn save_incident_with_id(
+        &self,
+        actor: &Actor,
+        id: String,
+        fields: IncidentFields,
+    ) -> Result<IncidentView> {
         self.save_incident(actor, id, fields, now_ms(), None).await
     }
 
@@ -255,7 +261,8 @@ impl Service {
             f.key_ids = k;
         }
         if let Some(d) = req.detected_at {
-            f.detected_at = to_rfc3339(parse_rfc3339(&d).ok_or_else(|| invalid("detected_at must be an RFC 3339 instant"))?);
+            f.detected_at =
+                to_rfc3339(parse_rfc3339(&d).ok_or_else(|| invalid("detected_at must be an RFC 3339 instant"))?);
         }
         if let Some(v) = req.affected_systems {
             check_list("affected_systems", &v)?;
@@ -319,7 +326,12 @@ impl Service {
                 ips: review
                     .ips
                     .into_iter()
-                    .map(|u| IpUseView { ip: u.ip, count: u.count, first_seen: to_rfc3339(u.first_seen), last_seen: to_rfc3339(u.last_seen) })
+                    .map(|u| IpUseView {
+                        ip: u.ip,
+                        count: u.count,
+                        first_seen: to_rfc3339(u.first_seen),
+                        last_seen: to_rfc3339(u.last_seen),
+                    })
                     .collect(),
                 endpoints: review
                     .endpoints
@@ -338,7 +350,11 @@ impl Service {
 pub fn markdown(v: &IncidentView) -> String {
     let f = &v.fields;
     let list = |items: &[String]| {
-        if items.is_empty() { "- (none recorded)\n".to_owned() } else { items.iter().map(|i| format!("- {i}\n")).collect() }
+        if items.is_empty() {
+            "- (none recorded)\n".to_owned()
+        } else {
+            items.iter().map(|i| format!("- {i}\n")).collect()
+        }
     };
     let mut out = format!(
         "# Incident {}: {}\n\n| | |\n|---|---|\n| Status | {:?} |\n| Detected | {} |\n| Opened | {} |\n| Last updated | {} |\n| Keys | {} |\n\n",

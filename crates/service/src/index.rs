@@ -131,7 +131,11 @@ impl CachedKey {
     /// The live quota, as it should be written back to the store.
     pub fn quota_mark(&self) -> Option<QuotaMark> {
         let l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        l.quota.map(|q| QuotaMark { key_id: self.record.id.clone(), remaining: q.remaining, refilled_at: q.refilled_at })
+        l.quota.map(|q| QuotaMark {
+            key_id: self.record.id.clone(),
+            remaining: q.remaining,
+            refilled_at: q.refilled_at,
+        })
     }
 
     /// The last use, newest of the stored record and the pending mark.
@@ -253,7 +257,11 @@ impl KeyIndex {
             // Clear first: a use racing with this read re-queues the key.
             k.usage.dirty.store(false, Ordering::Release);
             let ip = *k.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
-            uses.push(LastUse { key_id: k.record.id.clone(), at: k.usage.at.load(Ordering::Relaxed), ip: ip.map(|i| i.to_string()) });
+            uses.push(LastUse {
+                key_id: k.record.id.clone(),
+                at: k.usage.at.load(Ordering::Relaxed),
+                ip: ip.map(|i| i.to_string()),
+            });
             // The newest version of the key holds the live limiter.
             quotas.extend(k.quota_mark());
         }

@@ -119,7 +119,11 @@ impl Service {
             let inc = new_id("inc", now);
             let ids: Vec<String> = live.iter().filter(|(w, _, _)| *w == ws).map(|(_, id, _)| id.clone()).collect();
             for id in &ids {
-                let req = RevokeKey { reason: RevokeReason::Leaked, note: Some(format!("reported leaked: {source}")), incident: Some(inc.clone()) };
+                let req = RevokeKey {
+                    reason: RevokeReason::Leaked,
+                    note: Some(format!("reported leaked: {source}")),
+                    incident: Some(inc.clone()),
+                };
                 match self.revoke_key(acting, id, req).await {
                     Ok(_) => {
                         tracing::error!(key_id = %id, "Leaked key revoked.");

@@ -10,11 +10,11 @@
 
 pub mod api;
 pub mod error;
-pub mod index;
 pub mod events;
-pub mod incidents;
-pub mod leaks;
 pub mod import;
+pub mod incidents;
+pub mod index;
+pub mod leaks;
 pub mod lifecycle;
 mod manage;
 pub mod verify;
@@ -63,11 +63,7 @@ pub struct Actor {
 impl Actor {
     /// Refuses the call unless the role allows `p`; `action` names it for the error.
     pub fn require(&self, p: Permission, action: &'static str) -> Result<()> {
-        if self.role.allows(p) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden { role: self.role.as_str(), action })
-        }
+        if self.role.allows(p) { Ok(()) } else { Err(ServiceError::Forbidden { role: self.role.as_str(), action }) }
     }
 }
 

@@ -7,7 +7,9 @@ use keyward_core::{KeyPrefix, Outcome, Permission, RawKey};
 use keyward_store::{KeyFilter, KeyRecord, Reminder};
 use serde_json::json;
 
-use crate::api::{BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage, ReminderView, RevokeKey, RotateKey, RotatedKey};
+use crate::api::{
+    BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage, ReminderView, RevokeKey, RotateKey, RotatedKey,
+};
 use crate::index::QuotaFrom;
 use crate::manage::{check_opt_text, invalid, page_limit, parse_instant, to_value};
 use crate::verify::VerifyInput;
@@ -39,13 +41,18 @@ impl Service {
             return Err(ServiceError::Conflict(format!("key {} is revoked; revocation is final", old.id)));
         }
         if let Some(next) = &old.rotated_to {
-            return Err(ServiceError::Conflict(format!("key {} was already rotated to {next}; rotate that key instead", old.id)));
+            return Err(ServiceError::Conflict(format!(
+                "key {} was already rotated to {next}; rotate that key instead",
+                old.id
+            )));
         }
         let now = now_ms();
         let ks_id = old.keyspace_id.clone();
         let ks = {
             let (ws, k) = (actor.workspace_id.clone(), ks_id.clone());
-            self.blocking(move |s| s.get_keyspace(&ws, &k)).await?.ok_or_else(|| ServiceError::not_found("keyspace", &ks_id))?
+            self.blocking(move |s| s.get_keyspace(&ws, &k))
+                .await?
+                .ok_or_else(|| ServiceError::not_found("keyspace", &ks_id))?
         };
         let prefix = KeyPrefix::new(&ks.prefix).map_err(|e| invalid(format!("keyspace prefix: {e}")))?;
         let raw = RawKey::generate(&prefix);
@@ -156,7 +163,9 @@ impl Service {
             let page = self.blocking(move |s| s.list_keys(&f)).await?;
             let n = page.len();
             after = page.last().map(|k| k.id.clone());
-            matched.extend(page.into_iter().filter(|k| k.revoked_at.is_none() && created_before.is_none_or(|t| k.created_at < t)));
+            matched.extend(
+                page.into_iter().filter(|k| k.revoked_at.is_none() && created_before.is_none_or(|t| k.created_at < t)),
+            );
             if n < 1000 {
                 break;
             }
@@ -230,7 +239,9 @@ impl Service {
         let now = now_ms();
         let code = match self.index.get(&stored.hash) {
             // The decision a presented key would get, from the lookup on; cost 0 consumes nothing.
-            Some(k) => self.decide_cached(workspace_id, k, &VerifyInput { cost: 0, ..VerifyInput::key("") }, now).outcome,
+            Some(k) => {
+                self.decide_cached(workspace_id, k, &VerifyInput { cost: 0, ..VerifyInput::key("") }, now).outcome
+            }
             None => Outcome::NotFound,
         };
         let ok = stored.revoked_at.is_some() && matches!(code, Outcome::Revoked | Outcome::Rotated);
@@ -255,7 +266,8 @@ impl Service {
         let keys = self.blocking(move |s| s.revoked_since(since)).await?;
         let mut failed = 0;
         for k in &keys {
-            if !matches!(self.check_revocation(&k.workspace_id, &k.id).await, Some(Outcome::Revoked | Outcome::Rotated)) {
+            if !matches!(self.check_revocation(&k.workspace_id, &k.id).await, Some(Outcome::Revoked | Outcome::Rotated))
+            {
                 failed += 1;
             }
         }
@@ -301,7 +313,8 @@ impl Service {
         actor.require(Permission::KeysRead, "read reminders")?;
         let limit = page_limit(q.limit)?;
         let (ws, key, cursor) = (actor.workspace_id.clone(), q.key_id, q.cursor);
-        let mut rows = self.blocking(move |s| s.list_reminders(&ws, key.as_deref(), cursor.as_deref(), limit + 1)).await?;
+        let mut rows =
+            self.blocking(move |s| s.list_reminders(&ws, key.as_deref(), cursor.as_deref(), limit + 1)).await?;
         let next_cursor = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|r| r.id.clone())

@@ -7,14 +7,12 @@ use keyward_core::key::{DEFAULT_PREFIX, ROOT_PREFIX};
 use keyward_core::policy::{self, MAX_SCOPES, PathRule, RateLimit, Refill};
 use keyward_core::time::{UnixMs, now_ms, parse_rfc3339};
 use keyward_core::{KeyPrefix, Permission, RawKey, Role};
-use keyward_store::{
-    AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, RootKeyRecord, Workspace,
-};
+use keyward_store::{AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, RootKeyRecord, Workspace};
 use serde_json::Value;
 
 use crate::api::*;
-use crate::views::{audit_view, diff, key_view, keyspace_view, root_key_view};
 use crate::index::{KeyspacePolicy, QuotaFrom};
+use crate::views::{audit_view, diff, key_view, keyspace_view, root_key_view};
 use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
 
 const MAX_META_BYTES: usize = 16 * 1024;
@@ -88,7 +86,10 @@ fn check_cidrs(field: &str, v: &[String]) -> Result<Vec<String>> {
         .enumerate()
         .map(|(i, c)| {
             policy::parse_cidr(c).map(|n| n.to_string()).ok_or_else(|| {
-                invalid(format!("{field}[{i}]: {} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or 2001:db8::/32", shown(c)))
+                invalid(format!(
+                    "{field}[{i}]: {} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or 2001:db8::/32",
+                    shown(c)
+                ))
             })
         })
         .collect()

@@ -10,7 +10,16 @@ use crate::verify::Cached;
 fn service() -> (Service, Actor) {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let svc = Service::open(store, KeyHasher::new(&Pepper::new(1, [7; 32]), &[]), ServiceConfig::default()).unwrap();
-    (svc, Actor { workspace_id: String::new(), root_key_id: String::new(), role: Role::Admin, source_ip: None, request_id: None })
+    (
+        svc,
+        Actor {
+            workspace_id: String::new(),
+            root_key_id: String::new(),
+            role: Role::Admin,
+            source_ip: None,
+            request_id: None,
+        },
+    )
 }
 
 async fn setup() -> (Service, Actor, String) {
@@ -20,10 +29,7 @@ async fn setup() -> (Service, Actor, String) {
     actor.workspace_id = ws;
     actor.root_key_id = id;
     actor.role = role;
-    let ks = svc
-        .create_keyspace(&actor, CreateKeyspace::named("prod"))
-        .await
-        .unwrap();
+    let ks = svc.create_keyspace(&actor, CreateKeyspace::named("prod")).await.unwrap();
     (svc, actor, ks.id)
 }
 
@@ -48,9 +54,13 @@ async fn lifecycle_is_decided_from_memory() {
     assert_eq!(code(&svc, "ws_other", &created.key), Outcome::NotFound);
     svc.patch_key(&actor, &created.view.id, PatchKey { enabled: Some(false), ..Default::default() }).await.unwrap();
     assert_eq!(code(&svc, &ws, &created.key), Outcome::Disabled);
-    svc.revoke_key(&actor, &created.view.id, RevokeKey { reason: RevokeReason::Compromised, note: None, incident: None })
-        .await
-        .unwrap();
+    svc.revoke_key(
+        &actor,
+        &created.view.id,
+        RevokeKey { reason: RevokeReason::Compromised, note: None, incident: None },
+    )
+    .await
+    .unwrap();
     assert_eq!(code(&svc, &ws, &created.key), Outcome::Revoked);
     let again = svc
         .revoke_key(&actor, &created.view.id, RevokeKey { reason: RevokeReason::Other, note: None, incident: None })
@@ -90,7 +100,9 @@ async fn last_use_is_batched() {
     let created = svc.create_key(&actor, new_key(&ks)).await.unwrap();
     let ip = Some("203.0.113.9".parse().unwrap());
     for _ in 0..10 {
-        svc.verify(&actor.workspace_id, &VerifyInput { ip, ..VerifyInput::key(&created.key) }, &RequestCtx::default()).await.unwrap();
+        svc.verify(&actor.workspace_id, &VerifyInput { ip, ..VerifyInput::key(&created.key) }, &RequestCtx::default())
+            .await
+            .unwrap();
     }
     // Visible at once through the index, before any store write.
     let v = svc.get_key(&actor, &created.view.id).await.unwrap();

@@ -164,7 +164,13 @@ impl Service {
     /// and quota together (consumed only when both admit).
     /// The decision for a key already found in the index (the revocation
     /// health check enters the verify path here, by hash).
-    pub(crate) fn decide_cached(&self, workspace_id: &str, k: Arc<CachedKey>, input: &VerifyInput<'_>, now: UnixMs) -> Decision {
+    pub(crate) fn decide_cached(
+        &self,
+        workspace_id: &str,
+        k: Arc<CachedKey>,
+        input: &VerifyInput<'_>,
+        now: UnixMs,
+    ) -> Decision {
         self.decide(workspace_id, k, input, now)
     }
 
@@ -182,10 +188,18 @@ impl Service {
         if !nets.is_empty() {
             match input.ip {
                 None => {
-                    return Decision::refuse(Outcome::IpNotAllowed, k, "the key has an IP allowlist and the verify gave no ip".into());
+                    return Decision::refuse(
+                        Outcome::IpNotAllowed,
+                        k,
+                        "the key has an IP allowlist and the verify gave no ip".into(),
+                    );
                 }
                 Some(ip) if !ip_allowed(nets, ip) => {
-                    return Decision::refuse(Outcome::IpNotAllowed, k, format!("{ip} is not in the key's IP allowlist"));
+                    return Decision::refuse(
+                        Outcome::IpNotAllowed,
+                        k,
+                        format!("{ip} is not in the key's IP allowlist"),
+                    );
                 }
                 Some(_) => {}
             }
@@ -204,13 +218,21 @@ impl Service {
             l.admit(now, input.cost)
         };
         let message = match admission.outcome {
-            Outcome::RateLimited => admission.window.as_ref().map(|w| format!("rate limit {} of {} reached", w.name, w.limit)),
+            Outcome::RateLimited => {
+                admission.window.as_ref().map(|w| format!("rate limit {} of {} reached", w.name, w.limit))
+            }
             Outcome::UsageExceeded => Some("usage quota exhausted".to_owned()),
             _ => None,
         };
         if admission.outcome.is_valid() {
             self.index.touch(&k, now, input.ip);
         }
-        Decision { outcome: admission.outcome, key: Some(k), message, window: admission.window, remaining: admission.remaining }
+        Decision {
+            outcome: admission.outcome,
+            key: Some(k),
+            message,
+            window: admission.window,
+            remaining: admission.remaining,
+        }
     }
 }

@@ -13,7 +13,12 @@ pub(crate) fn ts(ms: Option<UnixMs>) -> Option<String> {
 }
 
 pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -> KeyView {
-    let life = Lifecycle { enabled: k.enabled, expires_at: k.expires_at, revoked_at: k.revoked_at, overlap_until: k.overlap_until };
+    let life = Lifecycle {
+        enabled: k.enabled,
+        expires_at: k.expires_at,
+        revoked_at: k.revoked_at,
+        overlap_until: k.overlap_until,
+    };
     let (last_at, last_ip) = match cached {
         Some(c) if c.record.id == k.id => {
             // The index may hold a newer mark than the store has yet.

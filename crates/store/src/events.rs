@@ -272,7 +272,8 @@ impl SqliteEventLog {
     /// with time, so a few point reads by id replace one, which keeps
     /// appends fast.
     fn first_id_at_or_after(c: &Connection, ts: i64) -> Result<i64> {
-        let bounds: (Option<i64>, Option<i64>) = c.query_row("SELECT MIN(id), MAX(id) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let bounds: (Option<i64>, Option<i64>) =
+            c.query_row("SELECT MIN(id), MAX(id) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let (Some(mut lo), Some(max)) = bounds else { return Ok(1) };
         let mut hi = max + 1;
         let mut st = c.prepare_cached("SELECT id, ts FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
@@ -362,20 +363,33 @@ impl SqliteEventLog {
         let filter = "key_no = ?1 AND key_id = ?2 AND workspace_id = ?3 AND ts >= ?4 AND ts < ?5";
         self.read(|c| {
             let p = params![no, key_id, workspace_id, since, until, top];
-            let total: i64 = c.query_row(&format!("SELECT COUNT(*) FROM events WHERE {filter}"), params![no, key_id, workspace_id, since, until], |r| r.get(0))?;
+            let total: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM events WHERE {filter}"),
+                params![no, key_id, workspace_id, since, until],
+                |r| r.get(0),
+            )?;
             let mut st = c.prepare_cached(&format!(
                 "SELECT COALESCE(ip, '-'), COUNT(*), MIN(ts), MAX(ts) FROM events WHERE {filter}
                  GROUP BY ip ORDER BY COUNT(*) DESC, ip LIMIT ?6"
             ))?;
             let ips = st
-                .query_map(p, |r| Ok(IpUse { ip: r.get(0)?, count: r.get::<_, i64>(1)? as u64, first_seen: r.get(2)?, last_seen: r.get(3)? }))?
+                .query_map(p, |r| {
+                    Ok(IpUse {
+                        ip: r.get(0)?,
+                        count: r.get::<_, i64>(1)? as u64,
+                        first_seen: r.get(2)?,
+                        last_seen: r.get(3)?,
+                    })
+                })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut st = c.prepare_cached(&format!(
                 "SELECT COALESCE(method, '-'), COALESCE(path, '-'), COUNT(*) FROM events WHERE {filter}
                  GROUP BY method, path ORDER BY COUNT(*) DESC, path LIMIT ?6"
             ))?;
             let endpoints = st
-                .query_map(p, |r| Ok(EndpointUse { method: r.get(0)?, path: r.get(1)?, count: r.get::<_, i64>(2)? as u64 }))?
+                .query_map(p, |r| {
+                    Ok(EndpointUse { method: r.get(0)?, path: r.get(1)?, count: r.get::<_, i64>(2)? as u64 })
+                })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut st = c.prepare_cached(&format!(
                 "SELECT code, COUNT(*) FROM events WHERE {filter} GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT ?6"

@@ -56,7 +56,13 @@ pub trait Store: Send + Sync + 'static {
     fn record_revocation_check(&self, key_id: &str, at: i64, code: &str) -> Result<()>;
     /// Stores reminders, skipping ones already stored; returns how many were new.
     fn insert_reminders(&self, reminders: &[Reminder]) -> Result<usize>;
-    fn list_reminders(&self, workspace_id: &str, key_id: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<Reminder>>;
+    fn list_reminders(
+        &self,
+        workspace_id: &str,
+        key_id: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Reminder>>;
     /// Inserts or replaces an incident, with its audit record.
     fn put_incident(&self, incident: &IncidentRecord, audit: &AuditEntry) -> Result<()>;
     fn get_incident(&self, workspace_id: &str, id: &str) -> Result<Option<IncidentRecord>>;

@@ -12,8 +12,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    AuditCheck, AuditEntry, AuditFilter, IncidentRecord, KeyFilter, KeyRecord, KeyStatus, Keyspace, LastUse, QuotaMark, Reminder, Result,
-    RootKeyRecord, Store, StoreError, Workspace,
+    AuditCheck, AuditEntry, AuditFilter, IncidentRecord, KeyFilter, KeyRecord, KeyStatus, Keyspace, LastUse, QuotaMark,
+    Reminder, Result, RootKeyRecord, Store, StoreError, Workspace,
 };
 
 /// Schema steps, applied in order; `PRAGMA user_version` records how many ran.
@@ -148,8 +148,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let conn =
+            Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Self::init(conn)
     }
 
@@ -244,11 +244,9 @@ fn audit_hash(prev: &str, seq: i64, e: &AuditEntry, before: Option<&str>, after:
 
 fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<()> {
     let prev: String = tx
-        .query_row(
-            "SELECT hash FROM audit WHERE workspace_id = ?1 ORDER BY seq DESC LIMIT 1",
-            [&e.workspace_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT hash FROM audit WHERE workspace_id = ?1 ORDER BY seq DESC LIMIT 1", [&e.workspace_id], |r| {
+            r.get(0)
+        })
         .optional()?
         .unwrap_or_default();
     let before = json_text(&e.before);
@@ -258,8 +256,17 @@ fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<()> {
                             request_id, before, after, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, '')",
         params![
-            e.id, e.workspace_id, e.at, e.actor, e.action, e.target_type, e.target_id, e.source_ip,
-            e.request_id, before, after
+            e.id,
+            e.workspace_id,
+            e.at,
+            e.actor,
+            e.action,
+            e.target_type,
+            e.target_id,
+            e.source_ip,
+            e.request_id,
+            before,
+            after
         ],
     )?;
     let seq = tx.last_insert_rowid();
@@ -399,12 +406,36 @@ fn insert_key_tx(tx: &Transaction<'_>, k: &KeyRecord) -> Result<()> {
              ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
         ),
         params![
-            k.id, k.workspace_id, k.keyspace_id, k.name, k.owner_id, k.meta.to_string(), &k.hash.0[..],
-            k.hash_kind, k.hint, k.enabled, k.expires_at, k.revoked_at, k.revoke_reason, k.revoke_note,
-            k.incident_id, k.created_at, k.updated_at, k.last_used_at, k.last_used_ip, to_json(&k.scopes),
-            k.ip_allowlist.as_ref().map(to_json), k.ratelimits.as_ref().map(to_json), k.remaining,
-            k.refill.as_ref().map(to_json), k.refilled_at, k.rotated_at, k.rotated_to, k.overlap_until,
-            k.revocation_check_at, k.revocation_check_code
+            k.id,
+            k.workspace_id,
+            k.keyspace_id,
+            k.name,
+            k.owner_id,
+            k.meta.to_string(),
+            &k.hash.0[..],
+            k.hash_kind,
+            k.hint,
+            k.enabled,
+            k.expires_at,
+            k.revoked_at,
+            k.revoke_reason,
+            k.revoke_note,
+            k.incident_id,
+            k.created_at,
+            k.updated_at,
+            k.last_used_at,
+            k.last_used_ip,
+            to_json(&k.scopes),
+            k.ip_allowlist.as_ref().map(to_json),
+            k.ratelimits.as_ref().map(to_json),
+            k.remaining,
+            k.refill.as_ref().map(to_json),
+            k.refilled_at,
+            k.rotated_at,
+            k.rotated_to,
+            k.overlap_until,
+            k.revocation_check_at,
+            k.revocation_check_code
         ],
     )
     .map_err(|e| map_unique(e, "key"))?;
@@ -420,10 +451,27 @@ fn update_key_tx(tx: &Transaction<'_>, k: &KeyRecord) -> Result<()> {
                 refill = ?17, refilled_at = ?18, rotated_at = ?19, rotated_to = ?20, overlap_until = ?21
          WHERE workspace_id = ?1 AND id = ?2",
         params![
-            k.workspace_id, k.id, k.name, k.owner_id, k.meta.to_string(), k.enabled, k.expires_at,
-            k.revoked_at, k.revoke_reason, k.revoke_note, k.incident_id, k.updated_at, to_json(&k.scopes),
-            k.ip_allowlist.as_ref().map(to_json), k.ratelimits.as_ref().map(to_json), k.remaining,
-            k.refill.as_ref().map(to_json), k.refilled_at, k.rotated_at, k.rotated_to, k.overlap_until
+            k.workspace_id,
+            k.id,
+            k.name,
+            k.owner_id,
+            k.meta.to_string(),
+            k.enabled,
+            k.expires_at,
+            k.revoked_at,
+            k.revoke_reason,
+            k.revoke_note,
+            k.incident_id,
+            k.updated_at,
+            to_json(&k.scopes),
+            k.ip_allowlist.as_ref().map(to_json),
+            k.ratelimits.as_ref().map(to_json),
+            k.remaining,
+            k.refill.as_ref().map(to_json),
+            k.refilled_at,
+            k.rotated_at,
+            k.rotated_to,
+            k.overlap_until
         ],
     )?;
     if n == 0 {
@@ -446,8 +494,15 @@ fn insert_root_key_tx(tx: &Transaction<'_>, rk: &RootKeyRecord) -> Result<()> {
     tx.execute(
         &format!("INSERT INTO root_keys ({RK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
         params![
-            rk.id, rk.workspace_id, rk.name, rk.role.as_str(), &rk.hash.0[..], rk.hash_kind, rk.hint,
-            rk.created_at, rk.revoked_at
+            rk.id,
+            rk.workspace_id,
+            rk.name,
+            rk.role.as_str(),
+            &rk.hash.0[..],
+            rk.hash_kind,
+            rk.hint,
+            rk.created_at,
+            rk.revoked_at
         ],
     )
     .map_err(|e| map_unique(e, "root key"))?;
@@ -456,9 +511,7 @@ fn insert_root_key_tx(tx: &Transaction<'_>, rk: &RootKeyRecord) -> Result<()> {
 
 impl Store for SqliteStore {
     fn get_setting(&self, name: &str) -> Result<Option<String>> {
-        self.with(|c| {
-            Ok(c.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| r.get(0)).optional()?)
-        })
+        self.with(|c| Ok(c.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| r.get(0)).optional()?))
     }
 
     fn put_setting(&self, name: &str, value: &str) -> Result<()> {
@@ -491,11 +544,23 @@ impl Store for SqliteStore {
     fn insert_keyspace(&self, ks: &Keyspace, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             tx.execute(
-                &format!("INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                &format!(
+                    "INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ),
                 params![
-                    ks.id, ks.workspace_id, ks.name, ks.prefix, ks.default_ttl_ms, ks.created_at, ks.updated_at,
-                    to_json(&ks.default_scopes), to_json(&ks.default_ip_allowlist), to_json(&ks.default_ratelimits),
-                    to_json(&ks.path_rules), ks.pseudonymize_ips, ks.max_age_ms
+                    ks.id,
+                    ks.workspace_id,
+                    ks.name,
+                    ks.prefix,
+                    ks.default_ttl_ms,
+                    ks.created_at,
+                    ks.updated_at,
+                    to_json(&ks.default_scopes),
+                    to_json(&ks.default_ip_allowlist),
+                    to_json(&ks.default_ratelimits),
+                    to_json(&ks.path_rules),
+                    ks.pseudonymize_ips,
+                    ks.max_age_ms
                 ],
             )
             .map_err(|e| map_unique(e, "keyspace"))?;
@@ -511,9 +576,18 @@ impl Store for SqliteStore {
                         pseudonymize_ips = ?11, max_age_ms = ?12
                  WHERE workspace_id = ?1 AND id = ?2",
                 params![
-                    ks.workspace_id, ks.id, ks.name, ks.prefix, ks.default_ttl_ms, ks.updated_at,
-                    to_json(&ks.default_scopes), to_json(&ks.default_ip_allowlist), to_json(&ks.default_ratelimits),
-                    to_json(&ks.path_rules), ks.pseudonymize_ips, ks.max_age_ms
+                    ks.workspace_id,
+                    ks.id,
+                    ks.name,
+                    ks.prefix,
+                    ks.default_ttl_ms,
+                    ks.updated_at,
+                    to_json(&ks.default_scopes),
+                    to_json(&ks.default_ip_allowlist),
+                    to_json(&ks.default_ratelimits),
+                    to_json(&ks.path_rules),
+                    ks.pseudonymize_ips,
+                    ks.max_age_ms
                 ],
             )?;
             if n == 0 {
@@ -594,7 +668,8 @@ impl Store for SqliteStore {
 
     fn keys_rotated_to(&self, workspace_id: &str, id: &str) -> Result<Vec<KeyRecord>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM keys WHERE workspace_id = ?1 AND rotated_to = ?2"))?;
+            let mut st =
+                c.prepare(&format!("SELECT {KEY_COLS} FROM keys WHERE workspace_id = ?1 AND rotated_to = ?2"))?;
             let rows = st.query_map([workspace_id, id], key_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
@@ -632,7 +707,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn list_reminders(&self, workspace_id: &str, key_id: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<Reminder>> {
+    fn list_reminders(
+        &self,
+        workspace_id: &str,
+        key_id: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Reminder>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id, workspace_id, key_id, days, expires_at, created_at FROM reminders
@@ -726,10 +807,8 @@ impl Store for SqliteStore {
         );
         self.with(|c| {
             let mut st = c.prepare(&sql)?;
-            let rows = st.query_map(
-                params![f.workspace_id, f.keyspace_id, f.owner_id, f.after, f.now, f.limit],
-                key_from_row,
-            )?;
+            let rows = st
+                .query_map(params![f.workspace_id, f.keyspace_id, f.owner_id, f.after, f.now, f.limit], key_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
@@ -820,10 +899,8 @@ impl Store for SqliteStore {
                    AND (?4 IS NULL OR seq < ?4)
                  ORDER BY seq DESC LIMIT ?5"
             ))?;
-            let rows = st.query_map(
-                params![f.workspace_id, f.action, f.target_id, f.before_seq, f.limit],
-                audit_from_row,
-            )?;
+            let rows =
+                st.query_map(params![f.workspace_id, f.action, f.target_id, f.before_seq, f.limit], audit_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }

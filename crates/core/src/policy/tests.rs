@@ -110,13 +110,19 @@ fn window_admits_exactly_the_limit_then_slides() {
 fn a_denial_consumes_nothing() {
     let q = Quota { remaining: 2, refill: None, refilled_at: 0 };
     let mut l = Limiter::new(
-        &[RateLimit { name: "a".into(), limit: 5, window_ms: 60_000 }, RateLimit { name: "b".into(), limit: 2, window_ms: 1000 }],
+        &[
+            RateLimit { name: "a".into(), limit: 5, window_ms: 60_000 },
+            RateLimit { name: "b".into(), limit: 2, window_ms: 1000 },
+        ],
         Some(q),
     );
     assert_eq!(l.admit(0, 2).outcome, Outcome::Valid);
     // Window b is full: refused, and window a and the quota are untouched.
     let a = l.admit(10, 1);
-    assert_eq!((a.outcome, a.window.as_ref().unwrap().name.as_str(), a.remaining), (Outcome::RateLimited, "b", Some(0)));
+    assert_eq!(
+        (a.outcome, a.window.as_ref().unwrap().name.as_str(), a.remaining),
+        (Outcome::RateLimited, "b", Some(0))
+    );
     // After b slides, the quota (0 left) refuses, and the windows are untouched.
     let a = l.admit(2000, 1);
     assert_eq!(a.outcome, Outcome::UsageExceeded);

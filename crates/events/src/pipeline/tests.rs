@@ -72,7 +72,15 @@ async fn events_are_batched_reports_applied_and_flushed_on_shutdown() {
     }
     p.shutdown();
     assert_eq!(log.count().unwrap(), 1010);
-    let done = log.query(&EventFilter { workspace_id: "ws_a".into(), status_class: Some(2), limit: 10, ascending: true, ..Default::default() }).unwrap();
+    let done = log
+        .query(&EventFilter {
+            workspace_id: "ws_a".into(),
+            status_class: Some(2),
+            limit: 10,
+            ascending: true,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(done.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(), ["req_7", "req_9"]);
     assert_eq!(done[0].bytes_out, Some(5));
     assert_eq!(p.stats().dropped.load(Ordering::Relaxed), 0);

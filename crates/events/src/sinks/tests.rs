@@ -48,7 +48,8 @@ fn file_output_rotates_by_size_and_keeps_n() {
         // Distinct rotation stamps.
         std::thread::sleep(Duration::from_millis(2));
     }
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.contains(&"events.ndjson".to_string()), "{names:?}");
     assert_eq!(names.len(), 3, "the live file and two rotated ones: {names:?}");
     let live = std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap();

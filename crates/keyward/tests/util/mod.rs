@@ -197,7 +197,14 @@ impl Server {
     }
 
     /// A request with an explicit root key (or none), a raw body and headers.
-    pub fn raw(&self, method: &str, path: &str, auth: Option<&str>, body: Option<&str>, headers: &[(&str, &str)]) -> Res {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Res {
         let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(10));
         if let Some(a) = auth {
             req = req.set("Authorization", &format!("Bearer {a}"));
@@ -215,10 +222,14 @@ impl Server {
             Err(e) => panic!("{method} {path}: {e}"),
         };
         let status = res.status();
-        let headers = res.headers_names().into_iter().map(|n| {
-            let v = res.header(&n).unwrap_or_default().to_owned();
-            (n, v)
-        }).collect();
+        let headers = res
+            .headers_names()
+            .into_iter()
+            .map(|n| {
+                let v = res.header(&n).unwrap_or_default().to_owned();
+                (n, v)
+            })
+            .collect();
         let text = res.into_string().unwrap();
         assert!(status < 500, "{method} {path} answered {status}: {text}");
         Res { status, headers, text }
@@ -253,7 +264,10 @@ impl Server {
     }
 
     pub fn keyspace(&self) -> String {
-        self.call("POST", "/v1/keyspaces", Some(serde_json::json!({"name": "test"}))).json()["id"].as_str().unwrap().to_owned()
+        self.call("POST", "/v1/keyspaces", Some(serde_json::json!({"name": "test"}))).json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// Creates a key; returns (id, key).

@@ -20,11 +20,13 @@ const NDJSON: &str = "application/x-ndjson";
         (status = 200, description = "one event per line", content_type = "application/x-ndjson"),
         (status = "4XX", body = Problem)),
     security(("root_key" = [])))]
-pub async fn list(State(st): State<AppState>, Auth(a): Auth, headers: HeaderMap, Query(q): Query<EventQuery>) -> Result<Response, ApiError> {
-    let wants_ndjson = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains(NDJSON));
+pub async fn list(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    headers: HeaderMap,
+    Query(q): Query<EventQuery>,
+) -> Result<Response, ApiError> {
+    let wants_ndjson = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(NDJSON));
     if !wants_ndjson {
         return Ok(axum::Json(st.service.query_events(&a, q).await?).into_response());
     }
@@ -73,6 +75,10 @@ pub async fn list(State(st): State<AppState>, Auth(a): Auth, headers: HeaderMap,
 /// bytes and latency are added to that verification's event.
 #[utoipa::path(post, path = "/v1/usage", tag = "events", request_body = UsageRequest,
     responses((status = 202, body = UsageAccepted), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn report(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<UsageRequest>) -> Result<(StatusCode, axum::Json<UsageAccepted>), ApiError> {
+pub async fn report(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Json(req): Json<UsageRequest>,
+) -> Result<(StatusCode, axum::Json<UsageAccepted>), ApiError> {
     Ok((StatusCode::ACCEPTED, axum::Json(st.service.report_usage(&a, req).await?)))
 }

@@ -2,14 +2,17 @@
 
 use std::net::IpAddr;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use keyward_core::time::to_rfc3339;
 use keyward_core::Permission;
-use axum::Extension;
+use keyward_core::time::to_rfc3339;
+use keyward_service::api::{
+    BulkRevoke, BulkRevoked, CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, ListRemindersQuery, PatchKey,
+    RateLimitState, ReminderPage, RevokeKey, RotateKey, RotatedKey, VerifyRequest, VerifyResponse,
+};
 use keyward_service::import::{ImportKeys, ImportResult};
 use keyward_service::{RequestCtx, VerifyInput};
-use keyward_service::api::{CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, PatchKey, RateLimitState, RevokeKey, VerifyRequest, VerifyResponse, RotateKey, RotatedKey, BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
@@ -19,35 +22,57 @@ use crate::request_id::RequestId;
 /// Create a key. The response holds the key itself, shown this once.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn create(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<CreateKey>) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
+pub async fn create(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Json(req): Json<CreateKey>,
+) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
     Ok((StatusCode::CREATED, axum::Json(st.service.create_key(&a, req).await?)))
 }
 
 /// List keys, filtered, in pages.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", params(ListKeysQuery),
     responses((status = 200, body = KeyPage), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn list(State(st): State<AppState>, Auth(a): Auth, Query(q): Query<ListKeysQuery>) -> Result<axum::Json<KeyPage>, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Query(q): Query<ListKeysQuery>,
+) -> Result<axum::Json<KeyPage>, ApiError> {
     Ok(axum::Json(st.service.list_keys(&a, q).await?))
 }
 
 /// Read one key (never the key itself: its hint).
 #[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn get(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>) -> Result<axum::Json<KeyView>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<KeyView>, ApiError> {
     Ok(axum::Json(st.service.get_key(&a, &id).await?))
 }
 
 /// Change a key's name, owner, meta, expiry or enabled flag. Takes effect on the next verify.
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)), request_body = PatchKey,
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn patch(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<PatchKey>) -> Result<axum::Json<KeyView>, ApiError> {
+pub async fn patch(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<PatchKey>,
+) -> Result<axum::Json<KeyView>, ApiError> {
     Ok(axum::Json(st.service.patch_key(&a, &id, req).await?))
 }
 
 /// Revoke a key, at once and for good; the response carries the revocation health check.
 #[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", params(("id" = String, Path)), request_body = RevokeKey,
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn revoke(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<RevokeKey>) -> Result<axum::Json<KeyView>, ApiError> {
+pub async fn revoke(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<RevokeKey>,
+) -> Result<axum::Json<KeyView>, ApiError> {
     Ok(axum::Json(st.service.revoke_and_check(&a, &id, req).await?))
 }
 
@@ -55,7 +80,12 @@ pub async fn revoke(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<St
 /// working, deprecated, for `overlap_ms` (default 24 h), then verifies `ROTATED`.
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", params(("id" = String, Path)), request_body = RotateKey,
     responses((status = 201, body = RotatedKey), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn rotate(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<RotateKey>) -> Result<(StatusCode, axum::Json<RotatedKey>), ApiError> {
+pub async fn rotate(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<RotateKey>,
+) -> Result<(StatusCode, axum::Json<RotatedKey>), ApiError> {
     Ok((StatusCode::CREATED, axum::Json(st.service.rotate_key(&a, &id, req).await?)))
 }
 
@@ -63,7 +93,11 @@ pub async fn rotate(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<St
 /// instant, as one audited action; `dry_run` reports the count and ids only.
 #[utoipa::path(post, path = "/v1/keys/revoke", tag = "keys", request_body = BulkRevoke,
     responses((status = 200, body = BulkRevoked), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn bulk_revoke(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<BulkRevoke>) -> Result<axum::Json<BulkRevoked>, ApiError> {
+pub async fn bulk_revoke(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Json(req): Json<BulkRevoke>,
+) -> Result<axum::Json<BulkRevoked>, ApiError> {
     Ok(axum::Json(st.service.bulk_revoke(&a, req).await?))
 }
 
@@ -71,14 +105,22 @@ pub async fn bulk_revoke(State(st): State<AppState>, Auth(a): Auth, Json(req): J
 /// so their holders keep using them; one audit record per call.
 #[utoipa::path(post, path = "/v1/keys/import", tag = "keys", request_body = ImportKeys,
     responses((status = 201, body = ImportResult), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn import(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<ImportKeys>) -> Result<(StatusCode, axum::Json<ImportResult>), ApiError> {
+pub async fn import(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Json(req): Json<ImportKeys>,
+) -> Result<(StatusCode, axum::Json<ImportResult>), ApiError> {
     Ok((StatusCode::CREATED, axum::Json(st.service.import_keys(&a, req).await?)))
 }
 
 /// Stored reminders of keys nearing expiry (14, 7 and 1 days before).
 #[utoipa::path(get, path = "/v1/reminders", tag = "keys", params(ListRemindersQuery),
     responses((status = 200, body = ReminderPage), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn reminders(State(st): State<AppState>, Auth(a): Auth, Query(q): Query<ListRemindersQuery>) -> Result<axum::Json<ReminderPage>, ApiError> {
+pub async fn reminders(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Query(q): Query<ListRemindersQuery>,
+) -> Result<axum::Json<ReminderPage>, ApiError> {
     Ok(axum::Json(st.service.list_reminders(&a, q).await?))
 }
 
@@ -133,9 +175,18 @@ pub async fn verify(
         meta: k.map(|k| k.meta.clone()),
         expires_at: k.and_then(|k| k.expires_at.map(to_rfc3339)),
         remaining: d.remaining,
-        ratelimit: d.window.map(|w| RateLimitState { limit: w.limit, remaining: w.remaining, reset: to_rfc3339(w.reset) }),
+        ratelimit: d.window.map(|w| RateLimitState {
+            limit: w.limit,
+            remaining: w.remaining,
+            reset: to_rfc3339(w.reset),
+        }),
         deprecated: outcome.is_valid() && d.key.as_ref().is_some_and(|k| k.lifecycle.overlap_until.is_some()),
-        deprecated_until: d.key.as_ref().and_then(|k| k.lifecycle.overlap_until).filter(|_| outcome.is_valid()).map(to_rfc3339),
+        deprecated_until: d
+            .key
+            .as_ref()
+            .and_then(|k| k.lifecycle.overlap_until)
+            .filter(|_| outcome.is_valid())
+            .map(to_rfc3339),
         message: d.message,
     }))
 }

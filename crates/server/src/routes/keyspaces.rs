@@ -11,7 +11,11 @@ use crate::extract::{Auth, Json};
 /// Create a keyspace: a prefix and defaults for a family of keys.
 #[utoipa::path(post, path = "/v1/keyspaces", tag = "keyspaces", request_body = CreateKeyspace,
     responses((status = 201, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn create(State(st): State<AppState>, Auth(a): Auth, Json(req): Json<CreateKeyspace>) -> Result<(StatusCode, axum::Json<KeyspaceView>), ApiError> {
+pub async fn create(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Json(req): Json<CreateKeyspace>,
+) -> Result<(StatusCode, axum::Json<KeyspaceView>), ApiError> {
     Ok((StatusCode::CREATED, axum::Json(st.service.create_keyspace(&a, req).await?)))
 }
 
@@ -25,13 +29,22 @@ pub async fn list(State(st): State<AppState>, Auth(a): Auth) -> Result<axum::Jso
 /// Read one keyspace.
 #[utoipa::path(get, path = "/v1/keyspaces/{id}", tag = "keyspaces", params(("id" = String, Path)),
     responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn get(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>) -> Result<axum::Json<KeyspaceView>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<KeyspaceView>, ApiError> {
     Ok(axum::Json(st.service.get_keyspace(&a, &id).await?))
 }
 
 /// Change a keyspace's name, prefix (for new keys) or defaults.
 #[utoipa::path(patch, path = "/v1/keyspaces/{id}", tag = "keyspaces", params(("id" = String, Path)), request_body = PatchKeyspace,
     responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
-pub async fn patch(State(st): State<AppState>, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<PatchKeyspace>) -> Result<axum::Json<KeyspaceView>, ApiError> {
+pub async fn patch(
+    State(st): State<AppState>,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<PatchKeyspace>,
+) -> Result<axum::Json<KeyspaceView>, ApiError> {
     Ok(axum::Json(st.service.patch_keyspace(&a, &id, req).await?))
 }

@@ -44,7 +44,8 @@ pub async fn healthz() -> axum::Json<Health> {
     responses((status = 200, body = Readiness), (status = 503, body = crate::error::Problem)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     if !st.service.ready().await {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the store is not answering").into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the store is not answering")
+            .into_response();
     }
     use std::sync::atomic::Ordering::Relaxed;
     let events = st.service.events().map(|p| {
@@ -65,7 +66,8 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let Some(handle) = &st.ops.metrics else {
-        return ApiError::new(StatusCode::NOT_FOUND, "not-found", "metrics are not enabled on this server").into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, "not-found", "metrics are not enabled on this server")
+            .into_response();
     };
     if let Some(p) = st.service.events() {
         use std::sync::atomic::Ordering::Relaxed;

@@ -33,7 +33,14 @@ fn append_query_usage_purge_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
     let mut batch: Vec<UsageEvent> = (0..10)
-        .map(|i| event(1000 + i, if i < 8 { "ws_a" } else { "ws_b" }, Some(if i % 2 == 0 { "key_e" } else { "key_o" }), if i == 3 { Outcome::RateLimited } else { Outcome::Valid }))
+        .map(|i| {
+            event(
+                1000 + i,
+                if i < 8 { "ws_a" } else { "ws_b" },
+                Some(if i % 2 == 0 { "key_e" } else { "key_o" }),
+                if i == 3 { Outcome::RateLimited } else { Outcome::Valid },
+            )
+        })
         .collect();
     log.append(&mut batch).unwrap();
     assert_eq!(batch.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
@@ -46,10 +53,34 @@ fn append_query_usage_purge_cursor() {
     assert_eq!(f(|_| {}), vec![8, 7, 6, 5, 4, 3, 2, 1]);
     assert_eq!(f(|f| f.key_id = Some("key_e".into())), vec![7, 5, 3, 1]);
     assert_eq!(f(|f| f.code = Some(Outcome::RateLimited)), vec![4]);
-    assert_eq!(f(|f| { f.since = Some(1002); f.until = Some(1004); f.ascending = true }), vec![3, 4]);
-    assert_eq!(f(|f| { f.after_id = Some(6); f.ascending = true }), vec![7, 8]);
+    assert_eq!(
+        f(|f| {
+            f.since = Some(1002);
+            f.until = Some(1004);
+            f.ascending = true
+        }),
+        vec![3, 4]
+    );
+    assert_eq!(
+        f(|f| {
+            f.after_id = Some(6);
+            f.ascending = true
+        }),
+        vec![7, 8]
+    );
 
-    log.apply_usage(&[(2, UsageReport { request_id: "req_1001".into(), workspace_id: "ws_a".into(), http_status: Some(503), bytes_in: Some(10), bytes_out: None, latency_us: Some(7) })]).unwrap();
+    log.apply_usage(&[(
+        2,
+        UsageReport {
+            request_id: "req_1001".into(),
+            workspace_id: "ws_a".into(),
+            http_status: Some(503),
+            bytes_in: Some(10),
+            bytes_out: None,
+            latency_us: Some(7),
+        },
+    )])
+    .unwrap();
     assert_eq!(f(|f| f.status_class = Some(5)), vec![2]);
     let e = &log.after(1, 1).unwrap()[0];
     assert_eq!((e.http_status, e.bytes_in, e.latency_us, e.bytes_out), (Some(503), Some(10), Some(7), None));
@@ -71,11 +102,13 @@ fn time_bounds_use_ids_and_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
     let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
     // Ten minutes of events, one every 10 s, with one written out of order.
-    let mut batch: Vec<UsageEvent> = (0..60).map(|i| event(1_000_000 + i * 10_000, "ws", Some("k"), Outcome::Valid)).collect();
+    let mut batch: Vec<UsageEvent> =
+        (0..60).map(|i| event(1_000_000 + i * 10_000, "ws", Some("k"), Outcome::Valid)).collect();
     batch.swap(30, 31);
     log.append(&mut batch).unwrap();
     let q = |since: Option<i64>, until: Option<i64>| {
-        let f = EventFilter { workspace_id: "ws".into(), since, until, limit: 1000, ascending: true, ..Default::default() };
+        let f =
+            EventFilter { workspace_id: "ws".into(), since, until, limit: 1000, ascending: true, ..Default::default() };
         log.query(&f).unwrap().iter().map(|e| e.ts).collect::<Vec<_>>()
     };
     let all: Vec<i64> = batch.iter().map(|e| e.ts).collect();

@@ -104,12 +104,15 @@ fn keys_round_trip_filter_and_paginate() {
     let dup = s.insert_key(&key("key_9", 1, "a"), &audit("ws_1", "aud_dup", "key.create"));
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     // The failed insert wrote no audit record either.
-    assert!(s.list_audit(&AuditFilter { workspace_id: "ws_1".into(), limit: 100, ..Default::default() })
-        .unwrap()
-        .iter()
-        .all(|e| e.id != "aud_dup"));
+    assert!(
+        s.list_audit(&AuditFilter { workspace_id: "ws_1".into(), limit: 100, ..Default::default() })
+            .unwrap()
+            .iter()
+            .all(|e| e.id != "aud_dup")
+    );
 
-    let mut f = KeyFilter { workspace_id: "ws_1".into(), owner_id: Some("a".into()), limit: 2, now: 5, ..Default::default() };
+    let mut f =
+        KeyFilter { workspace_id: "ws_1".into(), owner_id: Some("a".into()), limit: 2, now: 5, ..Default::default() };
     assert_eq!(ids(s.list_keys(&f).unwrap()), ["key_0", "key_2"]);
     f.after = Some("key_2".into());
     assert_eq!(ids(s.list_keys(&f).unwrap()), ["key_3"]);
@@ -121,7 +124,15 @@ fn keys_round_trip_filter_and_paginate() {
     e.expires_at = Some(5);
     s.update_key(&e, &audit("ws_1", "aud_e", "key.update")).unwrap();
     let by = |st| {
-        ids(s.list_keys(&KeyFilter { workspace_id: "ws_1".into(), status: Some(st), limit: 10, now: 5, ..Default::default() }).unwrap())
+        ids(s
+            .list_keys(&KeyFilter {
+                workspace_id: "ws_1".into(),
+                status: Some(st),
+                limit: 10,
+                now: 5,
+                ..Default::default()
+            })
+            .unwrap())
     };
     assert_eq!(by(KeyStatus::Revoked), ["key_3"]);
     assert_eq!(by(KeyStatus::Expired), ["key_1"]);
@@ -179,6 +190,9 @@ fn migration_one_databases_upgrade_with_defaults() {
     }
     let s = SqliteStore::open(&path).unwrap();
     let ks = s.get_keyspace("ws_1", "ks_1").unwrap().unwrap();
-    assert_eq!(ks.default_ratelimits, vec![keyward_core::policy::RateLimit { name: "default".into(), limit: 1000, window_ms: 60_000 }]);
+    assert_eq!(
+        ks.default_ratelimits,
+        vec![keyward_core::policy::RateLimit { name: "default".into(), limit: 1000, window_ms: 60_000 }]
+    );
     assert!(ks.path_rules.is_empty());
 }
