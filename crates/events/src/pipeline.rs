@@ -67,6 +67,9 @@ pub struct PipelineStats {
     pub purged: AtomicU64,
     /// The id of the newest written event.
     pub last_id: AtomicI64,
+    /// When the last successfully written batch was cut (ms): every event
+    /// enqueued before then is durable.
+    pub durable_through_ms: AtomicI64,
     last_drop_log: AtomicI64,
 }
 
@@ -330,7 +333,9 @@ impl Writer {
     /// Appends the batch in one transaction. On failure the batch is kept and
     /// retried on the next round; producers see a full queue and drop, counted.
     fn write_batch(&mut self) {
+        let cut = now_ms();
         if self.batch.is_empty() && self.updates.is_empty() {
+            self.stats.durable_through_ms.store(cut, Ordering::Relaxed);
             return;
         }
         let mut backoff = Duration::from_millis(50);
@@ -372,6 +377,7 @@ impl Writer {
             }
         }
         let last = self.stats.last_id.load(Ordering::Relaxed);
+        self.stats.durable_through_ms.store(cut, Ordering::Relaxed);
         self.written.send_replace(last);
     }
 

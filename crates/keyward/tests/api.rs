@@ -38,9 +38,9 @@ fn verify_follows_the_key_lifecycle() {
     s.call("PATCH", &format!("/v1/keys/{id}"), Some(json!({"expires_at": null})));
     assert_eq!(s.code(&key), "VALID");
 
-    let (_, short) = s.key(json!({"keyspace_id": ks, "ttl_ms": 300}));
+    let (_, short) = s.key(json!({"keyspace_id": ks, "ttl_ms": 1500}));
     assert_eq!(s.code(&short), "VALID");
-    std::thread::sleep(std::time::Duration::from_millis(350));
+    std::thread::sleep(std::time::Duration::from_millis(1600));
     assert_eq!(s.code(&short), "EXPIRED");
 
     assert_eq!(s.code(&change_one_char(&key)), "MALFORMED");
@@ -97,9 +97,11 @@ fn last_use_is_flushed_periodically() {
     let k = s.call("GET", &format!("/v1/keys/{id}"), None).json();
     assert_eq!(k["last_used_ip"], "2001:db8::1");
     // Written to the SQLite file by the flusher, without a shutdown.
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    let db = rusqlite_free_read(&s.data_dir().join("keyward.db"), &id);
-    assert!(db, "last_used_at not yet in the database");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !rusqlite_free_read(&s.data_dir().join("keyward.db"), &id) {
+        assert!(std::time::Instant::now() < deadline, "last_used_at never reached the database");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Reads the key row with the sqlite3 shell if present, else trusts the
@@ -433,7 +435,14 @@ url = "{}/hook"
 name = "es"
 kind = "elasticsearch"
 url = "{}"
+
+[[sinks]]
+name = "splunk"
+kind = "splunk"
+url = "{}"
+token = "t"
 "#,
+        capture.url(),
         capture.url(),
         capture.url()
     );
@@ -468,7 +477,7 @@ url = "{}"
     loop {
         let r = s.raw("GET", "/readyz", None, None, &[]).json();
         let sinks = r["sinks"].as_array().unwrap().clone();
-        if sinks.len() == 4 && sinks.iter().all(|h| h["backlog"] == 0 && h["shipped"].as_u64() > Some(0)) {
+        if sinks.len() == 5 && sinks.iter().all(|h| h["backlog"] == 0 && h["shipped"].as_u64() > Some(0)) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "sinks did not drain: {r}");
@@ -485,7 +494,7 @@ url = "{}"
     assert!(files.iter().any(|(p, b)| p.ends_with("events.ndjson") && !b.is_empty()));
     assert!(files.iter().any(|(p, b)| p.ends_with("events.cef") && !b.is_empty()));
     let shipped: Vec<String> = capture.requests.lock().unwrap().iter().map(|(_, h, b)| format!("{h}{b}")).collect();
-    assert!(shipped.len() >= 2, "both HTTP sinks shipped");
+    assert!(shipped.len() >= 3, "every HTTP sink shipped");
     let bodies = s.bodies.lock().unwrap().clone();
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "a key is in the server log");

@@ -33,7 +33,7 @@ fn rotation_keeps_the_old_key_until_the_overlap_ends() {
         "POST",
         &format!("/v1/keys/{old_id}/rotate"),
         Some(&s.root.clone()),
-        Some(r#"{"overlap_ms": 600}"#),
+        Some(r#"{"overlap_ms": 2000}"#),
         &[("Content-Type", "application/json")],
     );
     assert_eq!(r.status, 201, "{}", r.text);
@@ -58,7 +58,12 @@ fn rotation_keeps_the_old_key_until_the_overlap_ends() {
     // They share one quota during the overlap.
     assert_eq!(n["remaining"], 7);
     // After it: ROTATED for the old key, VALID for the new one.
-    std::thread::sleep(Duration::from_millis(650));
+    let end = keyward_core::time::parse_rfc3339(rotated["previous"]["overlap_until"].as_str().unwrap()).unwrap();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!(now() < end, "the checks above ran inside the overlap");
+    while now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let o = s.verify_as(&s.root.clone(), json!({"key": old, "ip": "10.0.0.1"}));
     assert_eq!(
         (o["code"].as_str(), o["valid"].as_bool(), o["deprecated"].as_bool()),
@@ -162,9 +167,15 @@ fn revoked_keys_are_rechecked_periodically() {
     let r = s.call("POST", &format!("/v1/keys/{id}/revoke"), Some(json!({"reason": "leaked"}))).json();
     assert_eq!(r["revocation_check"]["ok"], true, "checked right after revoking: {r}");
     let first = r["revocation_check"]["at"].as_str().unwrap().to_owned();
-    std::thread::sleep(Duration::from_millis(700));
-    let k = s.call("GET", &format!("/v1/keys/{id}"), None).json();
-    assert!(k["revocation_check"]["at"].as_str().unwrap() > first.as_str(), "re-checked later: {k}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let k = loop {
+        let k = s.call("GET", &format!("/v1/keys/{id}"), None).json();
+        if k["revocation_check"]["at"].as_str().unwrap() > first.as_str() {
+            break k;
+        }
+        assert!(std::time::Instant::now() < deadline, "never re-checked: {k}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(k["revocation_check"]["code"], "REVOKED");
     assert_eq!(v(&s, &key)["code"], "REVOKED");
     assert!(s.log.lock().unwrap().contains("Revocation check passed."));

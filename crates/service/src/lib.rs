@@ -81,6 +81,7 @@ pub struct Service {
     events: Option<Arc<keyward_events::EventPipeline>>,
     /// Prefixes of keys imported from other systems (see `import`).
     imported: import::ImportedPrefixes,
+    usage_durable_through: std::sync::atomic::AtomicI64,
 }
 
 impl Service {
@@ -111,6 +112,7 @@ impl Service {
             miss_lookups: tokio::sync::Semaphore::new(config.miss_lookup_concurrency.max(1)),
             events: None,
             imported,
+            usage_durable_through: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -162,6 +164,7 @@ impl Service {
     /// Writes pending last-use marks and quota states to the store in one
     /// batch each; returns how many keys were written.
     pub async fn flush_last_used(&self) -> Result<usize> {
+        let cut = keyward_core::time::now_ms();
         let (uses, quotas) = self.index.take_pending();
         let n = uses.len();
         if n > 0 {
@@ -171,7 +174,14 @@ impl Service {
             })
             .await?;
         }
+        self.usage_durable_through.store(cut, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// When the last successful flush of last-use marks and quotas began (ms):
+    /// every use before then is durable.
+    pub fn usage_durable_through(&self) -> i64 {
+        self.usage_durable_through.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The policy cell of a keyspace (an empty one if it is unknown).

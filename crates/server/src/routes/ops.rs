@@ -21,6 +21,8 @@ pub struct Health {
 pub struct Readiness {
     pub status: &'static str,
     pub events: Option<PipelineView>,
+    /// Every key use (last-use mark, quota) before this instant is durable.
+    pub usage_durable_through: Option<String>,
     #[schema(value_type = Vec<Object>)]
     pub sinks: Vec<keyward_events::SinkHealth>,
 }
@@ -31,6 +33,8 @@ pub struct PipelineView {
     pub written: u64,
     pub dropped: u64,
     pub write_errors: u64,
+    /// Every event enqueued before this instant is durable.
+    pub durable_through: Option<String>,
 }
 
 /// Liveness: the process answers.
@@ -55,10 +59,13 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
             written: s.written.load(Relaxed),
             dropped: s.dropped.load(Relaxed),
             write_errors: s.write_errors.load(Relaxed),
+            durable_through: Some(s.durable_through_ms.load(Relaxed)).filter(|t| *t > 0).map(keyward_core::time::to_rfc3339),
         }
     });
+    let usage_durable_through =
+        Some(st.service.usage_durable_through()).filter(|t| *t > 0).map(keyward_core::time::to_rfc3339);
     let sinks = st.ops.sinks.as_ref().map(|s| s.health()).unwrap_or_default();
-    axum::Json(Readiness { status: "ready", events, sinks }).into_response()
+    axum::Json(Readiness { status: "ready", events, usage_durable_through, sinks }).into_response()
 }
 
 /// Prometheus metrics, in the text exposition format.
