@@ -492,7 +492,10 @@ fn a_crash_loses_at_most_the_last_flush_interval() {
     );
     assert!(acked.len() > 100, "the load was real");
     for (rid, t) in &lost {
-        assert!(*t >= durable - 20, "event {rid} was lost though acknowledged at {t}, before the durable point {durable}");
+        assert!(
+            *t >= durable - 20,
+            "event {rid} was lost though acknowledged at {t}, before the durable point {durable}"
+        );
     }
 }
 

@@ -163,36 +163,26 @@ impl Service {
             }
             let remaining = k.remaining.or(k.refill.map(|r| r.amount));
             records.push(KeyRecord {
-                id: new_id("key", now),
-                workspace_id: actor.workspace_id.clone(),
-                keyspace_id: ks.id.clone(),
                 name: k.name,
                 owner_id: k.owner_id,
                 meta,
-                hash,
-                hash_kind: SHA256.into(),
-                hint: format!("{}…{}", k.prefix, k.last4.unwrap_or_default()),
                 enabled: k.enabled.unwrap_or(true),
                 expires_at,
-                revoked_at: None,
-                revoke_reason: None,
-                revoke_note: None,
-                incident_id: None,
-                created_at: now,
-                updated_at: now,
-                last_used_at: None,
-                last_used_ip: None,
                 scopes: k.scopes.unwrap_or_else(|| ks.default_scopes.clone()),
                 ip_allowlist,
                 ratelimits: k.ratelimits,
                 remaining,
                 refill: k.refill,
                 refilled_at: remaining.map(|_| now),
-                rotated_at: None,
-                rotated_to: None,
-                overlap_until: None,
-                revocation_check_at: None,
-                revocation_check_code: None,
+                ..KeyRecord::blank(
+                    new_id("key", now),
+                    actor.workspace_id.clone(),
+                    ks.id.clone(),
+                    hash,
+                    SHA256.into(),
+                    format!("{}…{}", k.prefix, k.last4.unwrap_or_default()),
+                    now,
+                )
             });
         }
         let key_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();

@@ -429,36 +429,26 @@ impl Service {
         let prefix = KeyPrefix::new(&ks.prefix).map_err(|e| invalid(format!("keyspace prefix: {e}")))?;
         let raw = RawKey::generate(&prefix);
         let rec = KeyRecord {
-            id: new_id("key", now),
-            workspace_id: actor.workspace_id.clone(),
-            keyspace_id: ks.id,
             name: req.name,
             owner_id: req.owner_id,
             meta,
-            hash: self.hasher.hash(raw.expose()),
-            hash_kind: current_hash_kind(&self.hasher),
-            hint: raw.hint(),
             enabled: req.enabled.unwrap_or(true),
             expires_at,
-            revoked_at: None,
-            revoke_reason: None,
-            revoke_note: None,
-            incident_id: None,
-            created_at: now,
-            updated_at: now,
-            last_used_at: None,
-            last_used_ip: None,
             scopes: req.scopes.unwrap_or_else(|| ks.default_scopes.clone()),
             ip_allowlist,
             ratelimits: req.ratelimits,
             remaining,
             refill: req.refill,
             refilled_at: remaining.map(|_| now),
-            rotated_at: None,
-            rotated_to: None,
-            overlap_until: None,
-            revocation_check_at: None,
-            revocation_check_code: None,
+            ..KeyRecord::blank(
+                new_id("key", now),
+                actor.workspace_id.clone(),
+                ks.id.clone(),
+                self.hasher.hash(raw.expose()),
+                current_hash_kind(&self.hasher),
+                raw.hint(),
+                now,
+            )
         };
         let view = key_view(&rec, None, now);
         let audit = self.audit_entry(actor, "key.create", "key", &rec.id, None, Some(to_value(&view)));

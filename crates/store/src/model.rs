@@ -82,6 +82,53 @@ pub struct KeyRecord {
     pub revocation_check_code: Option<String>,
 }
 
+impl KeyRecord {
+    /// A new, enabled key with no name, owner, meta, policy, quota or history:
+    /// callers set what they have with struct update syntax.
+    pub fn blank(
+        id: String,
+        workspace_id: String,
+        keyspace_id: String,
+        hash: KeyHash,
+        hash_kind: String,
+        hint: String,
+        now: i64,
+    ) -> Self {
+        KeyRecord {
+            id,
+            workspace_id,
+            keyspace_id,
+            name: None,
+            owner_id: None,
+            meta: Value::Object(Default::default()),
+            hash,
+            hash_kind,
+            hint,
+            enabled: true,
+            expires_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+            revoke_note: None,
+            incident_id: None,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+            last_used_ip: None,
+            scopes: Vec::new(),
+            ip_allowlist: None,
+            ratelimits: None,
+            remaining: None,
+            refill: None,
+            refilled_at: None,
+            rotated_at: None,
+            rotated_to: None,
+            overlap_until: None,
+            revocation_check_at: None,
+            revocation_check_code: None,
+        }
+    }
+}
+
 /// A reminder that a key expires in `days` days.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reminder {

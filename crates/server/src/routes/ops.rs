@@ -59,7 +59,9 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
             written: s.written.load(Relaxed),
             dropped: s.dropped.load(Relaxed),
             write_errors: s.write_errors.load(Relaxed),
-            durable_through: Some(s.durable_through_ms.load(Relaxed)).filter(|t| *t > 0).map(keyward_core::time::to_rfc3339),
+            durable_through: Some(s.durable_through_ms.load(Relaxed))
+                .filter(|t| *t > 0)
+                .map(keyward_core::time::to_rfc3339),
         }
     });
     let usage_durable_through =
