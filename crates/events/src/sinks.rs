@@ -82,6 +82,9 @@ pub struct SinkConfig {
     pub token: Option<String>,
     /// `http`, `elasticsearch`: extra request headers (e.g. Authorization).
     pub headers: Option<BTreeMap<String, String>>,
+    /// `https://` endpoints: a PEM file of CA certificates to trust besides
+    /// the public web roots (for a private CA or a self-signed endpoint).
+    pub ca_file: Option<PathBuf>,
     /// Events per shipment (default 500).
     pub batch_size: Option<u32>,
     /// Start from the oldest kept event instead of the first one after the
@@ -124,10 +127,10 @@ impl SinkConfig {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 p.push(format!("{at}.url: must start with http:// or https://"));
             }
-            if u.starts_with("https://") {
-                p.push(format!(
-                    "{at}.url: https is not built into this binary yet; ship to a local forwarder over http"
-                ));
+        }
+        if let Some(f) = &self.ca_file {
+            if let Err(e) = load_roots(Some(f)) {
+                p.push(format!("{at}.ca_file: {e}"));
             }
         }
         if self.batch_size == Some(0) {
@@ -335,7 +338,7 @@ enum Output {
     File(FileOut),
     Udp { socket: Option<UdpSocket>, address: String, facility: u8, body: Body, host: String },
     Tcp { stream: Option<TcpStream>, address: String, facility: u8, body: Body, host: String },
-    Http { agent: ureq::Agent, kind: SinkKind, cfg: SinkConfig, host: String },
+    Http { agent: Result<ureq::Agent, String>, kind: SinkKind, cfg: SinkConfig, host: String },
 }
 
 impl Output {
@@ -360,15 +363,7 @@ impl Output {
                     Protocol::Tcp => Output::Tcp { stream: None, address, facility, body, host },
                 }
             }
-            kind => Output::Http {
-                agent: ureq::AgentBuilder::new()
-                    .timeout_connect(Duration::from_secs(5))
-                    .timeout(Duration::from_secs(30))
-                    .build(),
-                kind,
-                cfg: cfg.clone(),
-                host,
-            },
+            kind => Output::Http { agent: http_agent(cfg.ca_file.as_deref()), kind, cfg: cfg.clone(), host },
         }
     }
 
@@ -421,9 +416,48 @@ impl Output {
                 }
                 Ok(res?)
             }
-            Output::Http { agent, kind, cfg, host } => ship_http(agent, *kind, cfg, host, batch),
+            Output::Http { agent, kind, cfg, host } => match agent {
+                Ok(agent) => ship_http(agent, *kind, cfg, host, batch),
+                Err(e) => Err(SinkError::Transport(format!("TLS setup: {e}"))),
+            },
         }
     }
+}
+
+/// The public web roots, plus the certificates of `ca_file` if given.
+fn load_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(f) = ca_file {
+        let mut n = 0;
+        for cert in CertificateDer::pem_file_iter(f).map_err(|e| format!("{}: {e}", f.display()))? {
+            let cert = cert.map_err(|e| format!("{}: {e}", f.display()))?;
+            roots.add(cert).map_err(|e| format!("{}: {e}", f.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("{}: no PEM certificate in it", f.display()));
+        }
+    }
+    Ok(roots)
+}
+
+/// An HTTP(S) agent: certificates are verified against the public web roots
+/// and, if given, the sink's own CA file.
+fn http_agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, String> {
+    let roots = load_roots(ca_file)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .tls_config(std::sync::Arc::new(tls))
+        .build())
 }
 
 fn ship_http(

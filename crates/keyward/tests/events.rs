@@ -527,3 +527,108 @@ fn keyspaces_can_pseudonymize_source_addresses() {
     let ks = s.call("GET", &format!("/v1/keyspaces/{private}"), None).json();
     assert_eq!(ks["pseudonymize_ips"], true);
 }
+
+/// HTTPS endpoints: certificates are verified (a self-signed endpoint fails
+/// until its CA is given with `ca_file`), and events then arrive over TLS.
+#[test]
+fn https_sinks_verify_the_endpoint_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    // A private CA and a leaf certificate for localhost signed by it.
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("this test makes certificates with openssl: install it (Debian: apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=keyward test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr"]].concat());
+    std::fs::write(
+        dir.path().join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    let cap = Capture::start_tls(&dir.path().join("cert.pem"), &dir.path().join("key.pem"));
+    let config = format!(
+        r#"
+[[sinks]]
+name = "trusted"
+kind = "http"
+url = "{u}/ingest"
+ca_file = "{ca}"
+
+[[sinks]]
+name = "untrusted"
+kind = "splunk"
+url = "{u}"
+token = "t"
+"#,
+        u = cap.https_url(),
+        ca = dir.path().join("ca.pem").display()
+    );
+    let s = Server::start_full(&[], Some(&config));
+    let ks = s.keyspace();
+    let (_, key) = s.key(json!({"keyspace_id": ks}));
+    for _ in 0..3 {
+        s.verify(&key);
+    }
+    eventually(20, "3 events over TLS and the untrusted sink failing", || {
+        let n: usize = cap.requests.lock().unwrap().iter().map(|(_, _, b)| b.lines().count()).sum();
+        let ready = s.raw("GET", "/readyz", None, None, &[]).json();
+        let untrusted = ready["sinks"].as_array().unwrap().iter().find(|h| h["name"] == "untrusted").cloned().unwrap();
+        n == 3 && untrusted["up"] == false
+    });
+    let ready = s.raw("GET", "/readyz", None, None, &[]).json();
+    let untrusted = ready["sinks"].as_array().unwrap().iter().find(|h| h["name"] == "untrusted").cloned().unwrap();
+    assert!(untrusted["last_error"].as_str().unwrap().to_lowercase().contains("certificate"), "{untrusted}");
+    assert!(
+        cap.requests.lock().unwrap().iter().all(|(p, _, _)| p == "/ingest"),
+        "nothing reached the endpoint unverified"
+    );
+    // A bad CA file is a configuration error, named.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad.path().join("k.toml"),
+        "[[sinks]]\nname = \"x\"\nkind = \"http\"\nurl = \"https://localhost:1\"\nca_file = \"/nonexistent/ca.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(util::BIN)
+        .args(["serve", "--config"])
+        .arg(bad.path().join("k.toml"))
+        .arg("--data-dir")
+        .arg(bad.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sinks[0].ca_file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

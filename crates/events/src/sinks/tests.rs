@@ -16,6 +16,7 @@ fn cfg(kind: SinkKind) -> SinkConfig {
         index: None,
         token: None,
         headers: None,
+        ca_file: None,
         batch_size: None,
         from_beginning: None,
     }

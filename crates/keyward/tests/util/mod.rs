@@ -332,6 +332,27 @@ pub struct Capture {
 
 impl Capture {
     pub fn start() -> Capture {
+        Self::start_inner(None)
+    }
+
+    /// The same over TLS, with the given certificate chain and key (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> Capture {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Self::start_inner(Some(Arc::new(config)))
+    }
+
+    fn start_inner(tls: Option<Arc<rustls::ServerConfig>>) -> Capture {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -339,54 +360,79 @@ impl Capture {
         let (d, r) = (down.clone(), requests.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let (d, r) = (d.clone(), r.clone());
+                let Ok(stream) = stream else { continue };
+                let (d, r, tls) = (d.clone(), r.clone(), tls.clone());
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line).is_err() {
-                        return;
-                    }
-                    let mut headers = String::new();
-                    let mut len = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                            break;
+                    match tls {
+                        Some(cfg) => {
+                            let Ok(conn) = rustls::ServerConnection::new(cfg) else { return };
+                            serve_one(rustls::StreamOwned::new(conn, stream), &d, &r);
                         }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                        headers.push_str(&line);
+                        None => serve_one(stream, &d, &r),
                     }
-                    let mut body = vec![0u8; len];
-                    let _ = reader.read_exact(&mut body);
-                    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                    let (status, reply) = if d.load(std::sync::atomic::Ordering::SeqCst) {
-                        ("503 Service Unavailable", "{}".to_owned())
-                    } else {
-                        r.lock().unwrap().push((path.clone(), headers, String::from_utf8_lossy(&body).into_owned()));
-                        let reply = if path.ends_with("/_bulk") {
-                            r#"{"took":1,"errors":false,"items":[]}"#
-                        } else if path.contains("/services/collector") {
-                            r#"{"text":"Success","code":0}"#
-                        } else {
-                            "{}"
-                        };
-                        ("200 OK", reply.to_owned())
-                    };
-                    let _ = std::io::Write::write_all(
-                        &mut stream,
-                        format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).as_bytes(),
-                    );
                 });
             }
         });
         Capture { port, down, requests }
     }
 
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+}
+
+/// Answers one HTTP/1.1 request on `stream` (then closes it).
+fn serve_one<S: Read + std::io::Write>(
+    mut stream: S,
+    down: &std::sync::atomic::AtomicBool,
+    requests: &Mutex<Vec<(String, String, String)>>,
+) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Read the head byte by byte up to the blank line (small requests, tests only).
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines.next().unwrap_or("").split_whitespace().nth(1).unwrap_or("").to_owned();
+    let mut headers = String::new();
+    let mut len = 0usize;
+    for line in lines.filter(|l| !l.is_empty()) {
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        headers.push_str(line);
+        headers.push_str("\r\n");
+    }
+    let mut body = vec![0u8; len];
+    if stream.read_exact(&mut body).is_err() {
+        return;
+    }
+    let (status, reply) = if down.load(std::sync::atomic::Ordering::SeqCst) {
+        ("503 Service Unavailable", "{}".to_owned())
+    } else {
+        requests.lock().unwrap().push((path.clone(), headers, String::from_utf8_lossy(&body).into_owned()));
+        let reply = if path.ends_with("/_bulk") {
+            r#"{"took":1,"errors":false,"items":[]}"#
+        } else if path.contains("/services/collector") {
+            r#"{"text":"Success","code":0}"#
+        } else {
+            "{}"
+        };
+        ("200 OK", reply.to_owned())
+    };
+    let _ = stream.write_all(
+        format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len())
+            .as_bytes(),
+    );
+    let _ = stream.flush();
 }
