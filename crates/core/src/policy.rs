@@ -37,12 +37,11 @@ pub fn parse_cidr(s: &str) -> Option<IpNet> {
         Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
     };
     let net = net.trunc();
-    if let IpNet::V6(v6) = net {
-        if let Some(v4) = v6.addr().to_ipv4_mapped() {
-            if v6.prefix_len() >= 96 {
-                return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok().map(IpNet::V4);
-            }
-        }
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+    {
+        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok().map(IpNet::V4);
     }
     Some(net)
 }
@@ -181,20 +180,20 @@ pub fn missing_scopes(granted: &[String], rules: &[PathRule], req: &ScopeRequest
     if let Some(m) = req.method {
         need(method_scope(m));
     }
-    if let Some(p) = req.path {
-        if !rules.is_empty() {
-            let segs = normalize_path(p);
-            for r in rules {
-                let method_ok = match (&r.methods, req.method) {
-                    (None, _) => true,
-                    (Some(ms), Some(m)) => ms.iter().any(|x| x.eq_ignore_ascii_case(m)),
-                    // A rule limited to some methods applies when the method is unknown.
-                    (Some(_), None) => true,
-                };
-                if method_ok && path_matches(&r.pattern, &segs) {
-                    for s in &r.scopes {
-                        need(s);
-                    }
+    if let Some(p) = req.path
+        && !rules.is_empty()
+    {
+        let segs = normalize_path(p);
+        for r in rules {
+            let method_ok = match (&r.methods, req.method) {
+                (None, _) => true,
+                (Some(ms), Some(m)) => ms.iter().any(|x| x.eq_ignore_ascii_case(m)),
+                // A rule limited to some methods applies when the method is unknown.
+                (Some(_), None) => true,
+            };
+            if method_ok && path_matches(&r.pattern, &segs) {
+                for s in &r.scopes {
+                    need(s);
                 }
             }
         }

@@ -108,10 +108,10 @@ impl SinkConfig {
             SinkKind::File => need(&mut p, self.path.is_some(), "path"),
             SinkKind::Syslog => {
                 need(&mut p, self.address.is_some(), "address");
-                if let Some(a) = &self.address {
-                    if a.to_socket_addrs().map(|mut i| i.next().is_none()).unwrap_or(true) {
-                        p.push(format!("{at}.address: {a:?} is not host:port"));
-                    }
+                if let Some(a) = &self.address
+                    && a.to_socket_addrs().map(|mut i| i.next().is_none()).unwrap_or(true)
+                {
+                    p.push(format!("{at}.address: {a:?} is not host:port"));
                 }
                 if self.facility.is_some_and(|f| f > 23) {
                     p.push(format!("{at}.facility: must be 0 to 23"));
@@ -123,15 +123,15 @@ impl SinkConfig {
                 need(&mut p, self.token.is_some(), "token");
             }
         }
-        if let Some(u) = &self.url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                p.push(format!("{at}.url: must start with http:// or https://"));
-            }
+        if let Some(u) = &self.url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            p.push(format!("{at}.url: must start with http:// or https://"));
         }
-        if let Some(f) = &self.ca_file {
-            if let Err(e) = load_roots(Some(f)) {
-                p.push(format!("{at}.ca_file: {e}"));
-            }
+        if let Some(f) = &self.ca_file
+            && let Err(e) = load_roots(Some(f))
+        {
+            p.push(format!("{at}.ca_file: {e}"));
         }
         if self.batch_size == Some(0) {
             p.push(format!("{at}.batch_size: must be at least 1"));
@@ -335,7 +335,7 @@ impl Runner {
 
 /// The endpoint side of a sink.
 enum Output {
-    File(FileOut),
+    File(Box<FileOut>),
     Udp { socket: Option<UdpSocket>, address: String, facility: u8, body: Body, host: String },
     Tcp { stream: Option<TcpStream>, address: String, facility: u8, body: Body, host: String },
     Http { agent: Result<ureq::Agent, String>, kind: SinkKind, cfg: SinkConfig, host: String },
@@ -346,7 +346,7 @@ impl Output {
         let body = cfg.format.unwrap_or(Body::Ecs);
         let host = host.to_owned();
         match cfg.kind {
-            SinkKind::File => Output::File(FileOut {
+            SinkKind::File => Output::File(Box::new(FileOut {
                 path: cfg.path.clone().unwrap_or_default(),
                 max_bytes: cfg.max_bytes.unwrap_or(100 * 1024 * 1024),
                 daily: cfg.rotate_daily.unwrap_or(true),
@@ -354,7 +354,7 @@ impl Output {
                 body,
                 host,
                 file: None,
-            }),
+            })),
             SinkKind::Syslog => {
                 let address = cfg.address.clone().unwrap_or_default();
                 let facility = cfg.facility.unwrap_or(16);

@@ -418,8 +418,8 @@ fn read_import(file: &Path, format: &str) -> anyhow::Result<Vec<Value>> {
 /// Draws `[#####.....] 50% 500/1000` on stderr.
 fn progress(done: usize, total: usize) {
     let width = 30;
-    let filled = if total == 0 { width } else { done * width / total };
-    let pct = if total == 0 { 100 } else { done * 100 / total };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
+    let pct = (done * 100).checked_div(total).unwrap_or(100);
     eprint!("\r[{}{}] {pct:3}% {done}/{total}", "#".repeat(filled), ".".repeat(width - filled));
     let _ = std::io::stderr().flush();
 }

@@ -290,12 +290,10 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(format!("log.level: {:?} is not a tracing filter such as \"info\"", self.log.level));
         }
-        if let Some(h) = &self.pepper.hex {
-            if keyward_core::Pepper::from_hex(1, h).is_err() {
-                p.push(
-                    "pepper.hex: must be 64 hex characters (32 bytes); generate one with `openssl rand -hex 32`".into(),
-                );
-            }
+        if let Some(h) = &self.pepper.hex
+            && keyward_core::Pepper::from_hex(1, h).is_err()
+        {
+            p.push("pepper.hex: must be 64 hex characters (32 bytes); generate one with `openssl rand -hex 32`".into());
         }
         if self.pepper.version == Some(0) {
             p.push("pepper.version: must be at least 1".into());

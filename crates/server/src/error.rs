@@ -135,7 +135,7 @@ pub fn sanitize(text: &str) -> String {
         if c == '"' || c == '`' {
             let quoted: String = chars.by_ref().take_while(|&d| d != c).collect();
             out.push(c);
-            if quoted.chars().count() > 24 || keyward_core::key::find_keys(&quoted).len() > 0 {
+            if quoted.chars().count() > 24 || !keyward_core::key::find_keys(&quoted).is_empty() {
                 out.push('…');
             } else {
                 out.push_str(&quoted);

@@ -50,7 +50,8 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let res = async move {
+
+    async move {
         let res = next.run(req).await;
         let res = problem_body(res, &id).await;
         let elapsed = started.elapsed();
@@ -61,8 +62,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         res
     }
     .instrument(span)
-    .await;
-    res
+    .await
 }
 
 async fn problem_body(res: Response, id: &str) -> Response {

@@ -175,11 +175,11 @@ impl Service {
             return Ok(BulkRevoked { dry_run: req.dry_run, count: key_ids.len(), key_ids });
         }
         for k in &mut matched {
-            if let Some(mark) = self.index.get(&k.hash).and_then(|c| c.quota_mark()) {
-                if k.remaining.is_some() {
-                    k.remaining = Some(mark.remaining);
-                    k.refilled_at = Some(mark.refilled_at);
-                }
+            if let Some(mark) = self.index.get(&k.hash).and_then(|c| c.quota_mark())
+                && k.remaining.is_some()
+            {
+                k.remaining = Some(mark.remaining);
+                k.refilled_at = Some(mark.refilled_at);
             }
             k.revoked_at = Some(now);
             k.revoke_reason = Some(req.reason.as_str().to_owned());

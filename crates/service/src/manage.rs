@@ -490,10 +490,10 @@ impl Service {
             Some("revoked") => Some(KeyStatus::Revoked),
             Some(_) => return Err(invalid("status must be one of active, disabled, expired, revoked")),
         };
-        if let Some(c) = &q.cursor {
-            if !is_id("key", c) {
-                return Err(invalid("cursor is not one this API returned"));
-            }
+        if let Some(c) = &q.cursor
+            && !is_id("key", c)
+        {
+            return Err(invalid("cursor is not one this API returned"));
         }
         let now = now_ms();
         let filter = KeyFilter {
@@ -605,13 +605,12 @@ impl Service {
         now: UnixMs,
         quota: QuotaFrom,
     ) -> Result<KeyView> {
-        if quota == QuotaFrom::Live {
-            if let Some(mark) = self.index.get(&k.hash).and_then(|c| c.quota_mark()) {
-                if k.remaining.is_some() {
-                    k.remaining = Some(mark.remaining);
-                    k.refilled_at = Some(mark.refilled_at);
-                }
-            }
+        if quota == QuotaFrom::Live
+            && let Some(mark) = self.index.get(&k.hash).and_then(|c| c.quota_mark())
+            && k.remaining.is_some()
+        {
+            k.remaining = Some(mark.remaining);
+            k.refilled_at = Some(mark.refilled_at);
         }
         let after = key_view(&k, None, now);
         let (b, a) = diff(&before, &to_value(&after));

@@ -146,10 +146,10 @@ impl Server {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = ureq::get(&self.url("/healthz")).timeout(Duration::from_secs(1)).call() {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = ureq::get(&self.url("/healthz")).timeout(Duration::from_secs(1)).call()
+                && r.status() == 200
+            {
+                return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("keyward exited with {status} during start:\n{}", self.log.lock().unwrap());

@@ -138,15 +138,15 @@ pub async fn verify(
         None => None,
         Some(s) => Some(s.parse::<IpAddr>().map_err(|_| ApiError::bad_request("ip is not an IPv4 or IPv6 address"))?),
     };
-    if let Some(m) = &req.method {
-        if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(ApiError::bad_request("method must be an HTTP method such as GET or POST"));
-        }
+    if let Some(m) = &req.method
+        && (m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return Err(ApiError::bad_request("method must be an HTTP method such as GET or POST"));
     }
-    if let Some(p) = &req.path {
-        if !p.starts_with('/') || p.len() > 4096 {
-            return Err(ApiError::bad_request("path must start with / and be at most 4096 characters"));
-        }
+    if let Some(p) = &req.path
+        && (!p.starts_with('/') || p.len() > 4096)
+    {
+        return Err(ApiError::bad_request("path must start with / and be at most 4096 characters"));
     }
     let scopes = req.scopes.unwrap_or_default();
     if scopes.len() > keyward_core::policy::MAX_SCOPES || !scopes.iter().all(|s| keyward_core::policy::valid_scope(s)) {
