@@ -338,7 +338,7 @@ enum Output {
     File(Box<FileOut>),
     Udp { socket: Option<UdpSocket>, address: String, facility: u8, body: Body, host: String },
     Tcp { stream: Option<TcpStream>, address: String, facility: u8, body: Body, host: String },
-    Http { agent: Result<ureq::Agent, String>, kind: SinkKind, cfg: SinkConfig, host: String },
+    Http { agent: Result<ureq::Agent, String>, kind: SinkKind, cfg: Box<SinkConfig>, host: String },
 }
 
 impl Output {
@@ -363,7 +363,7 @@ impl Output {
                     Protocol::Tcp => Output::Tcp { stream: None, address, facility, body, host },
                 }
             }
-            kind => Output::Http { agent: http_agent(cfg.ca_file.as_deref()), kind, cfg: cfg.clone(), host },
+            kind => Output::Http { agent: http_agent(cfg.ca_file.as_deref()), kind, cfg: Box::new(cfg.clone()), host },
         }
     }
 
