@@ -330,3 +330,21 @@ fn every_lifecycle_action_is_in_the_audit_log() {
     assert_eq!(revoke["data"][0]["after"]["revoke_reason"], "leaked");
     assert_eq!(s.call("GET", "/v1/audit/verify", None).json()["ok"], true);
 }
+
+#[test]
+fn a_restart_inside_the_overlap_keeps_one_shared_quota() {
+    let mut s = Server::start();
+    let ks = s.keyspace();
+    let (id, old) = s.key(json!({"keyspace_id": ks, "remaining": 10, "ratelimits": []}));
+    let r = s.create(&format!("/v1/keys/{id}/rotate"), json!({}));
+    let new = r["key"].as_str().unwrap().to_owned();
+    // Spend on the old key only, then restart (which flushes).
+    for _ in 0..4 {
+        v(&s, &old);
+    }
+    s.restart();
+    // Both keys still draw from one quota of 6: not 6 each, not 10 on the new key.
+    assert_eq!(v(&s, &new)["remaining"], 5);
+    assert_eq!(v(&s, &old)["remaining"], 4);
+    assert_eq!(v(&s, &new)["remaining"], 3);
+}

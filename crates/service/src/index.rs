@@ -221,6 +221,28 @@ impl KeyIndex {
         shared
     }
 
+    /// Makes a rotated key in its overlap share its successor's limiter again
+    /// after a restart. The shared quota is the smaller of the two stored
+    /// values: a restart never hands back quota.
+    pub fn share_limiter(&self, old: &Arc<CachedKey>, successor: &Arc<CachedKey>) {
+        let old_quota = old.limiter.lock().unwrap_or_else(|p| p.into_inner()).quota;
+        {
+            let mut l = successor.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(q), Some(o)) = (l.quota.as_mut(), old_quota) {
+                q.remaining = q.remaining.min(o.remaining);
+            }
+        }
+        let shared = Arc::new(CachedKey {
+            record: old.record.clone(),
+            lifecycle: old.lifecycle.clone(),
+            usage: old.usage.clone(),
+            ip_allowlist: old.ip_allowlist.clone(),
+            limiter: successor.limiter.clone(),
+            keyspace: old.keyspace.clone(),
+        });
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(shared.record.hash, shared);
+    }
+
     /// Every cached key (for periodic jobs that scan keys in memory).
     pub fn all(&self) -> Vec<Arc<CachedKey>> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()

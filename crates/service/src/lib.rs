@@ -100,6 +100,16 @@ impl Service {
             let cell = keyspaces.get(&k.keyspace_id).cloned().unwrap_or_default();
             index.put(k, cell, QuotaFrom::Record);
         })?;
+        // Keys still in a rotation overlap share their successor's limits again.
+        let now = keyward_core::time::now_ms();
+        let all = index.all();
+        let by_id: std::collections::HashMap<&str, &Arc<CachedKey>> = all.iter().map(|k| (k.record.id.as_str(), k)).collect();
+        for k in &all {
+            let in_overlap = k.record.overlap_until.is_some_and(|t| t > now) && k.record.revoked_at.is_none();
+            if let (true, Some(next)) = (in_overlap, k.record.rotated_to.as_deref().and_then(|id| by_id.get(id))) {
+                index.share_limiter(k, next);
+            }
+        }
         let roots = store.all_root_keys()?.into_iter().map(|r| (r.hash, Arc::new(r))).collect();
         tracing::info!(keys = index.len(), "Loaded the key index.");
         Ok(Service {
