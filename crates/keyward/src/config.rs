@@ -119,6 +119,19 @@ pub struct PepperConfig {
     pub file: Option<PathBuf>,
     /// Version recorded beside every hash. Default 1.
     pub version: Option<u32>,
+    /// Peppers used before the current one, still accepted for the keys hashed
+    /// with them: to change the pepper, give the new one a higher version and
+    /// list the old one here. New keys and rotations use the current pepper.
+    pub previous: Vec<PreviousPepper>,
+}
+
+/// An older pepper, by version, as hex or as a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousPepper {
+    pub version: u32,
+    pub hex: Option<String>,
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +310,19 @@ impl Config {
         }
         if self.pepper.version == Some(0) {
             p.push("pepper.version: must be at least 1".into());
+        }
+        let current = self.pepper.version.unwrap_or(1);
+        for (i, old) in self.pepper.previous.iter().enumerate() {
+            if old.version == current || self.pepper.previous[..i].iter().any(|o| o.version == old.version) {
+                p.push(format!("pepper.previous[{i}].version: {} is used twice", old.version));
+            }
+            match (&old.hex, &old.file) {
+                (Some(h), None) if keyward_core::Pepper::from_hex(old.version, h).is_err() => {
+                    p.push(format!("pepper.previous[{i}].hex: must be 64 hex characters"))
+                }
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => p.push(format!("pepper.previous[{i}]: give exactly one of hex and file")),
+            }
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             p.push("http.max_body_bytes: must be between 1024 and 16777216".into());

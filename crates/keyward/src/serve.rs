@@ -52,8 +52,23 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         ..PipelineConfig::default()
     };
     let events = EventPipeline::start(Arc::new(log), pipeline_cfg);
+    let older = cfg
+        .pepper
+        .previous
+        .iter()
+        .map(|p| {
+            let text = match (&p.hex, &p.file) {
+                (Some(h), _) => h.clone(),
+                (None, Some(f)) => {
+                    std::fs::read_to_string(f).with_context(|| format!("reading pepper file {}", f.display()))?
+                }
+                (None, None) => anyhow::bail!("pepper.previous: give hex or file"),
+            };
+            Pepper::from_hex(p.version, &text).with_context(|| format!("previous pepper v{}", p.version))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let service =
-        Service::open(Arc::new(store), KeyHasher::new(&pepper, &[]), service_cfg)?.with_events(events.clone());
+        Service::open(Arc::new(store), KeyHasher::new(&pepper, &older), service_cfg)?.with_events(events.clone());
     Ok(DataDir { service: Arc::new(service), events, _lock: lock })
 }
 

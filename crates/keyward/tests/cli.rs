@@ -138,3 +138,55 @@ fn events_command_lists_and_follows() {
     let e: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(e["ip"], "192.0.2.99", "{line}");
 }
+
+#[test]
+fn the_pepper_can_change_with_old_keys_still_valid() {
+    let a = "11".repeat(32);
+    let b = "22".repeat(32);
+    let mut s = Server::start_with(&[("KEYWARD_PEPPER", &a)]);
+    let ks: Value = s.call("POST", "/v1/keyspaces", Some(json!({"name": "p"}))).json();
+    let old = s.key(json!({"keyspace_id": ks["id"]})).1;
+    s.stop();
+    // The same data dir with another pepper alone is refused: keys would never match.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(s.data_dir())
+        .env("KEYWARD_PEPPER", &b)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pepper does not match"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A new version without the old one listed is refused too.
+    std::fs::write(s.dir.path().join("v2.toml"), "[pepper]\nversion = 2\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(s.dir.path().join("v2.toml"))
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .env("KEYWARD_PEPPER", &b)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pepper.previous"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With the old one listed as previous, old keys verify and new keys use the new pepper.
+    std::fs::write(
+        s.dir.path().join("keyward.toml"),
+        format!("[pepper]\nversion = 2\nprevious = [{{ version = 1, hex = \"{a}\" }}]\n"),
+    )
+    .unwrap();
+    s.config = Some(String::new());
+    s.env = vec![("KEYWARD_PEPPER".into(), b.clone())];
+    s.restart();
+    assert_eq!(s.code(&old), "VALID");
+    let (id, new) = s.key(json!({"keyspace_id": ks["id"]}));
+    assert_eq!(s.code(&new), "VALID");
+    assert_eq!(s.call("GET", &format!("/v1/keys/{id}"), None).json()["hash_kind"], "hmac-sha256:v2");
+}

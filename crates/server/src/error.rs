@@ -83,7 +83,7 @@ impl From<ServiceError> for ApiError {
                 }
                 err
             }
-            ServiceError::PepperMismatch(_) | ServiceError::Task => Self::internal(&e),
+            ServiceError::PepperMismatch(_) | ServiceError::PepperMissing(_) | ServiceError::Task => Self::internal(&e),
         }
     }
 }

@@ -27,6 +27,11 @@ pub enum ServiceError {
         "the pepper does not match the one this data dir was created with (version {0}); restore the original pepper file or KEYWARD_PEPPER"
     )]
     PepperMismatch(u32),
+    /// Keys were hashed with a pepper version that is not configured any more.
+    #[error(
+        "keys in this data dir were hashed with pepper version {0}, which is not configured; list it under pepper.previous"
+    )]
+    PepperMissing(u32),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed")]
     Task,

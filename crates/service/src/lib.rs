@@ -103,7 +103,8 @@ impl Service {
         // Keys still in a rotation overlap share their successor's limits again.
         let now = keyward_core::time::now_ms();
         let all = index.all();
-        let by_id: std::collections::HashMap<&str, &Arc<CachedKey>> = all.iter().map(|k| (k.record.id.as_str(), k)).collect();
+        let by_id: std::collections::HashMap<&str, &Arc<CachedKey>> =
+            all.iter().map(|k| (k.record.id.as_str(), k)).collect();
         for k in &all {
             let in_overlap = k.record.overlap_until.is_some_and(|t| t > now) && k.record.revoked_at.is_none();
             if let (true, Some(next)) = (in_overlap, k.record.rotated_to.as_deref().and_then(|id| by_id.get(id))) {
@@ -222,14 +223,24 @@ impl Service {
 /// Records a check value of each pepper on first use and refuses a different
 /// pepper later, which would silently turn every key into `NOT_FOUND`.
 fn check_pepper(store: &dyn Store, hasher: &KeyHasher) -> Result<()> {
-    let v = hasher.current_version();
-    let name = format!("pepper_check_v{v}");
-    let check = hex_of(&hasher.hash("keyward pepper check"));
-    match store.get_setting(&name)? {
-        Some(stored) if stored != check => Err(ServiceError::PepperMismatch(v)),
-        Some(_) => Ok(()),
-        None => Ok(store.put_setting(&name, &check)?),
+    // An older pepper that was used here but is no longer configured would
+    // turn its keys into NOT_FOUND: refuse to start instead.
+    let known: Vec<u32> = hasher.hash_all("").map(|(v, _)| v).collect();
+    for v in 1..hasher.current_version() {
+        if !known.contains(&v) && store.get_setting(&format!("pepper_check_v{v}"))?.is_some() {
+            return Err(ServiceError::PepperMissing(v));
+        }
     }
+    for (v, h) in hasher.hash_all("keyward pepper check") {
+        let name = format!("pepper_check_v{v}");
+        let check = hex_of(&h);
+        match store.get_setting(&name)? {
+            Some(stored) if stored != check => return Err(ServiceError::PepperMismatch(v)),
+            Some(_) => {}
+            None => store.put_setting(&name, &check)?,
+        }
+    }
+    Ok(())
 }
 
 fn hex_of(h: &KeyHash) -> String {
