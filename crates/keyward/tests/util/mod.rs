@@ -101,6 +101,22 @@ impl Server {
     /// Starts the binary; returns the first line of stdout, if any, which on
     /// a fresh data dir is the admin root key.
     fn spawn(&mut self) -> Option<String> {
+        // A free port can be taken by another test's server between our probe
+        // and the bind: then the bind fails, and we try another port. The root
+        // key printed by a failed attempt is kept (the data dir is initialized).
+        let mut printed = None;
+        for _ in 0..5 {
+            let (ok, first) = self.spawn_once();
+            printed = printed.or(first);
+            if ok {
+                return printed;
+            }
+        }
+        panic!("keyward could not bind a free port:\n{}", self.log.lock().unwrap());
+    }
+
+    /// One start; false when the port was taken.
+    fn spawn_once(&mut self) -> (bool, Option<String>) {
         self.port = free_port();
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
@@ -120,14 +136,18 @@ impl Server {
         }
         let mut child = cmd.spawn().expect("starting keyward");
         let mut stderr = child.stderr.take().unwrap();
-        let log = self.log.clone();
+        // This attempt's own log, so its readiness line is not confused with an earlier one.
+        let attempt_log: Arc<Mutex<String>> = Arc::default();
+        let (log, own) = (self.log.clone(), attempt_log.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stderr.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
-                log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                let text = String::from_utf8_lossy(&buf[..n]);
+                log.lock().unwrap().push_str(&text);
+                own.lock().unwrap().push_str(&text);
             }
         });
         let stdout = child.stdout.take().unwrap();
@@ -139,19 +159,30 @@ impl Server {
             for _ in lines {}
         });
         self.child = Some(child);
-        self.wait_ready();
-        rx.recv_timeout(Duration::from_millis(200)).ok().flatten()
+        let ok = self.wait_ready(&attempt_log);
+        (ok, rx.recv_timeout(Duration::from_millis(500)).ok().flatten())
     }
 
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Waits until this process says it serves and answers /healthz; false
+    /// when it exited because the port was taken.
+    fn wait_ready(&mut self, own: &Mutex<String>) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = ureq::get(&self.url("/healthz")).timeout(Duration::from_secs(1)).call()
-                && r.status() == 200
+            if own.lock().unwrap().contains("keyward is serving")
+                && ureq::get(&self.url("/healthz"))
+                    .timeout(Duration::from_secs(1))
+                    .call()
+                    .is_ok_and(|r| r.status() == 200)
             {
-                return;
+                return true;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                // Let the stderr reader catch up before judging why.
+                std::thread::sleep(Duration::from_millis(50));
+                if own.lock().unwrap().contains("binding 127.0.0.1") {
+                    self.child = None;
+                    return false;
+                }
                 panic!("keyward exited with {status} during start:\n{}", self.log.lock().unwrap());
             }
             assert!(Instant::now() < deadline, "keyward did not become healthy:\n{}", self.log.lock().unwrap());
