@@ -148,34 +148,25 @@ fn the_pepper_can_change_with_old_keys_still_valid() {
     let old = s.key(json!({"keyspace_id": ks["id"]})).1;
     s.stop();
     // The same data dir with another pepper alone is refused: keys would never match.
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(s.data_dir())
-        .env("KEYWARD_PEPPER", &b)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("pepper does not match"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Starts the server on the old data dir with pepper `b`; returns its error output.
+    let refused = |extra: &[&std::ffi::OsStr]| {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(s.data_dir())
+            .args(extra)
+            .env("KEYWARD_PEPPER", &b)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&[]);
+    assert!(err.contains("pepper does not match"), "{err}");
     // A new version without the old one listed is refused too.
     std::fs::write(s.dir.path().join("v2.toml"), "[pepper]\nversion = 2\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(s.dir.path().join("v2.toml"))
-        .arg("--data-dir")
-        .arg(s.data_dir())
-        .env("KEYWARD_PEPPER", &b)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("pepper.previous"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let v2 = s.dir.path().join("v2.toml");
+    let err = refused(&["--config".as_ref(), v2.as_os_str()]);
+    assert!(err.contains("pepper.previous"), "{err}");
     // With the old one listed as previous, old keys verify and new keys use the new pepper.
     std::fs::write(
         s.dir.path().join("keyward.toml"),

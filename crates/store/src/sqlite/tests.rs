@@ -55,36 +55,20 @@ fn seed(s: &SqliteStore) {
 
 fn key(id: &str, b: u8, owner: &str) -> KeyRecord {
     KeyRecord {
-        id: id.into(),
-        workspace_id: "ws_1".into(),
-        keyspace_id: "ks_1".into(),
-        name: None,
         owner_id: Some(owner.into()),
-        meta: json!({}),
-        hash: KeyHash([b; 32]),
-        hash_kind: "hmac-sha256:v1".into(),
-        hint: "kw_live_…abcd".into(),
-        enabled: true,
-        expires_at: None,
-        revoked_at: None,
-        revoke_reason: None,
-        revoke_note: None,
-        incident_id: None,
-        created_at: 1,
-        updated_at: 1,
-        last_used_at: None,
-        last_used_ip: None,
         scopes: vec!["read".into()],
-        ip_allowlist: None,
         ratelimits: Some(vec![keyward_core::policy::RateLimit { name: "s".into(), limit: 5, window_ms: 1000 }]),
         remaining: Some(10),
-        refill: None,
         refilled_at: Some(1),
-        rotated_at: None,
-        rotated_to: None,
-        overlap_until: None,
-        revocation_check_at: None,
-        revocation_check_code: None,
+        ..KeyRecord::blank(
+            id.into(),
+            "ws_1".into(),
+            "ks_1".into(),
+            KeyHash([b; 32]),
+            "hmac-sha256:v1".into(),
+            "kw_live_…abcd".into(),
+            1,
+        )
     }
 }
 
