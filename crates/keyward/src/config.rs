@@ -141,6 +141,9 @@ pub struct HttpSection {
     pub max_body_bytes: usize,
     /// Per-request time limit, milliseconds. Default 30000.
     pub request_timeout_ms: u64,
+    /// Largest body of the bulk calls (key import, leak reports, GitHub
+    /// alerts), bytes. Default 8388608.
+    pub max_bulk_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,7 +189,7 @@ impl Default for LogConfig {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection { max_body_bytes: 64 * 1024, request_timeout_ms: 30_000 }
+        HttpSection { max_body_bytes: 64 * 1024, request_timeout_ms: 30_000, max_bulk_body_bytes: 8 * 1024 * 1024 }
     }
 }
 
@@ -326,6 +329,9 @@ impl Config {
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             p.push("http.max_body_bytes: must be between 1024 and 16777216".into());
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.http.max_bulk_body_bytes) {
+            p.push("http.max_bulk_body_bytes: must be between 1024 and 268435456".into());
         }
         if self.http.request_timeout_ms == 0 {
             p.push("http.request_timeout_ms: must be at least 1".into());

@@ -163,6 +163,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let http = HttpConfig {
         max_body_bytes: cfg.http.max_body_bytes,
+        max_bulk_body_bytes: cfg.http.max_bulk_body_bytes,
         request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
     };
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()

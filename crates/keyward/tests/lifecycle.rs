@@ -348,3 +348,34 @@ fn a_restart_inside_the_overlap_keeps_one_shared_quota() {
     assert_eq!(v(&s, &old)["remaining"], 4);
     assert_eq!(v(&s, &new)["remaining"], 3);
 }
+
+#[test]
+fn a_large_import_goes_through_in_chunks() {
+    use sha2::Digest;
+    let s = Server::start();
+    let ks = s.keyspace();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.ndjson");
+    let mut text = String::new();
+    for i in 0..1200 {
+        let k = format!("legacy_{i:08}_abcdefghijklmnopqrstuvwxyz");
+        let hash = hex::encode(sha2::Sha256::digest(k.as_bytes()));
+        text.push_str(&json!({"hash": hash, "prefix": "legacy_", "owner_id": format!("customer-{i}"), "name": "imported from the old gateway", "meta": {"plan": "pro", "region": "eu-west-1"}}).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(util::BIN)
+        .args(["keys", "import"])
+        .arg(&file)
+        .args(["--keyspace", &ks])
+        .env("KEYWARD_SERVER", s.url(""))
+        .env("KEYWARD_ROOT_KEY", &s.root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["imported"], 1200);
+    assert_eq!(s.code("legacy_00001199_abcdefghijklmnopqrstuvwxyz"), "VALID");
+    // Ordinary calls keep the small body limit.
+    let big = "x".repeat(100_000);
+    s.call("POST", "/v1/keyspaces", Some(json!({"name": big}))).problem(413);
+}

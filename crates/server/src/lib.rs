@@ -54,13 +54,19 @@ pub struct Ops {
 pub struct HttpConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest body of the bulk calls (import, leaks, GitHub alerts), in bytes.
+    pub max_bulk_body_bytes: usize,
     /// A request still running after this long is answered 503.
     pub request_timeout: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
+        HttpConfig {
+            max_body_bytes: 64 * 1024,
+            max_bulk_body_bytes: 8 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -94,8 +100,14 @@ impl Modify for RootKeyAuth {
 }
 
 /// The routes and the OpenAPI document, built from the same registrations.
-fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+fn routes(bulk_body_bytes: usize) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     use routes::{admin, events, keys, keyspaces, lifecycle, ops};
+    // Calls that carry up to 1000 items take larger bodies than the rest.
+    let bulk = OpenApiRouter::new()
+        .routes(routes!(keys::import))
+        .routes(routes!(lifecycle::report_leaks))
+        .routes(routes!(lifecycle::github_secret_scanning))
+        .layer(DefaultBodyLimit::max(bulk_body_bytes));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -111,23 +123,21 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::bulk_revoke))
-        .routes(routes!(keys::import))
         .routes(routes!(keys::reminders))
         .routes(routes!(lifecycle::create_incident, lifecycle::list_incidents))
         .routes(routes!(lifecycle::get_incident, lifecycle::patch_incident))
-        .routes(routes!(lifecycle::report_leaks))
-        .routes(routes!(lifecycle::github_secret_scanning))
         .routes(routes!(admin::create_workspace))
         .routes(routes!(admin::create_root_key, admin::list_root_keys))
         .routes(routes!(admin::delete_root_key))
         .routes(routes!(admin::list_audit))
         .routes(routes!(admin::verify_audit))
+        .merge(bulk)
         .split_for_parts()
 }
 
 /// The OpenAPI document of exactly the routes [`app`] serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().1
+    routes(HttpConfig::default().max_bulk_body_bytes).1
 }
 
 /// Builds the service's HTTP stack. Layers run outside-in in this order:
@@ -140,7 +150,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// 5. body limit, enforced by our `Json` extractor;
 /// 6. the routes, with problem+json fallbacks for unknown paths.
 pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
-    let (router, api) = routes();
+    let (router, api) = routes(http.max_bulk_body_bytes);
     let openapi = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
     let state = AppState { service, openapi, ops };
     router
