@@ -53,7 +53,8 @@ pub trait Store: Send + Sync + 'static {
     fn keys_rotated_to(&self, workspace_id: &str, id: &str) -> Result<Vec<KeyRecord>>;
     /// Keys of every workspace revoked at or after `since`.
     fn revoked_since(&self, since: i64) -> Result<Vec<KeyRecord>>;
-    fn record_revocation_check(&self, key_id: &str, at: i64, code: &str) -> Result<()>;
+    /// Records revocation health checks (key id, instant, code) in one transaction.
+    fn record_revocation_checks(&self, checks: &[(String, i64, String)]) -> Result<()>;
     /// Stores reminders, skipping ones already stored; returns how many were new.
     fn insert_reminders(&self, reminders: &[Reminder]) -> Result<usize>;
     fn list_reminders(

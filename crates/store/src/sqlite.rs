@@ -683,12 +683,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn record_revocation_check(&self, key_id: &str, at: i64, code: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE keys SET revocation_check_at = ?2, revocation_check_code = ?3 WHERE id = ?1",
-                params![key_id, at, code],
-            )?;
+    fn record_revocation_checks(&self, checks: &[(String, i64, String)]) -> Result<()> {
+        self.tx(|tx| {
+            let mut st = tx
+                .prepare_cached("UPDATE keys SET revocation_check_at = ?2, revocation_check_code = ?3 WHERE id = ?1")?;
+            for (id, at, code) in checks {
+                st.execute(params![id, at, code])?;
+            }
             Ok(())
         })
     }
