@@ -16,10 +16,13 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyspace {
     /// A label for people.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Prefix of the keys made in this keyspace (default `kw_live`).
+    #[schema(min_length = 2, max_length = 32, pattern = "^[a-z][a-z0-9]*(_[a-z0-9]+)*$")]
     pub prefix: Option<String>,
     /// Lifetime of new keys that give neither `expires_at` nor `ttl_ms`.
+    #[schema(minimum = 1)]
     pub default_ttl_ms: Option<i64>,
     /// Scopes of new keys that name none.
     pub default_scopes: Option<Vec<String>>,
@@ -32,6 +35,7 @@ pub struct CreateKeyspace {
     /// Record a keyed hash (`anon:…`) instead of the source IP in usage events. Default false.
     pub pseudonymize_ips: Option<bool>,
     /// Longest lifetime of a key, ms: new keys expire by then (e.g. 7776000000 = 90 days).
+    #[schema(minimum = 1)]
     pub max_age_ms: Option<i64>,
 }
 
@@ -94,6 +98,7 @@ pub struct CreateKey {
     /// RFC 3339 instant from which the key verifies `EXPIRED`.
     pub expires_at: Option<String>,
     /// Lifetime from now, instead of `expires_at`.
+    #[schema(minimum = 1)]
     pub ttl_ms: Option<i64>,
     /// Default true.
     pub enabled: Option<bool>,
@@ -104,6 +109,7 @@ pub struct CreateKey {
     /// Rate-limit windows. Absent: the keyspace default applies; `[]`: no limit.
     pub ratelimits: Option<Vec<RateLimit>>,
     /// Usage quota: verifications left (each costs `cost`, default 1). Absent: unlimited.
+    #[schema(minimum = 0)]
     pub remaining: Option<i64>,
     /// Sets `remaining` back to `amount` every `interval_ms`.
     pub refill: Option<Refill>,
@@ -239,6 +245,7 @@ pub struct RevocationCheck {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working, ms (default 86400000 = 24 h; 0 = ends now; at most 30 days).
+    #[schema(minimum = 0, maximum = 2592000000i64)]
     pub overlap_ms: Option<i64>,
 }
 
@@ -299,6 +306,7 @@ pub struct ReminderPage {
 pub struct ListRemindersQuery {
     pub key_id: Option<String>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -322,6 +330,7 @@ pub struct ListKeysQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -386,6 +395,7 @@ pub struct VerifyResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRootKey {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub role: Role,
 }
@@ -411,6 +421,7 @@ pub struct CreatedRootKey {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 
@@ -431,6 +442,7 @@ pub struct ListAuditQuery {
     pub action: Option<String>,
     pub target_id: Option<String>,
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

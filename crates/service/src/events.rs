@@ -32,6 +32,7 @@ pub struct EventQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 1000, default 100 (NDJSON: no limit unless given).
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
     /// `desc` (default, newest first) or `asc`.
     pub order: Option<String>,

@@ -74,6 +74,7 @@ pub struct PatchIncident {
 #[into_params(parameter_in = Query)]
 pub struct IncidentQuery {
     /// Days of usage to review, back from now (default 7, at most 90).
+    #[param(minimum = 1, maximum = 90)]
     pub review_days: Option<i64>,
 }
 
@@ -82,6 +83,7 @@ pub struct IncidentQuery {
 #[into_params(parameter_in = Query)]
 pub struct ListIncidentsQuery {
     pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -18,7 +18,7 @@ const NDJSON: &str = "application/x-ndjson";
     responses(
         (status = 200, body = EventPage),
         (status = 200, description = "one event per line", content_type = "application/x-ndjson"),
-        (status = "4XX", body = Problem)),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("root_key" = [])))]
 pub async fn list(
     State(st): State<AppState>,
@@ -74,7 +74,7 @@ pub async fn list(
 /// Report what the application saw of a request it verified: final status,
 /// bytes and latency are added to that verification's event.
 #[utoipa::path(post, path = "/v1/usage", tag = "events", request_body = UsageRequest,
-    responses((status = 202, body = UsageAccepted), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 202, body = UsageAccepted), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn report(
     State(st): State<AppState>,
     Auth(a): Auth,

@@ -21,7 +21,7 @@ use crate::request_id::RequestId;
 
 /// Create a key. The response holds the key itself, shown this once.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, body = CreatedKey), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 201, body = CreatedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -32,7 +32,7 @@ pub async fn create(
 
 /// List keys, filtered, in pages.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", params(ListKeysQuery),
-    responses((status = 200, body = KeyPage), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = KeyPage), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn list(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -43,7 +43,7 @@ pub async fn list(
 
 /// Read one key (never the key itself: its hint).
 #[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
-    responses((status = 200, body = KeyView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn get(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -54,7 +54,7 @@ pub async fn get(
 
 /// Change a key's name, owner, meta, expiry or enabled flag. Takes effect on the next verify.
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)), request_body = PatchKey,
-    responses((status = 200, body = KeyView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn patch(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -66,7 +66,7 @@ pub async fn patch(
 
 /// Revoke a key, at once and for good; the response carries the revocation health check.
 #[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", params(("id" = String, Path)), request_body = RevokeKey,
-    responses((status = 200, body = KeyView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn revoke(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -79,7 +79,7 @@ pub async fn revoke(
 /// Rotate a key: a new key (shown once) with the same settings; the old key keeps
 /// working, deprecated, for `overlap_ms` (default 24 h), then verifies `ROTATED`.
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", params(("id" = String, Path)), request_body = RotateKey,
-    responses((status = 201, body = RotatedKey), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 201, body = RotatedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn rotate(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -92,7 +92,7 @@ pub async fn rotate(
 /// Emergency revocation of every key of an owner, a keyspace and/or created before an
 /// instant, as one audited action; `dry_run` reports the count and ids only.
 #[utoipa::path(post, path = "/v1/keys/revoke", tag = "keys", request_body = BulkRevoke,
-    responses((status = 200, body = BulkRevoked), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = BulkRevoked), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn bulk_revoke(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -104,7 +104,7 @@ pub async fn bulk_revoke(
 /// Import keys from another system by their SHA-256 hashes (up to 1000 per call),
 /// so their holders keep using them; one audit record per call.
 #[utoipa::path(post, path = "/v1/keys/import", tag = "keys", request_body = ImportKeys,
-    responses((status = 201, body = ImportResult), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 201, body = ImportResult), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn import(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -115,7 +115,7 @@ pub async fn import(
 
 /// Stored reminders of keys nearing expiry (14, 7 and 1 days before).
 #[utoipa::path(get, path = "/v1/reminders", tag = "keys", params(ListRemindersQuery),
-    responses((status = 200, body = ReminderPage), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = ReminderPage), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn reminders(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -126,7 +126,7 @@ pub async fn reminders(
 
 /// Decide whether a key may make a request. Always 200 for a decision: read `valid` and `code`.
 #[utoipa::path(post, path = "/v1/keys/verify", tag = "keys", request_body = VerifyRequest,
-    responses((status = 200, body = VerifyResponse), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = VerifyResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn verify(
     State(st): State<AppState>,
     Auth(a): Auth,

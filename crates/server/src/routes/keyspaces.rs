@@ -10,7 +10,7 @@ use crate::extract::{Auth, Json};
 
 /// Create a keyspace: a prefix and defaults for a family of keys.
 #[utoipa::path(post, path = "/v1/keyspaces", tag = "keyspaces", request_body = CreateKeyspace,
-    responses((status = 201, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 201, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -21,14 +21,14 @@ pub async fn create(
 
 /// List the keyspaces of the caller's workspace.
 #[utoipa::path(get, path = "/v1/keyspaces", tag = "keyspaces",
-    responses((status = 200, body = Vec<KeyspaceView>), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = Vec<KeyspaceView>), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn list(State(st): State<AppState>, Auth(a): Auth) -> Result<axum::Json<Vec<KeyspaceView>>, ApiError> {
     Ok(axum::Json(st.service.list_keyspaces(&a).await?))
 }
 
 /// Read one keyspace.
 #[utoipa::path(get, path = "/v1/keyspaces/{id}", tag = "keyspaces", params(("id" = String, Path)),
-    responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn get(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -39,7 +39,7 @@ pub async fn get(
 
 /// Change a keyspace's name, prefix (for new keys) or defaults.
 #[utoipa::path(patch, path = "/v1/keyspaces/{id}", tag = "keyspaces", params(("id" = String, Path)), request_body = PatchKeyspace,
-    responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn patch(
     State(st): State<AppState>,
     Auth(a): Auth,

@@ -20,7 +20,7 @@ use crate::extract::{Auth, Json, Query};
 
 /// Open an incident: keys, detection time, affected systems, actions, impact.
 #[utoipa::path(post, path = "/v1/incidents", tag = "incidents", request_body = CreateIncident,
-    responses((status = 201, body = IncidentView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 201, body = IncidentView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create_incident(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -31,7 +31,7 @@ pub async fn create_incident(
 
 /// List incidents.
 #[utoipa::path(get, path = "/v1/incidents", tag = "incidents", params(ListIncidentsQuery),
-    responses((status = 200, body = IncidentPage), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = IncidentPage), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn list_incidents(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -42,7 +42,7 @@ pub async fn list_incidents(
 
 /// One incident, with a review of its keys' recent usage from the usage events.
 #[utoipa::path(get, path = "/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path), IncidentQuery),
-    responses((status = 200, body = IncidentView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = IncidentView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn get_incident(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -54,7 +54,7 @@ pub async fn get_incident(
 
 /// Update an incident (status, actions taken, impact, notes, …).
 #[utoipa::path(patch, path = "/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path)), request_body = PatchIncident,
-    responses((status = 200, body = IncidentView), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = IncidentView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn patch_incident(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -67,7 +67,7 @@ pub async fn patch_incident(
 /// Report leaked key strings: live keys of this workspace are revoked (reason
 /// `leaked`) and put on a new incident. The answer never repeats the strings.
 #[utoipa::path(post, path = "/v1/leaks", tag = "incidents", request_body = LeakReport,
-    responses((status = 200, body = LeakAnswer), (status = "4XX", body = Problem)), security(("root_key" = [])))]
+    responses((status = 200, body = LeakAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn report_leaks(
     State(st): State<AppState>,
     Auth(a): Auth,
@@ -103,7 +103,7 @@ pub struct GithubLabel {
 /// `Github-Public-Key-Signature`) against public keys from the configuration;
 /// each token is handled as a leak report in whatever workspace holds it.
 #[utoipa::path(post, path = "/v1/github/secret-scanning", tag = "incidents", request_body = Vec<GithubToken>,
-    responses((status = 200, body = Vec<GithubLabel>), (status = "4XX", body = Problem)))]
+    responses((status = 200, body = Vec<GithubLabel>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn github_secret_scanning(
     State(st): State<AppState>,
     headers: HeaderMap,

@@ -45,7 +45,7 @@ pub async fn healthz() -> axum::Json<Health> {
 
 /// Readiness: the store answers; also reports the event pipeline and sinks.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, body = Readiness), (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     if !st.service.ready().await {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the store is not answering")
