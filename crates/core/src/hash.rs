@@ -60,7 +60,8 @@ impl std::hash::Hash for KeyHash {
     /// The bytes are already a keyed, uniform hash: eight of them are plenty
     /// for a hash table, and writing one `u64` lets a pass-through hasher work.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(u64::from_le_bytes(self.0[..8].try_into().expect("eight bytes")));
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        state.write_u64(u64::from_le_bytes([a, b, c, d, e, f, g, h]));
     }
 }
 
@@ -102,6 +103,12 @@ impl KeyHasher {
         Self::run(&self.current.1, key)
     }
 
+    /// The hashes of `key` under the older peppers only (the current one is
+    /// [`KeyHasher::hash`]), so the verify path hashes under each pepper once.
+    pub fn hash_older<'a>(&'a self, key: &'a str) -> impl Iterator<Item = KeyHash> + 'a {
+        self.older.iter().map(move |(_, m)| Self::run(m, key))
+    }
+
     /// The hashes of `key` under every pepper, current first, with versions.
     pub fn hash_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = (u32, KeyHash)> + 'a {
         std::iter::once(&self.current).chain(self.older.iter()).map(move |(v, m)| (*v, Self::run(m, key)))
@@ -126,9 +133,4 @@ impl KeyHasher {
 /// The label stored beside each hash, naming its algorithm and pepper version.
 pub fn hash_kind(version: u32) -> String {
     format!("hmac-sha256:v{version}")
-}
-
-/// The pepper version in a label made by [`hash_kind`].
-pub fn parse_hash_kind(kind: &str) -> Option<u32> {
-    kind.strip_prefix("hmac-sha256:v")?.parse().ok()
 }

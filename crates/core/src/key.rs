@@ -49,6 +49,11 @@ impl KeyPrefix {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The prefix of root keys, `kw_root`.
+    pub fn root() -> KeyPrefix {
+        KeyPrefix(ROOT_PREFIX.to_owned())
+    }
 }
 
 impl fmt::Display for KeyPrefix {

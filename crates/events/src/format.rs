@@ -52,14 +52,15 @@ pub fn ecs(e: &UsageEvent, host: &str) -> Value {
         "http": {"request": http_req, "response": http_res},
         "keyward": kw,
     });
-    let m = doc.as_object_mut().expect("an object");
-    put(m, "source", e.source_ip.clone().map(|ip| json!({"ip": ip})));
-    put(m, "user_agent", e.user_agent.clone().map(|ua| json!({"original": ua})));
-    put(m, "url", e.path.clone().map(|p| json!({"path": p})));
-    put(m, "user", e.owner_id.clone().map(|o| json!({"id": o})));
-    put(m, "error", e.error.clone().map(|msg| json!({"message": msg})));
+    if let Value::Object(m) = &mut doc {
+        put(m, "source", e.source_ip.clone().map(|ip| json!({"ip": ip})));
+        put(m, "user_agent", e.user_agent.clone().map(|ua| json!({"original": ua})));
+        put(m, "url", e.path.clone().map(|p| json!({"path": p})));
+        put(m, "user", e.owner_id.clone().map(|o| json!({"id": o})));
+        put(m, "error", e.error.clone().map(|msg| json!({"message": msg})));
+    }
     if let Some(l) = e.latency_us {
-        m["event"]["duration"] = Value::from(l.saturating_mul(1000));
+        doc["event"]["duration"] = Value::from(l.saturating_mul(1000));
     }
     doc
 }

@@ -86,8 +86,8 @@ pub struct EventPipeline {
 }
 
 impl EventPipeline {
-    /// Starts the writer thread over `log`.
-    pub fn start(log: Arc<SqliteEventLog>, cfg: PipelineConfig) -> Arc<Self> {
+    /// Starts the writer thread over `log` (fails only when the OS refuses a thread).
+    pub fn start(log: Arc<SqliteEventLog>, cfg: PipelineConfig) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = sync_channel(cfg.queue_capacity.max(1));
         let stats = Arc::new(PipelineStats::default());
         let last = log.max_id().unwrap_or(0);
@@ -99,10 +99,9 @@ impl EventPipeline {
             let (log, stats, written, stopping) = (log.clone(), stats.clone(), written.clone(), stopping.clone());
             std::thread::Builder::new()
                 .name("keyward-event-writer".into())
-                .spawn(move || Writer::new(log, stats, written, cfg, stopping).run(rx))
-                .expect("spawning the event writer")
+                .spawn(move || Writer::new(log, stats, written, cfg, stopping).run(rx))?
         };
-        Arc::new(EventPipeline {
+        Ok(Arc::new(EventPipeline {
             tx: Mutex::new(Some(tx)),
             stats,
             log,
@@ -110,7 +109,7 @@ impl EventPipeline {
             writer: Mutex::new(Some(writer)),
             written,
             stopping,
-        })
+        }))
     }
 
     pub fn stats(&self) -> &PipelineStats {

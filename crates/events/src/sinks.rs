@@ -163,8 +163,13 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// Starts one thread per configured sink.
-    pub fn start(cfgs: &[SinkConfig], log: Arc<SqliteEventLog>, stats: Arc<PipelineStats>, host: String) -> Sinks {
+    /// Starts one thread per configured sink (fails only when the OS refuses a thread).
+    pub fn start(
+        cfgs: &[SinkConfig],
+        log: Arc<SqliteEventLog>,
+        stats: Arc<PipelineStats>,
+        host: String,
+    ) -> std::io::Result<Sinks> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut health = Vec::new();
         let mut threads = Vec::new();
@@ -188,13 +193,11 @@ impl Sinks {
                 health: h,
                 stop: stop.clone(),
             };
-            let t = std::thread::Builder::new()
-                .name(format!("keyward-sink-{}", cfg.name))
-                .spawn(move || runner.run())
-                .expect("spawning a sink thread");
+            let t =
+                std::thread::Builder::new().name(format!("keyward-sink-{}", cfg.name)).spawn(move || runner.run())?;
             threads.push(t);
         }
-        Sinks { health, stop, threads: Mutex::new(threads) }
+        Ok(Sinks { health, stop, threads: Mutex::new(threads) })
     }
 
     pub fn health(&self) -> Vec<SinkHealth> {
@@ -569,21 +572,23 @@ impl FileOut {
         if rotate {
             self.rotate()?;
         }
-        if self.file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
+        let (f, size, _) = match &mut self.file {
+            Some(open) => open,
+            None => {
+                if let Some(dir) = self.path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+                let meta = f.metadata()?;
+                let day = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| (d.as_millis() as i64).div_euclid(86_400_000))
+                    .unwrap_or(today);
+                self.file.insert((f, meta.len(), if meta.len() == 0 { today } else { day }))
             }
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-            let meta = f.metadata()?;
-            let day = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| (d.as_millis() as i64).div_euclid(86_400_000))
-                .unwrap_or(today);
-            self.file = Some((f, meta.len(), if meta.len() == 0 { today } else { day }));
-        }
-        let (f, size, _) = self.file.as_mut().expect("opened above");
+        };
         f.write_all(&buf)?;
         f.sync_data()?;
         *size += buf.len() as u64;

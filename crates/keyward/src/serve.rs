@@ -51,7 +51,7 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         purge_interval: Duration::from_millis(e.purge_interval_ms),
         ..PipelineConfig::default()
     };
-    let events = EventPipeline::start(Arc::new(log), pipeline_cfg);
+    let events = EventPipeline::start(Arc::new(log), pipeline_cfg).context("starting the event writer")?;
     let older = cfg
         .pepper
         .previous
@@ -171,7 +171,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("installing the metrics recorder")?;
     keyward_server::metrics_catalog::describe();
     let host = cfg.events.hostname.clone().unwrap_or_else(hostname);
-    let sinks = Arc::new(Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host));
+    let sinks = Arc::new(
+        Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host)
+            .context("starting the sinks")?,
+    );
     let github_keys = cfg
         .github
         .public_keys

@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
                     enqueue_timeout: Duration::from_secs(5),
                     ..Default::default()
                 };
-                let pipeline = EventPipeline::start(log.clone(), cfg);
+                let pipeline = EventPipeline::start(log.clone(), cfg).unwrap();
                 let (svc, ws, key) = verifier(pipeline.clone());
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 let ip = Some("203.0.113.7".parse().unwrap());

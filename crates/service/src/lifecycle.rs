@@ -94,14 +94,14 @@ impl Service {
         old.rotated_to = Some(new.id.clone());
         old.overlap_until = Some(now + overlap);
         old.updated_at = now;
-        let mut changed = vec![old.clone()];
-        // One generation of overlap at most.
+        // One generation of overlap at most: predecessors still overlapping end now.
         let (ws, oid) = (actor.workspace_id.clone(), old.id.clone());
+        let mut ended = Vec::new();
         for mut p in self.blocking(move |s| s.keys_rotated_to(&ws, &oid)).await? {
             if p.overlap_until.is_some_and(|t| t > now) && p.revoked_at.is_none() {
                 p.overlap_until = Some(now);
                 p.updated_at = now;
-                changed.push(p);
+                ended.push(p);
             }
         }
         let audit = self.audit_entry(
@@ -114,20 +114,17 @@ impl Service {
                 "rotated_to": new.id,
                 "overlap_until": to_rfc3339(now + overlap),
                 "new_key": {"id": new.id, "hint": new.hint},
-                "ended_overlaps": changed.iter().skip(1).map(|k| k.id.clone()).collect::<Vec<_>>(),
+                "ended_overlaps": ended.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
             })),
         );
-        let (n, c) = (new.clone(), changed.clone());
-        self.blocking(move |s| s.rotate_key(&n, &c, &audit)).await?;
+        let n = new.clone();
+        let changed: Vec<KeyRecord> = std::iter::once(old.clone()).chain(ended.iter().cloned()).collect();
+        self.blocking(move |s| s.rotate_key(&n, &changed, &audit)).await?;
         let cell = self.keyspace_cell(&ks_id);
-        let mut previous = None;
-        for k in changed {
-            let cached = self.index.put(k, cell.clone(), QuotaFrom::Live);
-            if previous.is_none() {
-                previous = Some(cached);
-            }
+        let previous = self.index.put(old.clone(), cell.clone(), QuotaFrom::Live);
+        for k in ended {
+            self.index.put(k, cell.clone(), QuotaFrom::Live);
         }
-        let previous = previous.expect("the old key is in the changed set");
         let new_cached = self.index.put_sharing(new, cell, &previous);
         tracing::info!(key_id = %old.id, new_key_id = %new_cached.record.id, overlap_ms = overlap, "Key rotated.");
         Ok(RotatedKey {

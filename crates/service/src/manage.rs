@@ -201,7 +201,7 @@ impl Service {
     }
 
     fn new_root_key(&self, workspace_id: &str, name: &str, role: Role, now: UnixMs) -> (RawKey, RootKeyRecord) {
-        let raw = RawKey::generate(&KeyPrefix::new(ROOT_PREFIX).expect("root prefix is valid"));
+        let raw = RawKey::generate(&KeyPrefix::root());
         let rec = RootKeyRecord {
             id: new_id("rk", now),
             workspace_id: workspace_id.to_owned(),

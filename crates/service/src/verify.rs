@@ -90,17 +90,12 @@ impl Service {
             let code = if self.imported.matches(input.key) { Outcome::NotFound } else { Outcome::Malformed };
             return Cached::Decided(Decision::bare(code));
         }
-        let mut first = None;
-        for (_, hash) in self.hasher.hash_all(input.key) {
-            if let Some(k) = self.index.get(&hash) {
-                return Cached::Decided(self.decide(workspace_id, k, input, now));
-            }
-            first.get_or_insert(hash);
-        }
-        if let Some(k) = self.imported_lookup(input.key) {
+        let hash = self.hasher.hash(input.key);
+        let found =
+            self.index.get(&hash).or_else(|| self.hasher.hash_older(input.key).find_map(|h| self.index.get(&h)));
+        if let Some(k) = found.or_else(|| self.imported_lookup(input.key)) {
             return Cached::Decided(self.decide(workspace_id, k, input, now));
         }
-        let hash = first.expect("the hasher has a current pepper");
         if self.negative.contains(&hash, now) {
             return Cached::Decided(Decision::bare(Outcome::NotFound));
         }

@@ -47,7 +47,7 @@ fn open_with_path() -> (tempfile::TempDir, Arc<SqliteEventLog>, std::path::PathB
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_batched_reports_applied_and_flushed_on_shutdown() {
     let (_dir, log) = open();
-    let p = EventPipeline::start(log.clone(), PipelineConfig::default());
+    let p = EventPipeline::start(log.clone(), PipelineConfig::default()).unwrap();
     for n in 0..1000 {
         p.emit(event(n, "ws_a")).await;
     }
@@ -101,7 +101,7 @@ async fn a_full_queue_drops_and_counts_after_a_short_wait() {
         enqueue_timeout: Duration::from_millis(5),
         ..Default::default()
     };
-    let p = EventPipeline::start(log.clone(), cfg);
+    let p = EventPipeline::start(log.clone(), cfg).unwrap();
     let lock = rusqlite::Connection::open(&path).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let started = std::time::Instant::now();
@@ -129,7 +129,7 @@ async fn old_events_are_purged() {
         flush_interval: Duration::from_millis(10),
         ..Default::default()
     };
-    let p = EventPipeline::start(log.clone(), cfg);
+    let p = EventPipeline::start(log.clone(), cfg).unwrap();
     p.emit(event(99, "ws")).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while log.count().unwrap() != 1 {
