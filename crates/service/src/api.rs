@@ -250,7 +250,7 @@ pub struct RotateKey {
 }
 
 /// The response to a rotation: the new key, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct RotatedKey {
     /// The new secret. Store it now.
     pub key: String,
@@ -311,7 +311,7 @@ pub struct ListRemindersQuery {
 }
 
 /// The response to a create: the key is in `key`, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedKey {
     /// The secret. Store it now: keyward keeps only its hash.
     pub key: String,
@@ -341,7 +341,7 @@ pub struct KeyPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The key as presented by the caller.
@@ -410,7 +410,7 @@ pub struct RootKeyView {
     pub revoked_at: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedRootKey {
     /// The secret, shown this once.
     pub key: String,
@@ -479,4 +479,50 @@ pub struct AuditVerifyView {
     pub ok: bool,
     pub entries: u64,
     pub first_bad_seq: Option<i64>,
+}
+
+// Types that hold a raw key print `[redacted]` in its place, so no `{:?}`
+// anywhere can put a key in a log line or an error.
+pub(crate) struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key", &Redacted)
+            .field("ip", &self.ip)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("scopes", &self.scopes)
+            .field("cost", &self.cost)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey").field("key", &Redacted).field("view", &self.view).finish()
+    }
+}
+
+impl std::fmt::Debug for RotatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedKey")
+            .field("key", &Redacted)
+            .field("view", &self.view)
+            .field("previous", &self.previous)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedRootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedRootKey").field("key", &Redacted).field("view", &self.view).finish()
+    }
 }

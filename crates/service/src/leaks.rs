@@ -17,13 +17,19 @@ use crate::incidents::{IncidentFields, IncidentStatus};
 use crate::manage::invalid;
 use crate::{Actor, Result, Service};
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeakReport {
     /// The leaked strings, as found (at most 1000).
     pub keys: Vec<String>,
     /// Where they were found (a URL, a path), kept on the incident.
     pub source: Option<String>,
+}
+
+impl std::fmt::Debug for LeakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeakReport").field("keys", &self.keys.len()).field("source", &self.source).finish()
+    }
 }
 
 /// What became of one reported string.

@@ -118,3 +118,21 @@ async fn a_different_pepper_is_refused() {
     let other = Service::open(store, KeyHasher::new(&Pepper::new(1, [2; 32]), &[]), ServiceConfig::default());
     assert!(matches!(other, Err(ServiceError::PepperMismatch(1))));
 }
+
+#[tokio::test]
+async fn debug_output_never_shows_a_key() {
+    let (svc, actor, ks) = setup().await;
+    let created = svc.create_key(&actor, new_key(&ks)).await.unwrap();
+    let rotated = svc.rotate_key(&actor, &created.view.id, crate::api::RotateKey::default()).await.unwrap();
+    let root = svc
+        .create_root_key(&actor, crate::api::CreateRootKey { name: "v".into(), role: Role::Verifier })
+        .await
+        .unwrap();
+    let req = crate::api::VerifyRequest { key: created.key.clone(), ..Default::default() };
+    let leak = crate::leaks::LeakReport { keys: vec![created.key.clone()], source: None };
+    let printed = format!("{created:?} {rotated:?} {root:?} {req:?} {:?} {leak:?}", VerifyInput::key(&created.key));
+    for secret in [&created.key, &rotated.key, &root.key] {
+        assert!(!printed.contains(secret.as_str()), "{printed}");
+    }
+    assert!(printed.contains("[redacted]"));
+}

@@ -16,7 +16,7 @@ use crate::index::CachedKey;
 use crate::{Result, Service, ServiceError};
 
 /// What a caller asks to verify, already parsed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct VerifyInput<'a> {
     /// The key as presented.
     pub key: &'a str,
@@ -28,6 +28,19 @@ pub struct VerifyInput<'a> {
     pub scopes: &'a [String],
     /// Units to count against limits and quota.
     pub cost: u64,
+}
+
+impl std::fmt::Debug for VerifyInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyInput")
+            .field("key", &crate::api::Redacted)
+            .field("ip", &self.ip)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("scopes", &self.scopes)
+            .field("cost", &self.cost)
+            .finish()
+    }
 }
 
 impl<'a> VerifyInput<'a> {

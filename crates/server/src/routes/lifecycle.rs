@@ -77,7 +77,7 @@ pub async fn report_leaks(
 }
 
 /// One token in a GitHub secret-scanning alert.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct GithubToken {
     pub token: String,
     #[serde(rename = "type")]
@@ -86,6 +86,16 @@ pub struct GithubToken {
     pub url: String,
     #[serde(default)]
     pub source: String,
+}
+
+impl std::fmt::Debug for GithubToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubToken")
+            .field("token", &"[redacted]")
+            .field("type", &self.kind)
+            .field("url", &self.url)
+            .finish()
+    }
 }
 
 /// GitHub's per-token answer label.
