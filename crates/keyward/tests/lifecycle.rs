@@ -283,6 +283,19 @@ fn keys_imported_by_hash_verify_and_rotate_into_native_keys() {
         .call("POST", "/v1/keys/import", Some(json!({"keyspace_id": ks, "keys": [{"hash": "zz", "prefix": "x_"}]})))
         .problem(400);
     assert!(p["detail"].as_str().unwrap().starts_with("keys[0].hash"), "{p}");
+    // Imported rows obey the same rules as keys created here.
+    let h = "ab".repeat(32);
+    for (bad, field) in [
+        (json!({"ratelimits": [{"name": "m", "limit": 0, "window_ms": 10}]}), "keys[0].ratelimits[0].limit"),
+        (json!({"ip_allowlist": ["10.0.0.0/33"]}), "keys[0].ip_allowlist[0]"),
+        (json!({"remaining": -1}), "keys[0].remaining"),
+        (json!({"prefix": "a…b"}), "keys[0].prefix"),
+    ] {
+        let mut row = json!({"hash": h, "prefix": "x_"});
+        row.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        let p = s.call("POST", "/v1/keys/import", Some(json!({"keyspace_id": ks, "keys": [row]}))).problem(400);
+        assert!(p["detail"].as_str().unwrap().starts_with(field), "{p}");
+    }
 
     // A restart keeps them verifiable; a rotation turns one into a native key.
     s.restart();

@@ -9,6 +9,7 @@ use keyward_store::events::EventFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::manage::invalid;
 use crate::verify::{Decision, RequestCtx, VerifyInput};
 use crate::{Actor, Result, Service, ServiceError};
 
@@ -113,10 +114,6 @@ pub fn event_view(e: UsageEvent) -> EventView {
         bytes_out: e.bytes_out,
         latency_ms: e.latency_us.map(|u| u / 1000),
     }
-}
-
-fn invalid(msg: impl Into<String>) -> ServiceError {
-    ServiceError::Invalid(msg.into())
 }
 
 impl Service {

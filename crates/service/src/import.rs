@@ -19,8 +19,10 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::index::{CachedKey, QuotaFrom};
-use crate::manage::{invalid, parse_instant};
-use crate::{Actor, Result, Service};
+use crate::manage::{
+    check_cidrs, check_meta, check_opt_text, check_quota, check_ratelimits, check_scopes, invalid, parse_instant,
+};
+use crate::{Actor, Result, Service, ServiceError};
 
 /// The hash kind of imported keys.
 pub const SHA256: &str = "sha256";
@@ -129,9 +131,10 @@ impl Service {
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .ok_or_else(|| at("hash: must be 64 hex characters (SHA-256)"))?;
+            // The hint is `<prefix>…<last4>` and the prefix is read back from it at start.
             if k.prefix.is_empty()
                 || k.prefix.len() > 64
-                || k.prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+                || k.prefix.chars().any(|c| c.is_whitespace() || c.is_control() || c == '…')
             {
                 return Err(at("prefix: 1 to 64 characters, no spaces"));
             }
@@ -143,24 +146,26 @@ impl Service {
                 duplicates.push(i);
                 continue;
             }
-            let meta = k.meta.clone().unwrap_or_else(|| json!({}));
-            if !meta.is_object() {
-                return Err(at("meta: must be a JSON object"));
-            }
-            let expires_at =
-                k.expires_at.as_deref().map(|s| parse_instant(&format!("keys[{i}].expires_at"), s)).transpose()?;
-            let ip_allowlist = match &k.ip_allowlist {
-                Some(v) => Some(
-                    v.iter()
-                        .map(|c| keyward_core::policy::parse_cidr(c).map(|n| n.to_string()))
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or_else(|| at("ip_allowlist: not a list of CIDRs"))?,
-                ),
-                None => None,
+            // The same rules as for keys created here, with the row named.
+            let row = |e: ServiceError| match e {
+                ServiceError::Invalid(m) => invalid(format!("keys[{i}].{m}")),
+                other => other,
             };
-            if k.scopes.as_ref().is_some_and(|s| !s.iter().all(|s| keyward_core::policy::valid_scope(s))) {
-                return Err(at("scopes: not a list of scopes"));
+            let meta = k.meta.clone().unwrap_or_else(|| json!({}));
+            check_meta(&meta).map_err(row)?;
+            check_opt_text("name", &k.name, 200).map_err(row)?;
+            check_opt_text("owner_id", &k.owner_id, 256).map_err(row)?;
+            if let Some(v) = &k.scopes {
+                check_scopes("scopes", v).map_err(row)?;
             }
+            let ip_allowlist =
+                k.ip_allowlist.as_deref().map(|v| check_cidrs("ip_allowlist", v)).transpose().map_err(row)?;
+            if let Some(v) = &k.ratelimits {
+                check_ratelimits("ratelimits", v).map_err(row)?;
+            }
+            check_quota(k.remaining, k.refill.as_ref()).map_err(row)?;
+            let expires_at =
+                k.expires_at.as_deref().map(|s| parse_instant("expires_at", s)).transpose().map_err(row)?;
             let remaining = k.remaining.or(k.refill.map(|r| r.amount));
             records.push(KeyRecord {
                 name: k.name,

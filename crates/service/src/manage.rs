@@ -39,7 +39,7 @@ pub(crate) fn check_opt_text(field: &str, v: &Option<String>, max: usize) -> Res
     v.as_deref().map_or(Ok(()), |v| check_text(field, v, max))
 }
 
-fn check_meta(v: &Value) -> Result<()> {
+pub(crate) fn check_meta(v: &Value) -> Result<()> {
     if !v.is_object() {
         return Err(invalid("meta must be a JSON object"));
     }
@@ -61,7 +61,7 @@ fn shown(v: &str) -> String {
     if v.len() <= 64 && !v.chars().any(char::is_control) { format!("{v:?}") } else { "(too long to show)".into() }
 }
 
-fn check_scopes(field: &str, v: &[String]) -> Result<()> {
+pub(crate) fn check_scopes(field: &str, v: &[String]) -> Result<()> {
     if v.len() > MAX_SCOPES {
         return Err(invalid(format!("{field} may hold at most {MAX_SCOPES} scopes")));
     }
@@ -78,7 +78,7 @@ fn check_scopes(field: &str, v: &[String]) -> Result<()> {
 
 /// Validates CIDRs and returns them in canonical form (host bits cleared,
 /// bare addresses as /32 or /128, IPv4-mapped IPv6 as IPv4).
-fn check_cidrs(field: &str, v: &[String]) -> Result<Vec<String>> {
+pub(crate) fn check_cidrs(field: &str, v: &[String]) -> Result<Vec<String>> {
     if v.len() > 256 {
         return Err(invalid(format!("{field} may hold at most 256 entries")));
     }
@@ -95,7 +95,7 @@ fn check_cidrs(field: &str, v: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
-fn check_ratelimits(field: &str, v: &[RateLimit]) -> Result<()> {
+pub(crate) fn check_ratelimits(field: &str, v: &[RateLimit]) -> Result<()> {
     if v.len() > 8 {
         return Err(invalid(format!("{field} may hold at most 8 windows")));
     }
@@ -114,7 +114,7 @@ fn check_ratelimits(field: &str, v: &[RateLimit]) -> Result<()> {
     Ok(())
 }
 
-fn check_quota(remaining: Option<i64>, refill: Option<&Refill>) -> Result<()> {
+pub(crate) fn check_quota(remaining: Option<i64>, refill: Option<&Refill>) -> Result<()> {
     if remaining.is_some_and(|r| r < 0) {
         return Err(invalid("remaining must not be negative"));
     }

@@ -80,6 +80,11 @@ impl Decision {
     fn refuse(outcome: Outcome, key: Arc<CachedKey>, message: String) -> Self {
         Decision { outcome, key: Some(key), message: Some(message), window: None, remaining: None }
     }
+
+    /// For an admitted old key inside its rotation overlap: when it stops working.
+    pub fn deprecated_until(&self) -> Option<UnixMs> {
+        self.key.as_ref().and_then(|k| k.lifecycle.overlap_until).filter(|_| self.outcome.is_valid())
+    }
 }
 
 /// The result of looking in memory only.

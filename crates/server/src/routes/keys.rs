@@ -163,6 +163,7 @@ pub async fn verify(
     let ctx = RequestCtx { request_id: &rid.0, user_agent: req.user_agent.as_deref() };
     let d = st.service.verify(&a.workspace_id, &input, &ctx).await?;
     let outcome = d.outcome;
+    let deprecated_until = d.deprecated_until();
     let k = d.key.as_ref().map(|k| &k.record);
     Ok(axum::Json(VerifyResponse {
         valid: outcome.is_valid(),
@@ -180,13 +181,8 @@ pub async fn verify(
             remaining: w.remaining,
             reset: to_rfc3339(w.reset),
         }),
-        deprecated: outcome.is_valid() && d.key.as_ref().is_some_and(|k| k.lifecycle.overlap_until.is_some()),
-        deprecated_until: d
-            .key
-            .as_ref()
-            .and_then(|k| k.lifecycle.overlap_until)
-            .filter(|_| outcome.is_valid())
-            .map(to_rfc3339),
+        deprecated: deprecated_until.is_some(),
+        deprecated_until: deprecated_until.map(to_rfc3339),
         message: d.message,
     }))
 }
