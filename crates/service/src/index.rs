@@ -128,6 +128,17 @@ pub struct CachedKey {
 }
 
 impl CachedKey {
+    fn new(record: KeyRecord, keyspace: Arc<KeyspaceCell>, usage: Arc<Usage>, limiter: Arc<Mutex<Limiter>>) -> Self {
+        let lifecycle = Lifecycle {
+            enabled: record.enabled,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+            overlap_until: record.overlap_until,
+        };
+        let ip_allowlist = record.ip_allowlist.as_ref().map(|l| l.iter().filter_map(|c| parse_cidr(c)).collect());
+        CachedKey { record, lifecycle, usage, ip_allowlist, limiter, keyspace }
+    }
+
     /// The live quota, as it should be written back to the store.
     pub fn quota_mark(&self) -> Option<QuotaMark> {
         let l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,14 +203,7 @@ impl KeyIndex {
             }
             None => Arc::new(Mutex::new(Limiter::new(&[], record_quota))),
         };
-        let lifecycle = Lifecycle {
-            enabled: record.enabled,
-            expires_at: record.expires_at,
-            revoked_at: record.revoked_at,
-            overlap_until: record.overlap_until,
-        };
-        let ip_allowlist = record.ip_allowlist.as_ref().map(|l| l.iter().filter_map(|c| parse_cidr(c)).collect());
-        let cached = Arc::new(CachedKey { record, lifecycle, usage, ip_allowlist, limiter, keyspace });
+        let cached = Arc::new(CachedKey::new(record, keyspace, usage, limiter));
         map.insert(cached.record.hash, cached.clone());
         cached
     }
@@ -208,17 +212,9 @@ impl KeyIndex {
     /// `with`: a rotation's successor counts against the same limits as the
     /// old key during the overlap.
     pub fn put_sharing(&self, record: KeyRecord, keyspace: Arc<KeyspaceCell>, with: &CachedKey) -> Arc<CachedKey> {
-        let cached = self.put(record, keyspace, QuotaFrom::Record);
-        let shared = Arc::new(CachedKey {
-            record: cached.record.clone(),
-            lifecycle: cached.lifecycle.clone(),
-            usage: cached.usage.clone(),
-            ip_allowlist: cached.ip_allowlist.clone(),
-            limiter: with.limiter.clone(),
-            keyspace: cached.keyspace.clone(),
-        });
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(shared.record.hash, shared.clone());
-        shared
+        let cached = Arc::new(CachedKey::new(record, keyspace, Arc::default(), with.limiter.clone()));
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(cached.record.hash, cached.clone());
+        cached
     }
 
     /// Makes a rotated key in its overlap share its successor's limiter again
@@ -232,15 +228,9 @@ impl KeyIndex {
                 q.remaining = q.remaining.min(o.remaining);
             }
         }
-        let shared = Arc::new(CachedKey {
-            record: old.record.clone(),
-            lifecycle: old.lifecycle.clone(),
-            usage: old.usage.clone(),
-            ip_allowlist: old.ip_allowlist.clone(),
-            limiter: successor.limiter.clone(),
-            keyspace: old.keyspace.clone(),
-        });
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(shared.record.hash, shared);
+        let shared =
+            CachedKey::new(old.record.clone(), old.keyspace.clone(), old.usage.clone(), successor.limiter.clone());
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(shared.record.hash, Arc::new(shared));
     }
 
     /// Every cached key (for periodic jobs that scan keys in memory).

@@ -82,6 +82,8 @@ pub struct Service {
     /// Prefixes of keys imported from other systems (see `import`).
     imported: import::ImportedPrefixes,
     usage_durable_through: std::sync::atomic::AtomicI64,
+    /// (key id, days, expiry) of reminders already stored, so each is written once.
+    reminded: std::sync::Mutex<std::collections::HashSet<(String, i64, i64)>>,
 }
 
 impl Service {
@@ -101,14 +103,24 @@ impl Service {
             index.put(k, cell, QuotaFrom::Record);
         })?;
         // Keys still in a rotation overlap share their successor's limits again.
+        // Usually there are none, so the full scan for successors is skipped.
         let now = keyward_core::time::now_ms();
         let all = index.all();
-        let by_id: std::collections::HashMap<&str, &Arc<CachedKey>> =
-            all.iter().map(|k| (k.record.id.as_str(), k)).collect();
-        for k in &all {
-            let in_overlap = k.record.overlap_until.is_some_and(|t| t > now) && k.record.revoked_at.is_none();
-            if let (true, Some(next)) = (in_overlap, k.record.rotated_to.as_deref().and_then(|id| by_id.get(id))) {
-                index.share_limiter(k, next);
+        let overlapping: Vec<&Arc<CachedKey>> = all
+            .iter()
+            .filter(|k| {
+                k.record.rotated_to.is_some()
+                    && k.record.revoked_at.is_none()
+                    && k.record.overlap_until.is_some_and(|t| t > now)
+            })
+            .collect();
+        if !overlapping.is_empty() {
+            let by_id: std::collections::HashMap<&str, &Arc<CachedKey>> =
+                all.iter().map(|k| (k.record.id.as_str(), k)).collect();
+            for k in overlapping {
+                if let Some(next) = k.record.rotated_to.as_deref().and_then(|id| by_id.get(id)) {
+                    index.share_limiter(k, next);
+                }
             }
         }
         let roots = store.all_root_keys()?.into_iter().map(|r| (r.hash, Arc::new(r))).collect();
@@ -124,6 +136,7 @@ impl Service {
             events: None,
             imported,
             usage_durable_through: std::sync::atomic::AtomicI64::new(0),
+            reminded: Default::default(),
         })
     }
 

@@ -8,12 +8,18 @@ use keyward_store::{KeyFilter, KeyRecord, Reminder};
 use serde_json::json;
 
 use crate::api::{
-    BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage, ReminderView, RevokeKey, RotateKey, RotatedKey,
+    BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage, ReminderView, RevocationCheck, RevokeKey, RotateKey,
+    RotatedKey,
 };
 use crate::index::QuotaFrom;
 use crate::manage::{check_opt_text, invalid, page_limit, parse_instant, to_value};
 use crate::verify::VerifyInput;
 use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
+
+/// Whether a revocation check's code means the key is rejected as it should be.
+pub fn revocation_ok(code: &str) -> bool {
+    matches!(code, "REVOKED" | "ROTATED")
+}
 
 /// Default rotation overlap: 24 hours.
 pub const DEFAULT_OVERLAP_MS: i64 = 24 * 3600 * 1000;
@@ -218,17 +224,16 @@ impl Service {
 
     /// Revokes one key, then proves it through the verify path.
     pub async fn revoke_and_check(&self, actor: &Actor, id: &str, req: RevokeKey) -> Result<crate::api::KeyView> {
-        self.revoke_key(actor, id, req).await?;
-        self.check_revocation(&actor.workspace_id, id).await;
-        let k = self.load_key(actor, id).await?;
-        Ok(self.view_of(&k, now_ms()))
+        let mut view = self.revoke_key(actor, id, req).await?;
+        view.revocation_check = self.check_revocation(&actor.workspace_id, id).await;
+        Ok(view)
     }
 
     /// The revocation health check: re-reads the key from the store and runs
     /// its hash through the verify path's lookup and decision. Anything but
     /// `REVOKED` (or `ROTATED`) is a failure: logged as an error, counted in
     /// `keyward_revocation_check_failures_total`, and kept on the key.
-    pub async fn check_revocation(&self, workspace_id: &str, key_id: &str) -> Option<Outcome> {
+    pub async fn check_revocation(&self, workspace_id: &str, key_id: &str) -> Option<RevocationCheck> {
         let (ws, id) = (workspace_id.to_owned(), key_id.to_owned());
         let stored = match self.blocking(move |s| s.get_key(&ws, &id)).await {
             Ok(Some(k)) => k,
@@ -244,7 +249,7 @@ impl Service {
     /// The revocation health check of many keys, as read from the store just
     /// now: each decision comes from the verify path, and all results are
     /// written in one transaction (bulk revocations check thousands at once).
-    pub async fn check_revocations(&self, stored: Vec<KeyRecord>) -> Vec<Outcome> {
+    pub async fn check_revocations(&self, stored: Vec<KeyRecord>) -> Vec<RevocationCheck> {
         let now = now_ms();
         let mut results = Vec::with_capacity(stored.len());
         let mut marks = Vec::with_capacity(stored.len());
@@ -257,26 +262,22 @@ impl Service {
                 }
                 None => Outcome::NotFound,
             };
-            let ok = k.revoked_at.is_some() && matches!(code, Outcome::Revoked | Outcome::Rotated);
-            let code_text = if k.revoked_at.is_none() { "NOT_REVOKED_IN_STORE" } else { code.as_str() };
+            let code = if k.revoked_at.is_none() { "NOT_REVOKED_IN_STORE" } else { code.as_str() };
+            let ok = revocation_ok(code);
             if ok {
-                tracing::debug!(key_id = %k.id, code = code_text, "Revocation check passed.");
+                tracing::debug!(key_id = %k.id, code, "Revocation check passed.");
             } else {
                 metrics::counter!("keyward_revocation_check_failures_total").increment(1);
-                tracing::error!(key_id = %k.id, code = code_text, "REVOCATION CHECK FAILED: a revoked key is not rejected.");
+                tracing::error!(key_id = %k.id, code, "REVOCATION CHECK FAILED: a revoked key is not rejected.");
             }
-            marks.push((k.id.clone(), now, code_text.to_owned()));
-            results.push(code);
+            marks.push((k.id.clone(), now, code.to_owned()));
+            results.push(RevocationCheck { at: to_rfc3339(now), code: code.to_owned(), ok });
         }
         let n = marks.len();
         if let Err(e) = self.blocking(move |s| s.record_revocation_checks(&marks)).await {
             tracing::error!(keys = n, error = %e, "Recording revocation checks failed.");
         } else {
-            tracing::info!(
-                keys = n,
-                failed = results.iter().filter(|c| !matches!(c, Outcome::Revoked | Outcome::Rotated)).count(),
-                "Revocation checks recorded."
-            );
+            tracing::info!(keys = n, failed = results.iter().filter(|r| !r.ok).count(), "Revocation checks recorded.");
         }
         results
     }
@@ -285,17 +286,11 @@ impl Service {
     pub async fn recheck_revoked(&self, days: i64) -> Result<(usize, usize)> {
         let since = now_ms() - days * DAY_MS;
         let keys = self.blocking(move |s| s.revoked_since(since)).await?;
-        let n = keys.len();
-        if n == 0 {
+        if keys.is_empty() {
             return Ok((0, 0));
         }
-        let failed = self
-            .check_revocations(keys)
-            .await
-            .iter()
-            .filter(|c| !matches!(c, Outcome::Revoked | Outcome::Rotated))
-            .count();
-        Ok((n, failed))
+        let checks = self.check_revocations(keys).await;
+        Ok((checks.len(), checks.iter().filter(|r| !r.ok).count()))
     }
 
     /// Records a reminder for every live key that expires within 14, 7 or 1
@@ -303,30 +298,36 @@ impl Service {
     pub async fn record_expiry_reminders(&self) -> Result<usize> {
         let now = now_ms();
         let mut due = Vec::new();
-        for k in self.index.all() {
-            let r = &k.record;
-            let (Some(exp), None) = (r.expires_at, r.revoked_at) else { continue };
-            if exp <= now || r.rotated_to.is_some() {
-                continue;
-            }
-            for days in REMINDER_DAYS {
-                if exp - now <= days * DAY_MS {
-                    due.push(Reminder {
-                        id: new_id("rem", now),
-                        workspace_id: r.workspace_id.clone(),
-                        key_id: r.id.clone(),
-                        days,
-                        expires_at: exp,
-                        created_at: now,
-                    });
+        {
+            // Reminders stored by an earlier run are not sent to the store again.
+            let mut reminded = self.reminded.lock().unwrap_or_else(|p| p.into_inner());
+            reminded.retain(|(_, _, exp)| *exp > now);
+            for k in self.index.all() {
+                let r = &k.record;
+                let (Some(exp), None) = (r.expires_at, r.revoked_at) else { continue };
+                if exp <= now || r.rotated_to.is_some() {
+                    continue;
+                }
+                for days in REMINDER_DAYS {
+                    if exp - now <= days * DAY_MS && !reminded.contains(&(r.id.clone(), days, exp)) {
+                        due.push(Reminder {
+                            id: new_id("rem", now),
+                            workspace_id: r.workspace_id.clone(),
+                            key_id: r.id.clone(),
+                            days,
+                            expires_at: exp,
+                            created_at: now,
+                        });
+                    }
                 }
             }
         }
         if due.is_empty() {
             return Ok(0);
         }
-        let list = due.clone();
-        let n = self.blocking(move |s| s.insert_reminders(&list)).await?;
+        let marks: Vec<(String, i64, i64)> = due.iter().map(|r| (r.key_id.clone(), r.days, r.expires_at)).collect();
+        let n = self.blocking(move |s| s.insert_reminders(&due)).await?;
+        self.reminded.lock().unwrap_or_else(|p| p.into_inner()).extend(marks);
         if n > 0 {
             tracing::info!(new_reminders = n, "Keys are nearing expiry.");
         }
