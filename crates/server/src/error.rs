@@ -111,14 +111,19 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A problem+json response; the request id is added by the request-id layer.
+/// A problem+json response carrying the current request's id.
 pub fn problem_response(status: StatusCode, slug: &str, detail: &str) -> Response {
+    problem_response_for(status, slug, detail, crate::request_id::current())
+}
+
+/// A problem+json response for the given request id.
+pub fn problem_response_for(status: StatusCode, slug: &str, detail: &str, request_id: Option<String>) -> Response {
     let body = Problem {
         kind: format!("urn:keyward:problem:{slug}"),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         status: status.as_u16(),
         detail: detail.to_owned(),
-        request_id: None,
+        request_id,
     };
     let mut res = (status, axum::Json(body)).into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

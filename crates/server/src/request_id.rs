@@ -5,17 +5,25 @@
 
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use http_body_util::BodyExt;
 use tracing::Instrument;
 
-use crate::error::problem_response;
+use crate::error::problem_response_for;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    /// The id of the request being handled, for problem bodies made anywhere in it.
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being handled, inside the request-id layer.
+pub fn current() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
 
 /// The id of the current request, in the request's extensions.
 #[derive(Debug, Clone)]
@@ -52,8 +60,8 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
 
     async move {
-        let res = next.run(req).await;
-        let res = problem_body(res, &id).await;
+        let res = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+        let res = problem_body(res, &id);
         let elapsed = started.elapsed();
         tracing::info!(status = res.status().as_u16(), micros = elapsed.as_micros() as u64, "Request handled.");
         let status = res.status().as_u16().to_string();
@@ -65,28 +73,22 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     .await
 }
 
-async fn problem_body(res: Response, id: &str) -> Response {
-    let mut res = if res.status().is_client_error() || res.status().is_server_error() {
-        let is_problem = res
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-        let (parts, body) = res.into_parts();
-        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let mut res = if is_problem {
-            with_request_id(Response::from_parts(parts, Body::from(bytes)), id).await
-        } else {
-            let (slug, detail) = generic_problem(parts.status);
-            let mut res = problem_response(parts.status, slug, detail);
-            for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
-                if let Some(v) = parts.headers.get(&name) {
-                    res.headers_mut().insert(name, v.clone());
-                }
+/// Any 4xx/5xx that is not problem+json yet (a 405 from the router, a
+/// timeout, a caught panic) becomes one; every response gets `X-Request-Id`.
+/// Problem bodies made inside the request already carry its id.
+fn problem_body(res: Response, id: &str) -> Response {
+    let status = res.status();
+    let is_problem =
+        res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let mut res = if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let (slug, detail) = generic_problem(status);
+        let mut problem = problem_response_for(status, slug, detail, Some(id.to_owned()));
+        for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+            if let Some(v) = res.headers().get(&name) {
+                problem.headers_mut().insert(name, v.clone());
             }
-            with_request_id(res, id).await
-        };
-        res.headers_mut().remove(header::CONTENT_LENGTH);
-        res
+        }
+        problem
     } else {
         res
     };
@@ -94,20 +96,6 @@ async fn problem_body(res: Response, id: &str) -> Response {
         res.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     res
-}
-
-/// Adds `request_id` to a problem body.
-async fn with_request_id(res: Response, id: &str) -> Response {
-    let (parts, body) = res.into_parts();
-    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(serde_json::Value::Object(mut m)) => {
-            m.insert("request_id".into(), id.into());
-            serde_json::to_vec(&m).map(Body::from).unwrap_or_else(|_| Body::from(bytes))
-        }
-        _ => Body::from(bytes),
-    };
-    Response::from_parts(parts, body)
 }
 
 /// The request path with any segment too long to be an id cut out: a key
