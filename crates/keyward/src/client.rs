@@ -135,7 +135,14 @@ Example:\n  keyward keys import old-keys.csv --keyspace ks_01J...")]
     },
 }
 
-fn call(conn: &Conn, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+impl Conn {
+    pub fn new(server: &str, root_key: &str) -> Conn {
+        Conn { server: server.to_owned(), root_key: root_key.to_owned() }
+    }
+}
+
+/// One API call; a problem answer becomes an error with its status and detail.
+pub fn call(conn: &Conn, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let url = format!("{}{}", conn.server.trim_end_matches('/'), path);
     let req = ureq::request(method, &url).set("Authorization", &format!("Bearer {}", conn.root_key));
     let res = match body {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// `keyward scan`.
 #[derive(Args, Debug)]
@@ -119,27 +119,13 @@ fn report(cmd: &ScanCmd, findings: &[Finding]) -> anyhow::Result<()> {
     keys.dedup();
     let source =
         format!("keyward scan {}", cmd.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
-    let url = format!("{}/v1/leaks", cmd.server.trim_end_matches('/'));
+    let conn = crate::client::Conn::new(&cmd.server, root);
     let mut revoked = 0;
     for chunk in keys.chunks(1000) {
-        let res = ureq::post(&url)
-            .set("Authorization", &format!("Bearer {root}"))
-            .send_json(json!({ "keys": chunk, "source": source }));
-        let answer: Value = match res {
-            Ok(r) => r.into_json()?,
-            Err(ureq::Error::Status(code, r)) => {
-                let detail = r
-                    .into_json::<Value>()
-                    .ok()
-                    .and_then(|v| v["detail"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                anyhow::bail!("the server answered {code}: {detail}");
-            }
-            Err(e) => return Err(anyhow::Error::new(e)).with_context(|| format!("reaching {}", cmd.server)),
-        };
+        let answer = crate::client::call(&conn, "POST", "/v1/leaks", Some(json!({ "keys": chunk, "source": source })))?;
         for r in answer["results"].as_array().into_iter().flatten() {
-            let i = r["index"].as_u64().unwrap_or(0) as usize;
-            let hint = keyward_core::RawKey::parse(chunk[i]).map(|k| k.hint()).unwrap_or_default();
+            let key = r["index"].as_u64().and_then(|i| chunk.get(i as usize));
+            let hint = key.and_then(|k| keyward_core::RawKey::parse(k).ok()).map(|k| k.hint()).unwrap_or_default();
             eprintln!("reported {hint}: {}", r["status"].as_str().unwrap_or("?"));
         }
         revoked += answer["revoked"].as_u64().unwrap_or(0);
