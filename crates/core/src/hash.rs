@@ -93,6 +93,11 @@ impl KeyHasher {
         KeyHasher { current: mk(current), older: older.iter().map(mk).collect() }
     }
 
+    /// Every configured pepper version, current first.
+    pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.current.0).chain(self.older.iter().map(|(v, _)| *v))
+    }
+
     /// The version of the pepper that new hashes use.
     pub fn current_version(&self) -> u32 {
         self.current.0
