@@ -89,23 +89,24 @@ impl UsageEvent {
 }
 
 /// Makes caller-given text safe to keep in an event: drops a query string
-/// from paths, cuts anything that validates as a key, and caps the length.
-pub fn scrub(text: &str, is_path: bool, max: usize) -> String {
+/// from paths, cuts anything key-shaped (see [`crate::redact`]; `prefixes`
+/// are the known prefixes of imported keys), and caps the length.
+pub fn scrub(text: &str, is_path: bool, max: usize, prefixes: &[String]) -> String {
     let text = if is_path { text.split(['?', '#']).next().unwrap_or("") } else { text };
-    let mut out = String::with_capacity(text.len().min(max));
-    let mut last = 0;
-    for r in crate::key::find_keys(text) {
-        out.push_str(&text[last..r.start]);
-        out.push_str("[key]");
-        last = r.end;
-    }
-    out.push_str(&text[last..]);
-    if out.len() > max {
-        let mut cut = max;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-    }
+    // Cap before the search too, so its cost is bounded whatever was sent.
+    let mut out = crate::redact::redact(cap(text, max.saturating_mul(2)), prefixes);
+    out.truncate(cap(&out, max).len());
     out
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn cap(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }

@@ -13,6 +13,7 @@ pub mod id;
 pub mod key;
 pub mod outcome;
 pub mod policy;
+pub mod redact;
 pub mod role;
 pub mod time;
 pub mod verify;

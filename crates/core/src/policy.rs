@@ -141,23 +141,118 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether normalized path segments match a pattern.
-pub fn path_matches(pattern: &str, segs: &[String]) -> bool {
-    let pat: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
-    fn go(p: &[&str], s: &[String]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(&"**") => (0..=s.len()).any(|k| go(&p[1..], &s[k..])),
-            Some(&"*") => !s.is_empty() && go(&p[1..], &s[1..]),
-            Some(lit) => s.first().is_some_and(|x| x == lit) && go(&p[1..], &s[1..]),
-        }
-    }
-    go(&pat, segs)
+/// Most segments a path pattern may have.
+pub const MAX_PATTERN_SEGMENTS: usize = 32;
+/// Most `**` a path pattern may hold (after `**/**` is folded into one).
+pub const MAX_PATTERN_GLOBSTARS: usize = 4;
+/// Longest path pattern, in bytes.
+pub const MAX_PATTERN_LEN: usize = 512;
+/// Longest request path a verify may give, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Most segments a request path may have.
+pub const MAX_PATH_SEGMENTS: usize = 256;
+
+/// Why a path pattern was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternError {
+    /// It does not start with `/`.
+    Start,
+    /// It holds `?` or `#`.
+    Query,
+    /// Longer than [`MAX_PATTERN_LEN`].
+    Length,
+    /// More than [`MAX_PATTERN_SEGMENTS`] segments.
+    Segments,
+    /// More than [`MAX_PATTERN_GLOBSTARS`] `**`.
+    Globstars,
+    /// A segment mixes `*` with other characters (`a*b`, `***`).
+    Wildcard,
 }
 
-/// Checks a path pattern's syntax.
+impl std::fmt::Display for PatternError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PatternError::Start => "must start with /",
+            PatternError::Query => "must not hold ? or #",
+            PatternError::Length => "must be at most 512 bytes",
+            PatternError::Segments => "may have at most 32 segments",
+            PatternError::Globstars => "may hold ** at most 4 times",
+            PatternError::Wildcard => "segments are literal, * (one segment) or ** (any number): * cannot be mixed with text",
+        })
+    }
+}
+
+/// Checks a path pattern and returns its normal form: empty segments
+/// dropped and runs of `**` folded into one (`/a//**/**/b` → `/a/**/b`),
+/// which matches exactly the same paths.
+pub fn normalize_pattern(p: &str) -> Result<String, PatternError> {
+    if !p.starts_with('/') {
+        return Err(PatternError::Start);
+    }
+    if p.contains(['?', '#']) {
+        return Err(PatternError::Query);
+    }
+    if p.len() > MAX_PATTERN_LEN {
+        return Err(PatternError::Length);
+    }
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in p.split('/').filter(|s| !s.is_empty()) {
+        if seg.contains('*') && seg != "*" && seg != "**" {
+            return Err(PatternError::Wildcard);
+        }
+        if seg == "**" && segs.last() == Some(&"**") {
+            continue;
+        }
+        segs.push(seg);
+    }
+    if segs.len() > MAX_PATTERN_SEGMENTS {
+        return Err(PatternError::Segments);
+    }
+    if segs.iter().filter(|s| **s == "**").count() > MAX_PATTERN_GLOBSTARS {
+        return Err(PatternError::Globstars);
+    }
+    Ok(format!("/{}", segs.join("/")))
+}
+
+/// Whether normalized path segments match a pattern: `*` is one segment,
+/// `**` any number (even none), anything else a literal segment.
+///
+/// Dynamic programming over (pattern segment, path position): the cost is
+/// O(pattern segments × path segments) whatever the input, with no
+/// backtracking (a recursive matcher is exponential in the number of `**`).
+pub fn path_matches(pattern: &str, segs: &[String]) -> bool {
+    // reach[j]: the pattern read so far can match exactly segs[..j].
+    let mut reach = vec![false; segs.len() + 1];
+    reach[0] = true;
+    for p in pattern.split('/').filter(|p| !p.is_empty()) {
+        match p {
+            "**" => {
+                // Any number of segments: reachable from any earlier position.
+                let mut any = false;
+                for r in reach.iter_mut() {
+                    any |= *r;
+                    *r = any;
+                }
+            }
+            _ => {
+                // One segment: position j+1 from position j, right to left so
+                // each step reads the previous pattern segment's positions.
+                for j in (0..segs.len()).rev() {
+                    reach[j + 1] = reach[j] && (p == "*" || segs[j] == p);
+                }
+                reach[0] = false;
+            }
+        }
+        if !reach.iter().any(|r| *r) {
+            return false;
+        }
+    }
+    reach[segs.len()]
+}
+
+/// Checks a path pattern's syntax and bounds (see [`normalize_pattern`]).
 pub fn valid_pattern(p: &str) -> bool {
-    p.starts_with('/') && p.len() <= 512 && !p.contains(['?', '#'])
+    normalize_pattern(p).is_ok()
 }
 
 /// What a verify asks for, as far as scopes go.

@@ -442,16 +442,26 @@ fn import(conn: &Conn, file: &Path, keyspace: &str, format: Option<&str>) -> any
     };
     let rows = read_import(file, &format)?;
     let total = rows.len();
-    let (mut imported, mut duplicates) = (0, 0);
+    let (mut imported, mut duplicates, mut without_scopes) = (0, 0, 0);
     progress(0, total);
     for (n, chunk) in rows.chunks(500).enumerate() {
         let res = call(conn, "POST", "/v1/keys/import", Some(json!({"keyspace_id": keyspace, "keys": chunk})))
             .with_context(|| format!("importing rows {} to {}", n * 500 + 1, n * 500 + chunk.len()))?;
         imported += res["imported"].as_u64().unwrap_or(0) as usize;
         duplicates += res["duplicates"].as_array().map_or(0, Vec::len);
+        without_scopes += res["without_scopes"].as_u64().unwrap_or(0) as usize;
         progress((n * 500 + chunk.len()).min(total), total);
     }
     eprintln!();
-    println!("{}", json!({"imported": imported, "duplicates_skipped": duplicates, "total": total}));
+    if without_scopes > 0 {
+        eprintln!(
+            "warning: {without_scopes} imported keys have no scope and are refused for any method, path or scope; \
+             add a scopes column, set the keyspace's default_scopes, or set them with PATCH /v1/keys/ID"
+        );
+    }
+    println!(
+        "{}",
+        json!({"imported": imported, "duplicates_skipped": duplicates, "without_scopes": without_scopes, "total": total})
+    );
     Ok(())
 }

@@ -158,7 +158,7 @@ pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, http.request_timeout))
         .layer(CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, HeaderName::from_static("x-api-key")]))
         .with_state(state)
 }

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -29,19 +29,28 @@ pub fn current() -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// A caller's id is kept when it is short and plain; otherwise we make one.
-fn acceptable(v: &HeaderValue) -> Option<String> {
+/// Longest caller-given request id that is kept.
+const MAX_ID_LEN: usize = 64;
+/// Longest run of letters and digits in a kept request id: a ULID is 26, a
+/// W3C trace id 32; a key's body (38) is longer.
+const MAX_ID_RUN: usize = 32;
+
+/// A caller's id is kept only when it is short, id-shaped and nothing like a
+/// key: it is repeated in every log line, the usage event, the sinks and the
+/// response. Anything else is replaced by an id of ours.
+fn acceptable(v: &HeaderValue, service: &keyward_service::Service) -> Option<String> {
     let s = v.to_str().ok()?;
-    let ok = (1..=128).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    let charset = s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    let longest_run = s.split(|c: char| !c.is_ascii_alphanumeric()).map(str::len).max().unwrap_or(0);
+    let ok = (1..=MAX_ID_LEN).contains(&s.len()) && charset && longest_run <= MAX_ID_RUN && !service.holds_secret(s);
     ok.then(|| s.to_owned())
 }
 
-pub async fn layer(mut req: Request, next: Next) -> Response {
+pub async fn layer(State(st): State<crate::AppState>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
-        .and_then(acceptable)
+        .and_then(|v| acceptable(v, &st.service))
         .unwrap_or_else(|| keyward_core::id::new_id("req", keyward_core::time::now_ms()));
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
@@ -98,10 +107,13 @@ fn problem_body(res: Response, id: &str) -> Response {
     res
 }
 
-/// The request path with any segment too long to be an id cut out: a key
-/// pasted into a URL must not reach the log.
+/// The request path with any segment too long to be an id, or key-shaped,
+/// cut out: a key pasted into a URL must not reach the log.
 pub fn loggable_path(path: &str) -> String {
-    path.split('/').map(|seg| if seg.len() > 32 { "[redacted]" } else { seg }).collect::<Vec<_>>().join("/")
+    path.split('/')
+        .map(|seg| if seg.len() > 32 || keyward_core::redact::holds_secret(seg, &[]) { "[redacted]" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn generic_problem(status: StatusCode) -> (&'static str, &'static str) {

@@ -9,7 +9,7 @@ use keyward_store::events::EventFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::manage::invalid;
+use crate::validate::invalid;
 use crate::verify::{Decision, RequestCtx, VerifyInput};
 use crate::{Actor, Result, Service, ServiceError};
 
@@ -127,6 +127,7 @@ impl Service {
         d: &Decision,
     ) -> UsageEvent {
         let k = d.key.as_ref().map(|k| &k.record);
+        let prefixes = self.imported.list();
         let fingerprint =
             matches!(d.outcome, Outcome::Malformed | Outcome::NotFound).then(|| self.hasher().fingerprint(input.key));
         UsageEvent {
@@ -147,12 +148,12 @@ impl Service {
                     _ => ip,
                 }
             }),
-            user_agent: ctx.user_agent.map(|ua| scrub(ua, false, 512)),
+            user_agent: ctx.user_agent.map(|ua| scrub(ua, false, 512, &prefixes)),
             method: input.method.map(|m| m.to_ascii_uppercase()),
-            path: input.path.map(|p| scrub(p, true, 2048)),
+            path: input.path.map(|p| scrub(p, true, 2048, &prefixes)),
             outcome: d.outcome,
             http_status: None,
-            error: d.message.clone(),
+            error: d.message.as_deref().map(|m| scrub(m, false, 512, &prefixes)),
             bytes_in: None,
             bytes_out: None,
             latency_us: None,
@@ -222,11 +223,7 @@ impl Service {
             Some("asc") => true,
             Some(_) => return Err(invalid("order must be asc or desc")),
         };
-        let cursor = q
-            .cursor
-            .as_deref()
-            .map(|c| c.parse::<i64>().map_err(|_| invalid("cursor is not one this API returned")))
-            .transpose()?;
+        let cursor = crate::validate::seq_cursor(q.cursor.as_deref())?;
         Ok(EventFilter {
             workspace_id: actor.workspace_id.clone(),
             key_id: q.key_id.clone(),

@@ -5,7 +5,7 @@
 //! the native checks. An imported key verifies like a native one (policies,
 //! limits, events) and rotates into a native key.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use keyward_core::id::new_id;
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::index::{CachedKey, QuotaFrom};
-use crate::manage::{
+use crate::validate::{
     check_cidrs, check_meta, check_opt_text, check_quota, check_ratelimits, check_scopes, invalid, parse_instant,
 };
 use crate::{Actor, Result, Service, ServiceError};
@@ -31,7 +31,7 @@ pub const SHA256: &str = "sha256";
 #[derive(Default)]
 pub struct ImportedPrefixes {
     any: AtomicBool,
-    prefixes: RwLock<Vec<String>>,
+    prefixes: RwLock<Arc<Vec<String>>>,
 }
 
 impl ImportedPrefixes {
@@ -43,16 +43,19 @@ impl ImportedPrefixes {
         let prefix = k.hint.split('…').next().unwrap_or_default().to_owned();
         let mut p = self.prefixes.write().unwrap_or_else(|p| p.into_inner());
         if !p.contains(&prefix) {
-            p.push(prefix);
+            Arc::make_mut(&mut p).push(prefix);
         }
         self.any.store(true, Ordering::Release);
     }
 
     /// Whether `s` starts like an imported key.
     pub fn matches(&self, s: &str) -> bool {
-        self.any.load(Ordering::Acquire)
-            && s.len() <= 512
-            && self.prefixes.read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| s.starts_with(p.as_str()))
+        self.any.load(Ordering::Acquire) && s.len() <= 512 && self.prefixes.read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| s.starts_with(p.as_str()))
+    }
+
+    /// Every known prefix, for the scrubber of caller text.
+    pub fn list(&self) -> Arc<Vec<String>> {
+        self.prefixes.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -99,6 +102,13 @@ pub struct ImportResult {
     pub key_ids: Vec<String>,
     /// Positions of keys whose hash is already known (imported before): skipped.
     pub duplicates: Vec<usize>,
+    /// How many imported keys have no scope at all (neither their own nor the
+    /// keyspace's defaults): every verify that gives a method, path or scope
+    /// refuses them `FORBIDDEN` until scopes are set with PATCH.
+    pub without_scopes: usize,
+    /// What to do about it, when `without_scopes` is not 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl Service {
@@ -132,11 +142,14 @@ impl Service {
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .ok_or_else(|| at("hash: must be 64 hex characters (SHA-256)"))?;
             // The hint is `<prefix>…<last4>` and the prefix is read back from it at start.
+            // A prefix is what every key of that system starts with, and is
+            // stored and audited verbatim: short, plain, and no secret.
             if k.prefix.is_empty()
-                || k.prefix.len() > 64
-                || k.prefix.chars().any(|c| c.is_whitespace() || c.is_control() || c == '…')
+                || k.prefix.len() > 32
+                || !k.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                || keyward_core::redact::holds_secret(&k.prefix, &[])
             {
-                return Err(at("prefix: 1 to 64 characters, no spaces"));
+                return Err(at("prefix: 1 to 32 characters of letters, digits, _ - . (what every key of the other system starts with, e.g. sk_live_)"));
             }
             if k.last4.as_ref().is_some_and(|l| l.chars().count() != 4 || !l.chars().all(|c| c.is_ascii_graphic())) {
                 return Err(at("last4: exactly four visible characters"));
@@ -191,6 +204,7 @@ impl Service {
             });
         }
         let key_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let without_scopes = records.iter().filter(|r| r.scopes.is_empty()).count();
         if !records.is_empty() {
             let audit = self.audit_entry(
                 actor,
@@ -209,6 +223,13 @@ impl Service {
             }
             tracing::info!(imported = key_ids.len(), keyspace_id = %ks.id, "Keys imported by hash.");
         }
-        Ok(ImportResult { imported: key_ids.len(), key_ids, duplicates })
+        let warning = (without_scopes > 0).then(|| {
+            format!(
+                "{without_scopes} imported keys have no scope and are refused for any method, path or scope: \
+                 give scopes per key in the import, set the keyspace's default_scopes before importing, \
+                 or PATCH /v1/keys/{{id}} with scopes"
+            )
+        });
+        Ok(ImportResult { imported: key_ids.len(), key_ids, duplicates, without_scopes, warning })
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::manage::{invalid, page_limit, to_value};
+use crate::validate::{invalid, page_limit, to_value};
 use crate::{Actor, Result, Service, ServiceError};
 
 /// The state of an incident.
@@ -178,7 +178,7 @@ impl Service {
     /// Opens an incident (role key_manager or admin).
     pub async fn create_incident(&self, actor: &Actor, req: CreateIncident) -> Result<IncidentView> {
         actor.require(Permission::KeysWrite, "open incidents")?;
-        crate::manage::check_opt_text("title", &Some(req.title.clone()), 300)?;
+        crate::validate::check_opt_text("title", &Some(req.title.clone()), 300)?;
         self.check_key_ids(actor, &req.key_ids).await?;
         check_list("affected_systems", &req.affected_systems)?;
         check_list("actions_taken", &req.actions_taken)?;
@@ -252,7 +252,7 @@ impl Service {
         let rec = self.load_incident(actor, id).await?;
         let mut f = view(&rec)?.fields;
         if let Some(t) = req.title {
-            crate::manage::check_opt_text("title", &Some(t.clone()), 300)?;
+            crate::validate::check_opt_text("title", &Some(t.clone()), 300)?;
             f.title = t;
         }
         if let Some(s) = req.status {
@@ -283,9 +283,24 @@ impl Service {
         self.save_incident(actor, rec.id.clone(), f, now_ms(), Some((rec.created_at, rec.body))).await
     }
 
+    /// Checks that `incident`, when given, names an incident of the actor's
+    /// workspace (revocations refer to one; it must exist).
+    pub(crate) async fn check_incident_ref(&self, actor: &Actor, incident: Option<&str>) -> Result<()> {
+        let Some(id) = incident else { return Ok(()) };
+        if !keyward_core::id::is_id("inc", id) {
+            return Err(invalid("incident must be the id of an incident (inc_…) of this workspace"));
+        }
+        let (ws, id) = (actor.workspace_id.clone(), id.to_owned());
+        match self.blocking(move |s| s.get_incident(&ws, &id)).await? {
+            Some(_) => Ok(()),
+            None => Err(invalid("incident names no incident of this workspace; create it with POST /v1/incidents")),
+        }
+    }
+
     pub async fn list_incidents(&self, actor: &Actor, q: ListIncidentsQuery) -> Result<IncidentPage> {
         actor.require(Permission::KeysRead, "read incidents")?;
         let limit = page_limit(q.limit)?;
+        crate::validate::id_cursor("inc", q.cursor.as_deref())?;
         let (ws, cursor) = (actor.workspace_id.clone(), q.cursor);
         let mut rows = self.blocking(move |s| s.list_incidents(&ws, cursor.as_deref(), limit + 1)).await?;
         let next_cursor = if rows.len() > limit as usize {

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::api::{RevokeKey, RevokeReason};
 use crate::incidents::{IncidentFields, IncidentStatus};
-use crate::manage::invalid;
+use crate::validate::invalid;
 use crate::{Actor, Result, Service};
 
 #[derive(Deserialize, ToSchema)]
@@ -70,7 +70,7 @@ impl Service {
         if req.keys.is_empty() || req.keys.len() > 1000 {
             return Err(invalid("keys must hold 1 to 1000 strings"));
         }
-        let source = req.source.as_deref().map(|s| scrub(s, false, 2000)).unwrap_or_else(|| "leak report".into());
+        let source = req.source.as_deref().map(|s| scrub(s, false, 2000, &self.imported.list())).unwrap_or_else(|| "leak report".into());
         self.handle_leaks(Some(actor), &req.keys, &source).await
     }
 

@@ -17,6 +17,7 @@ pub mod index;
 pub mod leaks;
 pub mod lifecycle;
 mod manage;
+pub mod validate;
 pub mod verify;
 mod views;
 
@@ -200,6 +201,13 @@ impl Service {
         }
         self.usage_durable_through.store(cut, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// Whether caller text holds anything key-shaped: a keyward key (by
+    /// checksum, anywhere, decoded), a prefix-less body, or a string that
+    /// starts like an imported key (see `core::redact`).
+    pub fn holds_secret(&self, text: &str) -> bool {
+        keyward_core::redact::holds_secret(text, &self.imported.list())
     }
 
     /// When the last successful flush of last-use marks and quotas began (ms):

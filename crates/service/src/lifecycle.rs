@@ -12,7 +12,7 @@ use crate::api::{
     RotatedKey,
 };
 use crate::index::QuotaFrom;
-use crate::manage::{check_opt_text, invalid, page_limit, parse_instant, to_value};
+use crate::validate::{check_opt_text, invalid, page_limit, parse_instant, to_value};
 use crate::verify::VerifyInput;
 use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
 
@@ -148,7 +148,7 @@ impl Service {
             return Err(invalid("give at least one of owner_id, keyspace_id, created_before"));
         }
         check_opt_text("note", &req.note, 2000)?;
-        check_opt_text("incident", &req.incident, 64)?;
+        self.check_incident_ref(actor, req.incident.as_deref()).await?;
         let created_before = req.created_before.as_deref().map(|s| parse_instant("created_before", s)).transpose()?;
         let now = now_ms();
         let mut matched: Vec<KeyRecord> = Vec::new();

@@ -3,9 +3,9 @@
 //! records an audit entry in the same store transaction as the change.
 
 use keyward_core::id::{is_id, new_id};
-use keyward_core::key::{DEFAULT_PREFIX, ROOT_PREFIX};
-use keyward_core::policy::{self, MAX_SCOPES, PathRule, RateLimit, Refill};
-use keyward_core::time::{UnixMs, now_ms, parse_rfc3339};
+use keyward_core::key::DEFAULT_PREFIX;
+use keyward_core::policy::RateLimit;
+use keyward_core::time::{UnixMs, now_ms};
 use keyward_core::{KeyPrefix, Permission, RawKey, Role};
 use keyward_store::{AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, RootKeyRecord, Workspace};
 use serde_json::Value;
@@ -13,164 +13,8 @@ use serde_json::Value;
 use crate::api::*;
 use crate::index::{KeyspacePolicy, QuotaFrom};
 use crate::views::{audit_view, diff, key_view, keyspace_view, root_key_view};
+use crate::validate::*;
 use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
-
-const MAX_META_BYTES: usize = 16 * 1024;
-const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
-
-pub(crate) fn invalid(msg: impl Into<String>) -> ServiceError {
-    ServiceError::Invalid(msg.into())
-}
-
-fn check_text(field: &str, v: &str, max: usize) -> Result<()> {
-    if v.trim().is_empty() {
-        return Err(invalid(format!("{field} must not be empty")));
-    }
-    if v.chars().count() > max {
-        return Err(invalid(format!("{field} must be at most {max} characters")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(invalid(format!("{field} must not contain control characters")));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_opt_text(field: &str, v: &Option<String>, max: usize) -> Result<()> {
-    v.as_deref().map_or(Ok(()), |v| check_text(field, v, max))
-}
-
-pub(crate) fn check_meta(v: &Value) -> Result<()> {
-    if !v.is_object() {
-        return Err(invalid("meta must be a JSON object"));
-    }
-    if v.to_string().len() > MAX_META_BYTES {
-        return Err(invalid(format!("meta must be at most {MAX_META_BYTES} bytes as JSON")));
-    }
-    Ok(())
-}
-
-fn check_ttl(field: &str, ttl: i64) -> Result<()> {
-    if !(1..=MAX_TTL_MS).contains(&ttl) {
-        return Err(invalid(format!("{field} must be between 1 and {MAX_TTL_MS} milliseconds")));
-    }
-    Ok(())
-}
-
-/// Shows a client-given value in an error only when it is short and plain.
-fn shown(v: &str) -> String {
-    if v.len() <= 64 && !v.chars().any(char::is_control) { format!("{v:?}") } else { "(too long to show)".into() }
-}
-
-pub(crate) fn check_scopes(field: &str, v: &[String]) -> Result<()> {
-    if v.len() > MAX_SCOPES {
-        return Err(invalid(format!("{field} may hold at most {MAX_SCOPES} scopes")));
-    }
-    for (i, s) in v.iter().enumerate() {
-        if !policy::valid_scope(s) {
-            return Err(invalid(format!(
-                "{field}[{i}]: {} is not a scope; use read, write, admin, or resource:action such as invoices:read or invoices:*",
-                shown(s)
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Validates CIDRs and returns them in canonical form (host bits cleared,
-/// bare addresses as /32 or /128, IPv4-mapped IPv6 as IPv4).
-pub(crate) fn check_cidrs(field: &str, v: &[String]) -> Result<Vec<String>> {
-    if v.len() > 256 {
-        return Err(invalid(format!("{field} may hold at most 256 entries")));
-    }
-    v.iter()
-        .enumerate()
-        .map(|(i, c)| {
-            policy::parse_cidr(c).map(|n| n.to_string()).ok_or_else(|| {
-                invalid(format!(
-                    "{field}[{i}]: {} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or 2001:db8::/32",
-                    shown(c)
-                ))
-            })
-        })
-        .collect()
-}
-
-pub(crate) fn check_ratelimits(field: &str, v: &[RateLimit]) -> Result<()> {
-    if v.len() > 8 {
-        return Err(invalid(format!("{field} may hold at most 8 windows")));
-    }
-    for (i, r) in v.iter().enumerate() {
-        check_text(&format!("{field}[{i}].name"), &r.name, 64)?;
-        if v[..i].iter().any(|o| o.name == r.name) {
-            return Err(invalid(format!("{field}[{i}].name: {} is used twice", shown(&r.name))));
-        }
-        if r.limit == 0 || r.limit > 1_000_000_000 {
-            return Err(invalid(format!("{field}[{i}].limit must be between 1 and 1000000000")));
-        }
-        if !(1..=31 * 24 * 3600 * 1000).contains(&r.window_ms) {
-            return Err(invalid(format!("{field}[{i}].window_ms must be between 1 and 2678400000 (31 days)")));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn check_quota(remaining: Option<i64>, refill: Option<&Refill>) -> Result<()> {
-    if remaining.is_some_and(|r| r < 0) {
-        return Err(invalid("remaining must not be negative"));
-    }
-    if let Some(r) = refill {
-        if r.interval_ms < 1000 || r.interval_ms > MAX_TTL_MS {
-            return Err(invalid("refill.interval_ms must be at least 1000"));
-        }
-        if r.amount < 0 {
-            return Err(invalid("refill.amount must not be negative"));
-        }
-    }
-    Ok(())
-}
-
-fn check_rules(v: &[PathRule]) -> Result<()> {
-    if v.len() > 64 {
-        return Err(invalid("path_rules may hold at most 64 rules"));
-    }
-    for (i, r) in v.iter().enumerate() {
-        if !policy::valid_pattern(&r.pattern) {
-            return Err(invalid(format!("path_rules[{i}].pattern must start with / and hold no ? or #")));
-        }
-        if r.scopes.is_empty() {
-            return Err(invalid(format!("path_rules[{i}].scopes must name at least one scope")));
-        }
-        check_scopes(&format!("path_rules[{i}].scopes"), &r.scopes)?;
-        for m in r.methods.iter().flatten() {
-            if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(invalid(format!("path_rules[{i}].methods: {} is not an upper-case HTTP method", shown(m))));
-            }
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn parse_instant(field: &str, s: &str) -> Result<UnixMs> {
-    parse_rfc3339(s).ok_or_else(|| invalid(format!("{field} must be an RFC 3339 instant such as 2030-01-31T12:00:00Z")))
-}
-
-fn parse_prefix(s: &str) -> Result<KeyPrefix> {
-    if s == ROOT_PREFIX {
-        return Err(invalid("prefix kw_root is reserved for root keys"));
-    }
-    KeyPrefix::new(s).map_err(|e| invalid(format!("prefix: {e}")))
-}
-
-pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32> {
-    match limit.unwrap_or(100) {
-        l @ 1..=1000 => Ok(l),
-        _ => Err(invalid("limit must be between 1 and 1000")),
-    }
-}
-
-pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
 
 impl Service {
     pub(crate) fn audit_entry(
@@ -284,8 +128,8 @@ impl Service {
             .default_ratelimits
             .unwrap_or_else(|| vec![RateLimit { name: "default".into(), limit: 1000, window_ms: 60_000 }]);
         check_ratelimits("default_ratelimits", &default_ratelimits)?;
-        let path_rules = req.path_rules.unwrap_or_default();
-        check_rules(&path_rules)?;
+        let mut path_rules = req.path_rules.unwrap_or_default();
+        check_rules(&mut path_rules)?;
         if let Some(m) = req.max_age_ms {
             check_ttl("max_age_ms", m)?;
         }
@@ -358,8 +202,8 @@ impl Service {
             check_ratelimits("default_ratelimits", &v)?;
             ks.default_ratelimits = v;
         }
-        if let Some(v) = req.path_rules {
-            check_rules(&v)?;
+        if let Some(mut v) = req.path_rules {
+            check_rules(&mut v)?;
             ks.path_rules = v;
         }
         if let Some(v) = req.pseudonymize_ips {
@@ -576,7 +420,7 @@ impl Service {
     pub async fn revoke_key(&self, actor: &Actor, id: &str, req: RevokeKey) -> Result<KeyView> {
         actor.require(Permission::KeysWrite, "revoke keys")?;
         check_opt_text("note", &req.note, 2000)?;
-        check_opt_text("incident", &req.incident, 64)?;
+        self.check_incident_ref(actor, req.incident.as_deref()).await?;
         let mut k = self.load_key(actor, id).await?;
         if k.revoked_at.is_some() {
             return Err(ServiceError::Conflict(format!("key {} is already revoked", k.id)));
@@ -684,7 +528,7 @@ impl Service {
         let limit = page_limit(q.limit)?;
         let before_seq = match q.cursor.as_deref() {
             None => None,
-            Some(c) => Some(c.parse::<i64>().map_err(|_| invalid("cursor is not one this API returned"))?),
+            Some(c) => seq_cursor(Some(c))?,
         };
         let f = AuditFilter {
             workspace_id: actor.workspace_id.clone(),

@@ -131,6 +131,36 @@ impl Service {
         Ok(d)
     }
 
+    /// `POST /v1/keys/verify`: checks the request's fields, verifies, and
+    /// answers the decision (always a decision, never an error, for a bad key).
+    pub async fn verify_request(
+        &self,
+        actor: &crate::Actor,
+        req: &crate::api::VerifyRequest,
+        request_id: &str,
+    ) -> Result<crate::api::VerifyResponse> {
+        actor.require(keyward_core::Permission::Verify, "verify keys")?;
+        let scopes = req.scopes.as_deref().unwrap_or_default();
+        let fields = crate::validate::verify_fields(
+            req.ip.as_deref(),
+            req.method.as_deref(),
+            req.path.as_deref(),
+            scopes,
+            req.cost,
+        )?;
+        let input = VerifyInput {
+            key: &req.key,
+            ip: fields.ip,
+            method: req.method.as_deref(),
+            path: req.path.as_deref(),
+            scopes,
+            cost: fields.cost,
+        };
+        let ctx = RequestCtx { request_id, user_agent: req.user_agent.as_deref() };
+        let decision = self.verify(&actor.workspace_id, &input, &ctx).await?;
+        Ok(crate::views::verify_response(decision))
+    }
+
     async fn decide_any(&self, workspace_id: &str, input: &VerifyInput<'_>) -> Result<Decision> {
         let now = now_ms();
         let hash = match self.verify_cached(workspace_id, input, now) {

@@ -5,7 +5,7 @@ use keyward_core::verify::{Lifecycle, status};
 use keyward_store::{AuditEntry, KeyRecord, Keyspace, RootKeyRecord};
 use serde_json::{Map, Value};
 
-use crate::api::{AuditView, KeyView, KeyspaceView, RevocationCheck, RootKeyView};
+use crate::api::{AuditView, KeyView, KeyspaceView, RateLimitState, RevocationCheck, RootKeyView, VerifyResponse};
 use crate::index::CachedKey;
 
 pub(crate) fn ts(ms: Option<UnixMs>) -> Option<String> {
@@ -130,4 +130,27 @@ pub(crate) fn diff(before: &Value, after: &Value) -> (Value, Value) {
         }
     }
     (Value::Object(ob), Value::Object(oa))
+}
+
+/// The answer to `POST /v1/keys/verify` for a decision.
+pub(crate) fn verify_response(d: crate::verify::Decision) -> VerifyResponse {
+    let outcome = d.outcome;
+    let deprecated_until = d.deprecated_until();
+    let k = d.key.as_ref().map(|k| &k.record);
+    VerifyResponse {
+        valid: outcome.is_valid(),
+        code: outcome,
+        key_id: k.map(|k| k.id.clone()),
+        keyspace_id: k.map(|k| k.keyspace_id.clone()),
+        owner_id: k.and_then(|k| k.owner_id.clone()),
+        name: k.and_then(|k| k.name.clone()),
+        scopes: k.map(|k| k.scopes.clone()).unwrap_or_default(),
+        meta: k.map(|k| k.meta.clone()),
+        expires_at: k.and_then(|k| k.expires_at.map(to_rfc3339)),
+        remaining: d.remaining,
+        ratelimit: d.window.map(|w| RateLimitState { limit: w.limit, remaining: w.remaining, reset: to_rfc3339(w.reset) }),
+        deprecated: deprecated_until.is_some(),
+        deprecated_until: deprecated_until.map(to_rfc3339),
+        message: d.message,
+    }
 }

@@ -12,7 +12,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, Query};
 
 /// Create an isolated workspace; the response holds its first admin root key, shown once.
-#[utoipa::path(post, path = "/v1/workspaces", tag = "admin", request_body = CreateWorkspace,
+#[utoipa::path(post, path = "/v1/workspaces", operation_id = "createWorkspace", tag = "admin", request_body = CreateWorkspace,
     responses((status = 201, body = CreatedWorkspace), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create_workspace(
     State(st): State<AppState>,
@@ -23,7 +23,7 @@ pub async fn create_workspace(
 }
 
 /// Create a root key with a role; the key is shown once.
-#[utoipa::path(post, path = "/v1/root-keys", tag = "admin", request_body = CreateRootKey,
+#[utoipa::path(post, path = "/v1/root-keys", operation_id = "createRootKey", tag = "admin", request_body = CreateRootKey,
     responses((status = 201, body = CreatedRootKey), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create_root_key(
     State(st): State<AppState>,
@@ -34,7 +34,7 @@ pub async fn create_root_key(
 }
 
 /// List the workspace's root keys (hints only).
-#[utoipa::path(get, path = "/v1/root-keys", tag = "admin",
+#[utoipa::path(get, path = "/v1/root-keys", operation_id = "listRootKeys", tag = "admin",
     responses((status = 200, body = Vec<RootKeyView>), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn list_root_keys(
     State(st): State<AppState>,
@@ -44,7 +44,7 @@ pub async fn list_root_keys(
 }
 
 /// Revoke a root key at once (not the last admin key).
-#[utoipa::path(delete, path = "/v1/root-keys/{id}", tag = "admin", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/v1/root-keys/{id}", operation_id = "deleteRootKey", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = RootKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn delete_root_key(
     State(st): State<AppState>,
@@ -55,7 +55,7 @@ pub async fn delete_root_key(
 }
 
 /// The admin audit log, newest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(ListAuditQuery),
+#[utoipa::path(get, path = "/v1/audit", operation_id = "listAudit", tag = "admin", params(ListAuditQuery),
     responses((status = 200, body = AuditPage), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn list_audit(
     State(st): State<AppState>,
@@ -66,7 +66,7 @@ pub async fn list_audit(
 }
 
 /// Recompute the audit log's hash chain and report the first broken link.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "admin",
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verifyAudit", tag = "admin",
     responses((status = 200, body = AuditVerifyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn verify_audit(State(st): State<AppState>, Auth(a): Auth) -> Result<axum::Json<AuditVerifyView>, ApiError> {
     Ok(axum::Json(st.service.verify_audit(&a).await?))

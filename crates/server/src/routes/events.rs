@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keyward_service::events::{EventPage, EventQuery, UsageAccepted, UsageRequest, event_view};
+use keyward_service::events::{EventPage, EventQuery, EventView, UsageAccepted, UsageRequest, event_view};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
@@ -14,10 +14,10 @@ const NDJSON: &str = "application/x-ndjson";
 
 /// Usage events of the workspace, filtered; newest first unless `order=asc`.
 /// With `Accept: application/x-ndjson` the whole range streams as one event per line.
-#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+#[utoipa::path(get, path = "/v1/events", operation_id = "listEvents", tag = "events", params(EventQuery),
     responses(
-        (status = 200, body = EventPage),
-        (status = 200, description = "one event per line", content_type = "application/x-ndjson"),
+        (status = 200, description = "a page of events (JSON), or with `Accept: application/x-ndjson` every matching event, one per line",
+            content((EventPage = "application/json"), (EventView = "application/x-ndjson"))),
         (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("root_key" = [])))]
 pub async fn list(
@@ -73,7 +73,7 @@ pub async fn list(
 
 /// Report what the application saw of a request it verified: final status,
 /// bytes and latency are added to that verification's event.
-#[utoipa::path(post, path = "/v1/usage", tag = "events", request_body = UsageRequest,
+#[utoipa::path(post, path = "/v1/usage", operation_id = "reportUsage", tag = "events", request_body = UsageRequest,
     responses((status = 202, body = UsageAccepted), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn report(
     State(st): State<AppState>,

@@ -9,7 +9,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json};
 
 /// Create a keyspace: a prefix and defaults for a family of keys.
-#[utoipa::path(post, path = "/v1/keyspaces", tag = "keyspaces", request_body = CreateKeyspace,
+#[utoipa::path(post, path = "/v1/keyspaces", operation_id = "createKeyspace", tag = "keyspaces", request_body = CreateKeyspace,
     responses((status = 201, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create(
     State(st): State<AppState>,
@@ -20,14 +20,14 @@ pub async fn create(
 }
 
 /// List the keyspaces of the caller's workspace.
-#[utoipa::path(get, path = "/v1/keyspaces", tag = "keyspaces",
+#[utoipa::path(get, path = "/v1/keyspaces", operation_id = "listKeyspaces", tag = "keyspaces",
     responses((status = 200, body = Vec<KeyspaceView>), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn list(State(st): State<AppState>, Auth(a): Auth) -> Result<axum::Json<Vec<KeyspaceView>>, ApiError> {
     Ok(axum::Json(st.service.list_keyspaces(&a).await?))
 }
 
 /// Read one keyspace.
-#[utoipa::path(get, path = "/v1/keyspaces/{id}", tag = "keyspaces", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/keyspaces/{id}", operation_id = "getKeyspace", tag = "keyspaces", params(("id" = String, Path)),
     responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn get(
     State(st): State<AppState>,
@@ -38,7 +38,7 @@ pub async fn get(
 }
 
 /// Change a keyspace's name, prefix (for new keys) or defaults.
-#[utoipa::path(patch, path = "/v1/keyspaces/{id}", tag = "keyspaces", params(("id" = String, Path)), request_body = PatchKeyspace,
+#[utoipa::path(patch, path = "/v1/keyspaces/{id}", operation_id = "patchKeyspace", tag = "keyspaces", params(("id" = String, Path)), request_body = PatchKeyspace,
     responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn patch(
     State(st): State<AppState>,

@@ -19,7 +19,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, Query};
 
 /// Open an incident: keys, detection time, affected systems, actions, impact.
-#[utoipa::path(post, path = "/v1/incidents", tag = "incidents", request_body = CreateIncident,
+#[utoipa::path(post, path = "/v1/incidents", operation_id = "createIncident", tag = "incidents", request_body = CreateIncident,
     responses((status = 201, body = IncidentView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create_incident(
     State(st): State<AppState>,
@@ -30,7 +30,7 @@ pub async fn create_incident(
 }
 
 /// List incidents.
-#[utoipa::path(get, path = "/v1/incidents", tag = "incidents", params(ListIncidentsQuery),
+#[utoipa::path(get, path = "/v1/incidents", operation_id = "listIncidents", tag = "incidents", params(ListIncidentsQuery),
     responses((status = 200, body = IncidentPage), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn list_incidents(
     State(st): State<AppState>,
@@ -41,7 +41,7 @@ pub async fn list_incidents(
 }
 
 /// One incident, with a review of its keys' recent usage from the usage events.
-#[utoipa::path(get, path = "/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path), IncidentQuery),
+#[utoipa::path(get, path = "/v1/incidents/{id}", operation_id = "getIncident", tag = "incidents", params(("id" = String, Path), IncidentQuery),
     responses((status = 200, body = IncidentView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn get_incident(
     State(st): State<AppState>,
@@ -53,7 +53,7 @@ pub async fn get_incident(
 }
 
 /// Update an incident (status, actions taken, impact, notes, …).
-#[utoipa::path(patch, path = "/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path)), request_body = PatchIncident,
+#[utoipa::path(patch, path = "/v1/incidents/{id}", operation_id = "patchIncident", tag = "incidents", params(("id" = String, Path)), request_body = PatchIncident,
     responses((status = 200, body = IncidentView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn patch_incident(
     State(st): State<AppState>,
@@ -66,7 +66,7 @@ pub async fn patch_incident(
 
 /// Report leaked key strings: live keys of this workspace are revoked (reason
 /// `leaked`) and put on a new incident. The answer never repeats the strings.
-#[utoipa::path(post, path = "/v1/leaks", tag = "incidents", request_body = LeakReport,
+#[utoipa::path(post, path = "/v1/leaks", operation_id = "reportLeaks", tag = "incidents", request_body = LeakReport,
     responses((status = 200, body = LeakAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn report_leaks(
     State(st): State<AppState>,
@@ -112,7 +112,7 @@ pub struct GithubLabel {
 /// signature of the body (headers `Github-Public-Key-Identifier` and
 /// `Github-Public-Key-Signature`) against public keys from the configuration;
 /// each token is handled as a leak report in whatever workspace holds it.
-#[utoipa::path(post, path = "/v1/github/secret-scanning", tag = "incidents", request_body = Vec<GithubToken>,
+#[utoipa::path(post, path = "/v1/github/secret-scanning", operation_id = "githubSecretScanning", tag = "incidents", request_body = Vec<GithubToken>,
     responses((status = 200, body = Vec<GithubLabel>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn github_secret_scanning(
     State(st): State<AppState>,

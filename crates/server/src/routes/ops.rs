@@ -38,13 +38,13 @@ pub struct PipelineView {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
 /// Readiness: the store answers; also reports the event pipeline and sinks.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     if !st.service.ready().await {
@@ -71,7 +71,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics, in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let Some(handle) = &st.ops.metrics else {
@@ -88,7 +88,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 /// This API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn openapi(State(st): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], st.openapi.as_ref().clone()).into_response()
 }

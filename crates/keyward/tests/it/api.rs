@@ -1,9 +1,8 @@
 //! End-to-end tests of the HTTP API against the real binary.
 
-mod util;
 
 use serde_json::json;
-use util::{Server, contains, files_under};
+use crate::util::{Server, contains, files_under};
 
 fn change_one_char(key: &str) -> String {
     let mut b = key.as_bytes().to_vec();
@@ -412,7 +411,7 @@ fn openapi_document_matches_the_routes() {
 
 #[test]
 fn raw_keys_appear_nowhere_but_their_creating_response() {
-    let capture = util::Capture::start();
+    let capture = crate::util::Capture::start();
     let config = format!(
         r#"
 [[sinks]]

@@ -1,12 +1,11 @@
 //! Access policies and limits on the verify path, over HTTP.
 
-mod util;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use util::Server;
+use crate::util::Server;
 
 fn v(s: &Server, body: Value) -> Value {
     s.verify_as(&s.root.clone(), body)

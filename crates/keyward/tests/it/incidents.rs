@@ -1,7 +1,6 @@
 //! Incidents, leak reports, the scanner and GitHub secret scanning, against
 //! the real binary.
 
-mod util;
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -9,7 +8,7 @@ use std::time::Duration;
 
 use keyward_core::{KeyPrefix, RawKey};
 use serde_json::{Value, json};
-use util::{BIN, Server};
+use crate::util::{BIN, Server};
 
 fn wait_events(s: &Server, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -2,14 +2,13 @@
 //! metrics, exporters (file, HTTP sinks through an outage, a real rsyslog),
 //! and the crash-loss bound.
 
-mod util;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use util::{Capture, Server};
+use crate::util::{Capture, Server};
 
 fn events(s: &Server, q: &str) -> Vec<Value> {
     let r = s.call("GET", &format!("/v1/events{q}"), None);
@@ -618,7 +617,7 @@ token = "t"
         "[[sinks]]\nname = \"x\"\nkind = \"http\"\nurl = \"https://localhost:1\"\nca_file = \"/nonexistent/ca.pem\"\n",
     )
     .unwrap();
-    let out = Command::new(util::BIN)
+    let out = Command::new(crate::util::BIN)
         .args(["serve", "--config"])
         .arg(bad.path().join("k.toml"))
         .arg("--data-dir")

@@ -1,12 +1,11 @@
 //! Key lifecycle over HTTP: rotation with overlap, bulk revocation, the
 //! revocation health check, age policies and expiry reminders.
 
-mod util;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use util::Server;
+use crate::util::Server;
 
 fn v(s: &Server, key: &str) -> Value {
     s.verify(key)
@@ -246,7 +245,7 @@ fn keys_imported_by_hash_verify_and_rotate_into_native_keys() {
     .unwrap();
 
     let run = |file: &std::path::Path| {
-        let out = std::process::Command::new(util::BIN)
+        let out = std::process::Command::new(crate::util::BIN)
             .args(["keys", "import"])
             .arg(file)
             .args(["--keyspace", &ks])
@@ -377,7 +376,7 @@ fn a_large_import_goes_through_in_chunks() {
         text.push('\n');
     }
     std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(util::BIN)
+    let out = std::process::Command::new(crate::util::BIN)
         .args(["keys", "import"])
         .arg(&file)
         .args(["--keyspace", &ks])

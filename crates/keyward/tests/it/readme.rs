@@ -2,7 +2,6 @@
 //! binary. The only changes: the binary path points at this build, and the
 //! port is a free one instead of 8080. Needs `curl` and `jq`.
 
-mod util;
 
 use std::process::Command;
 
@@ -43,7 +42,7 @@ fn readme_walkthrough_works_word_for_word() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
-    std::os::unix::fs::symlink(util::BIN, dir.path().join("target/release/keyward")).unwrap();
+    std::os::unix::fs::symlink(crate::util::BIN, dir.path().join("target/release/keyward")).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let script = format!(
         "set -euo pipefail\ntrap 'kill %1 2>/dev/null || true' EXIT\n{}",

@@ -1,11 +1,10 @@
 //! The command line against the real binary.
 
-mod util;
 
 use std::process::Command;
 
 use serde_json::{Value, json};
-use util::{BIN, Server};
+use crate::util::{BIN, Server};
 
 fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)

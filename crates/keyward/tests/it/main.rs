@@ -1,0 +1,13 @@
+//! keyward's integration tests: each module runs the real binary (see
+//! `util::Server`) and talks to it over HTTP. One test binary, so the
+//! harness is compiled and linked once.
+
+mod api;
+mod cli;
+mod events;
+mod incidents;
+mod lifecycle;
+mod policy;
+mod readme;
+mod regression;
+mod util;
