@@ -177,7 +177,9 @@ impl std::fmt::Display for PatternError {
             PatternError::Length => "must be at most 512 bytes",
             PatternError::Segments => "may have at most 32 segments",
             PatternError::Globstars => "may hold ** at most 4 times",
-            PatternError::Wildcard => "segments are literal, * (one segment) or ** (any number): * cannot be mixed with text",
+            PatternError::Wildcard => {
+                "segments are literal, * (one segment) or ** (any number): * cannot be mixed with text"
+            }
         })
     }
 }

@@ -161,8 +161,7 @@ pub fn secret_ranges(text: &str, prefixes: &[String]) -> Vec<Range<usize>> {
     }
 
     // Back to the original text, merged.
-    let mut out: Vec<Range<usize>> =
-        found.into_iter().map(|r| d.span(r.start).start..d.span(r.end - 1).end).collect();
+    let mut out: Vec<Range<usize>> = found.into_iter().map(|r| d.span(r.start).start..d.span(r.end - 1).end).collect();
     out.sort_by_key(|r| r.start);
     let mut merged: Vec<Range<usize>> = Vec::with_capacity(out.len());
     for r in out {

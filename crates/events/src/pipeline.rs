@@ -70,6 +70,11 @@ pub struct PipelineStats {
     /// When the last successfully written batch was cut (ms): every event
     /// enqueued before then is durable.
     pub durable_through_ms: AtomicI64,
+    /// Set while writes to the event log fail (cleared by the next success):
+    /// the node is not ready, since events are being dropped.
+    pub failing: std::sync::atomic::AtomicBool,
+    /// Set when the last failure was a full disk.
+    pub disk_full: std::sync::atomic::AtomicBool,
     last_drop_log: AtomicI64,
 }
 
@@ -341,8 +346,14 @@ impl Writer {
         loop {
             let res = self.log.append(&mut self.batch).and_then(|_| self.log.apply_usage(&self.updates));
             match res {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.stats.failing.store(false, Ordering::Relaxed);
+                    self.stats.disk_full.store(false, Ordering::Relaxed);
+                    break;
+                }
                 Err(e) => {
+                    self.stats.failing.store(true, Ordering::Relaxed);
+                    self.stats.disk_full.store(e.is_disk_full(), Ordering::Relaxed);
                     self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("keyward_events_write_errors_total").increment(1);
                     tracing::error!(error = %e, events = self.batch.len(), "Writing usage events failed; retrying.");

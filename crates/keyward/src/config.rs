@@ -20,7 +20,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log: LogConfig,
     pub pepper: PepperConfig,
-    pub http: HttpSection,
+    /// Limits of the HTTP listener (see `keyward_server::HttpConfig`).
+    pub http: keyward_server::HttpConfig,
     pub cache: CacheSection,
     pub last_used: LastUsedSection,
     pub events: EventsSection,
@@ -136,18 +137,6 @@ pub struct PreviousPepper {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HttpSection {
-    /// Largest request body, bytes. Default 65536. Env `KEYWARD_MAX_BODY_BYTES`.
-    pub max_body_bytes: usize,
-    /// Per-request time limit, milliseconds. Default 30000.
-    pub request_timeout_ms: u64,
-    /// Largest body of the bulk calls (key import, leak reports, GitHub
-    /// alerts), bytes. Default 8388608.
-    pub max_bulk_body_bytes: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
     /// Unknown-key hashes remembered. Default 100000.
     pub negative_capacity: usize,
@@ -161,6 +150,10 @@ pub struct LastUsedSection {
     /// How often last-use marks are written, ms. Default 5000.
     /// Env `KEYWARD_LAST_USED_FLUSH_MS`.
     pub flush_interval_ms: u64,
+    /// How often consumed quotas are written, ms: a crash (kill -9) gives
+    /// back at most the quota used in this interval. Default 100.
+    /// Env `KEYWARD_QUOTA_FLUSH_MS`.
+    pub quota_flush_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -170,7 +163,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./keyward-data"),
             log: LogConfig::default(),
             pepper: PepperConfig::default(),
-            http: HttpSection::default(),
+            http: keyward_server::HttpConfig::default(),
             cache: CacheSection::default(),
             last_used: LastUsedSection::default(),
             events: EventsSection::default(),
@@ -187,12 +180,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for HttpSection {
-    fn default() -> Self {
-        HttpSection { max_body_bytes: 64 * 1024, request_timeout_ms: 30_000, max_bulk_body_bytes: 8 * 1024 * 1024 }
-    }
-}
-
 impl Default for CacheSection {
     fn default() -> Self {
         CacheSection { negative_capacity: 100_000, negative_ttl_ms: 30_000 }
@@ -201,7 +188,7 @@ impl Default for CacheSection {
 
 impl Default for LastUsedSection {
     fn default() -> Self {
-        LastUsedSection { flush_interval_ms: 5_000 }
+        LastUsedSection { flush_interval_ms: 5_000, quota_flush_interval_ms: 100 }
     }
 }
 
@@ -259,6 +246,7 @@ impl Config {
             }
         }
         for (var, field) in [
+            ("KEYWARD_QUOTA_FLUSH_MS", &mut cfg.last_used.quota_flush_interval_ms),
             ("KEYWARD_EVENTS_FLUSH_MS", &mut cfg.events.flush_interval_ms),
             ("KEYWARD_RETENTION_DAYS", &mut cfg.events.retention_days),
             ("KEYWARD_LIFECYCLE_INTERVAL_MS", &mut cfg.lifecycle.check_interval_ms),
@@ -333,14 +321,15 @@ impl Config {
         if !(1024..=256 * 1024 * 1024).contains(&self.http.max_bulk_body_bytes) {
             p.push("http.max_bulk_body_bytes: must be between 1024 and 268435456".into());
         }
-        if self.http.request_timeout_ms == 0 {
-            p.push("http.request_timeout_ms: must be at least 1".into());
-        }
+        p.extend(self.http.problems());
         if self.cache.negative_capacity == 0 || self.cache.negative_ttl_ms <= 0 {
             p.push("cache: negative_capacity and negative_ttl_ms must be positive".into());
         }
         if !(100..=3_600_000).contains(&self.last_used.flush_interval_ms) {
             p.push("last_used.flush_interval_ms: must be between 100 and 3600000".into());
+        }
+        if !(10..=60_000).contains(&self.last_used.quota_flush_interval_ms) {
+            p.push("last_used.quota_flush_interval_ms: must be between 10 and 60000".into());
         }
         let e = &self.events;
         if e.queue_capacity == 0 || e.batch_max == 0 {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use keyward_core::{KeyHasher, Pepper};
 use keyward_events::{EventPipeline, PipelineConfig, Sinks};
-use keyward_server::HttpConfig;
 use keyward_service::{Service, ServiceConfig};
 use keyward_store::events::SqliteEventLog;
 use keyward_store::sqlite::SqliteStore;
@@ -161,11 +160,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}; is another server on that port?"))?;
     let local = listener.local_addr()?;
-    let http = HttpConfig {
-        max_body_bytes: cfg.http.max_body_bytes,
-        max_bulk_body_bytes: cfg.http.max_bulk_body_bytes,
-        request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
-    };
+    let http = cfg.http.clone();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -202,6 +197,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
+    let quota_flusher = {
+        let service = service.clone();
+        let every = Duration::from_millis(cfg.last_used.quota_flush_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = service.flush_quotas().await {
+                    tracing::error!(error = %e, "Writing quota states failed; will retry.");
+                }
+            }
+        })
+    };
+
     let lifecycle = {
         let service = service.clone();
         let every = Duration::from_millis(cfg.lifecycle.check_interval_ms);
@@ -226,11 +236,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
 
     tracing::info!(listen = %local, data_dir = %cfg.data_dir.display(), "keyward is serving.");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    keyward_server::listen::serve(listener, app, &http, shutdown_signal()).await.context("serving HTTP")?;
     flusher.abort();
+    quota_flusher.abort();
     lifecycle.abort();
     let n = service.flush_last_used().await?;
     let events = dd.events.clone();

@@ -74,15 +74,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
             ServiceError::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
             ServiceError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-            ServiceError::Store(inner) => {
-                let mut err = Self::internal(inner);
-                if matches!(inner, keyward_store::StoreError::Conflict(_)) {
-                    err.status = StatusCode::CONFLICT;
-                    err.slug = "conflict";
-                    err.detail = inner.to_string();
-                }
-                err
-            }
+            ServiceError::Store(inner) => Self::internal(inner),
+            ServiceError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
             ServiceError::PepperMismatch(_) | ServiceError::PepperMissing(_) | ServiceError::Task => Self::internal(&e),
         }
     }
@@ -122,7 +115,8 @@ pub fn problem_response_for(status: StatusCode, slug: &str, detail: &str, reques
         kind: format!("urn:keyward:problem:{slug}"),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         status: status.as_u16(),
-        detail: detail.to_owned(),
+        // The last net: whatever built the detail, nothing key-shaped leaves.
+        detail: keyward_core::redact::redact(detail, &[]),
         request_id,
     };
     let mut res = (status, axum::Json(body)).into_response();
@@ -154,7 +148,8 @@ pub fn sanitize(text: &str) -> String {
             break;
         }
     }
-    out
+    // Unquoted parts (a field path before the message) may hold one too.
+    keyward_core::redact::redact(&out, &[])
 }
 
 #[cfg(test)]

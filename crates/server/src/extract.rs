@@ -2,17 +2,19 @@
 //! with a sanitized detail), and [`Auth`], the authenticated root key.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use keyward_service::{Actor, AuthError};
 use serde::de::DeserializeOwned;
 
-use crate::AppState;
 use crate::error::{ApiError, sanitize};
 use crate::request_id::RequestId;
+use crate::{AppState, BodyTimeout};
 
 /// A JSON body; unknown fields, wrong types, bad syntax, a missing
 /// `Content-Type` or an oversized body each get a 4xx saying which.
@@ -22,9 +24,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rej) => Err(json_rejection(rej)),
+        let timeout = req.extensions().get::<BodyTimeout>().map_or(Duration::from_secs(10), |t| t.0);
+        // A body that stalls is the client's fault: 408, not the 503 of the
+        // request timeout.
+        match tokio::time::timeout(timeout, axum::Json::<T>::from_request(req, state)).await {
+            Ok(Ok(axum::Json(v))) => Ok(Json(v)),
+            Ok(Err(rej)) => Err(json_rejection(rej)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                format!("the request body stalled for {} ms; send it whole and promptly", timeout.as_millis()),
+            )),
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod metrics_catalog;
 pub mod request_id;
 pub mod routes;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// The OpenAPI document, rendered once.
     pub openapi: Arc<String>,
     pub ops: Ops,
+    /// Longer request targets are answered 414.
+    pub max_uri_bytes: usize,
 }
 
 /// Operational parts the binary owns and the server reports on.
@@ -49,15 +52,33 @@ pub struct Ops {
     pub github_keys: Vec<(String, p256::ecdsa::VerifyingKey)>,
 }
 
-/// Limits of the HTTP layer.
-#[derive(Debug, Clone)]
+/// Limits of the HTTP layer: the `[http]` section of the config file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Largest request body accepted, in bytes.
+    /// Largest request body, bytes. Default 65536 (env `KEYWARD_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
-    /// Largest body of the bulk calls (import, leaks, GitHub alerts), in bytes.
+    /// Largest body of the bulk calls (key import, leak reports, GitHub
+    /// alerts), bytes. Default 8388608.
     pub max_bulk_body_bytes: usize,
-    /// A request still running after this long is answered 503.
-    pub request_timeout: Duration,
+    /// A request still running after this long is answered 503, ms. Default 30000.
+    pub request_timeout_ms: u64,
+    /// A request body that sends nothing for this long is answered 408, ms. Default 10000.
+    pub body_read_timeout_ms: u64,
+    /// Time allowed for a complete request head, counted from when the server
+    /// starts waiting for it: on a kept-alive connection, from the end of the
+    /// previous response, so this is also the keep-alive idle timeout, ms. Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no byte read or written for this long is closed, ms. Default 60000.
+    pub idle_timeout_ms: u64,
+    /// Most open connections. Default 10000 (keep it below the file descriptor limit).
+    pub max_connections: usize,
+    /// Most open connections from one source address. Default 1000.
+    pub max_connections_per_ip: usize,
+    /// Longest request target (path and query), bytes; longer is answered 414. Default 8192.
+    pub max_uri_bytes: usize,
+    /// How long a graceful stop waits for requests in flight, ms. Default 10000.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -65,10 +86,46 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 64 * 1024,
             max_bulk_body_bytes: 8 * 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
+            request_timeout_ms: 30_000,
+            body_read_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_uri_bytes: 8192,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
+
+impl HttpConfig {
+    /// Every problem with these values, each with its key path.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for (name, v) in [
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("max_body_bytes", self.max_body_bytes as u64),
+            ("max_bulk_body_bytes", self.max_bulk_body_bytes as u64),
+        ] {
+            if v == 0 {
+                p.push(format!("http.{name}: must be at least 1"));
+            }
+        }
+        if self.max_uri_bytes < 256 {
+            p.push("http.max_uri_bytes: must be at least 256".into());
+        }
+        p
+    }
+}
+
+/// How long a request body may stall, for the `Json` extractor.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -152,11 +209,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
     let (router, api) = routes(http.max_bulk_body_bytes);
     let openapi = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
-    let state = AppState { service, openapi, ops };
+    let state = AppState { service, openapi, ops, max_uri_bytes: http.max_uri_bytes };
     router
         .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, http.request_timeout))
+        .layer(axum::Extension(BodyTimeout(Duration::from_millis(http.body_read_timeout_ms))))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(http.request_timeout_ms),
+        ))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, HeaderName::from_static("x-api-key")]))

@@ -12,6 +12,11 @@ pub fn describe() {
         Unit::Seconds,
         "HTTP request latency by route template."
     );
+    describe_gauge!("keyward_http_connections", "Open HTTP connections.");
+    describe_counter!(
+        "keyward_http_connections_refused_total",
+        "Connections closed on accept because a cap was reached, by cap (total, per_ip)."
+    );
     describe_counter!("keyward_events_enqueued_total", "Usage events accepted into the queue.");
     describe_counter!(
         "keyward_events_dropped_total",

@@ -68,8 +68,19 @@ pub async fn layer(State(st): State<crate::AppState>, mut req: Request, next: Ne
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
 
+    let too_long = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > st.max_uri_bytes;
+    let max_uri = st.max_uri_bytes;
     async move {
-        let res = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+        let res = if too_long {
+            crate::error::problem_response_for(
+                StatusCode::URI_TOO_LONG,
+                "uri-too-long",
+                &format!("the request target is longer than {max_uri} bytes; send long input in a JSON body"),
+                Some(id.clone()),
+            )
+        } else {
+            REQUEST_ID.scope(id.clone(), next.run(req)).await
+        };
         let res = problem_body(res, &id);
         let elapsed = started.elapsed();
         tracing::info!(status = res.status().as_u16(), micros = elapsed.as_micros() as u64, "Request handled.");

@@ -355,6 +355,7 @@ pub struct VerifyRequest {
     /// Scopes the request needs (all of them).
     pub scopes: Option<Vec<String>>,
     /// Units this request counts against quotas and limits (default 1; 0 checks without consuming).
+    #[schema(minimum = 0, maximum = 1000000)]
     pub cost: Option<u32>,
     /// The end client's user agent, recorded in the usage event.
     pub user_agent: Option<String>,

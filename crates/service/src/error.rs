@@ -21,7 +21,10 @@ pub enum ServiceError {
     Conflict(String),
     /// The store failed; the detail stays internal.
     #[error("store failure")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// The store cannot take writes now (a full disk); nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     /// The data dir was made with another pepper: keys would never match.
     #[error(
         "the pepper does not match the one this data dir was created with (version {0}); restore the original pepper file or KEYWARD_PEPPER"
@@ -35,6 +38,19 @@ pub enum ServiceError {
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed")]
     Task,
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ServiceError::Conflict(m),
+            e if e.is_disk_full() => ServiceError::Unavailable(
+                "the server's disk is full, so nothing was changed; an operator must free space in the data dir, then retry"
+                    .into(),
+            ),
+            e => ServiceError::Store(e),
+        }
+    }
 }
 
 impl ServiceError {

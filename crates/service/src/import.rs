@@ -5,8 +5,8 @@
 //! the native checks. An imported key verifies like a native one (policies,
 //! limits, events) and rotates into a native key.
 
-use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use keyward_core::id::new_id;
 use keyward_core::policy::{RateLimit, Refill};
@@ -50,7 +50,9 @@ impl ImportedPrefixes {
 
     /// Whether `s` starts like an imported key.
     pub fn matches(&self, s: &str) -> bool {
-        self.any.load(Ordering::Acquire) && s.len() <= 512 && self.prefixes.read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| s.starts_with(p.as_str()))
+        self.any.load(Ordering::Acquire)
+            && s.len() <= 512
+            && self.prefixes.read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| s.starts_with(p.as_str()))
     }
 
     /// Every known prefix, for the scrubber of caller text.
@@ -149,7 +151,9 @@ impl Service {
                 || !k.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
                 || keyward_core::redact::holds_secret(&k.prefix, &[])
             {
-                return Err(at("prefix: 1 to 32 characters of letters, digits, _ - . (what every key of the other system starts with, e.g. sk_live_)"));
+                return Err(at(
+                    "prefix: 1 to 32 characters of letters, digits, _ - . (what every key of the other system starts with, e.g. sk_live_)",
+                ));
             }
             if k.last4.as_ref().is_some_and(|l| l.chars().count() != 4 || !l.chars().all(|c| c.is_ascii_graphic())) {
                 return Err(at("last4: exactly four visible characters"));

@@ -66,6 +66,8 @@ pub struct Usage {
     at: AtomicI64,
     ip: Mutex<Option<IpAddr>>,
     dirty: AtomicBool,
+    /// Set while the key waits in the quota flush list.
+    quota_queued: AtomicBool,
 }
 
 /// A keyspace's policy as the verify path uses it.
@@ -168,7 +170,10 @@ impl CachedKey {
 #[derive(Default)]
 pub struct KeyIndex {
     map: RwLock<HashIndexMap<Arc<CachedKey>>>,
+    /// Keys used since the last last-use flush.
     dirty: Mutex<Vec<Arc<CachedKey>>>,
+    /// Keys whose quota was consumed since the last quota flush.
+    quota_dirty: Mutex<Vec<Arc<CachedKey>>>,
 }
 
 impl KeyIndex {
@@ -259,13 +264,40 @@ impl KeyIndex {
         }
     }
 
-    /// Takes the last-use marks and quota states changed since the last
-    /// call, for one batched store write.
-    pub fn take_pending(&self) -> (Vec<LastUse>, Vec<QuotaMark>) {
+    /// Queues a key whose quota was just consumed for the next quota flush
+    /// (frequent: the quota's crash bound is that flush's interval).
+    pub fn mark_quota(&self, key: &Arc<CachedKey>) {
+        if !key.usage.quota_queued.swap(true, Ordering::AcqRel) {
+            self.quota_dirty.lock().unwrap_or_else(|p| p.into_inner()).push(key.clone());
+        }
+    }
+
+    /// Takes the quota states changed since the last call. Keys are handed
+    /// back with their marks so a failed write can [`KeyIndex::requeue_quotas`].
+    pub fn take_pending_quotas(&self) -> (Vec<Arc<CachedKey>>, Vec<QuotaMark>) {
+        let pending = std::mem::take(&mut *self.quota_dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut marks = Vec::with_capacity(pending.len());
+        for k in &pending {
+            // Clear first: a use racing with this read re-queues the key.
+            k.usage.quota_queued.store(false, Ordering::Release);
+            marks.extend(k.quota_mark());
+        }
+        (pending, marks)
+    }
+
+    /// Puts keys back in the quota flush list after a failed write.
+    pub fn requeue_quotas(&self, keys: Vec<Arc<CachedKey>>) {
+        for k in keys {
+            self.mark_quota(&k);
+        }
+    }
+
+    /// Takes the last-use marks changed since the last call, for one
+    /// batched store write.
+    pub fn take_pending(&self) -> (Vec<Arc<CachedKey>>, Vec<LastUse>) {
         let pending = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
         let mut uses = Vec::with_capacity(pending.len());
-        let mut quotas = Vec::new();
-        for k in pending {
+        for k in &pending {
             // Clear first: a use racing with this read re-queues the key.
             k.usage.dirty.store(false, Ordering::Release);
             let ip = *k.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -274,10 +306,17 @@ impl KeyIndex {
                 at: k.usage.at.load(Ordering::Relaxed),
                 ip: ip.map(|i| i.to_string()),
             });
-            // The newest version of the key holds the live limiter.
-            quotas.extend(k.quota_mark());
         }
-        (uses, quotas)
+        (pending, uses)
+    }
+
+    /// Puts keys back in the last-use list after a failed write.
+    pub fn requeue_uses(&self, keys: Vec<Arc<CachedKey>>) {
+        for k in keys {
+            if !k.usage.dirty.swap(true, Ordering::AcqRel) {
+                self.dirty.lock().unwrap_or_else(|p| p.into_inner()).push(k);
+            }
+        }
     }
 }
 

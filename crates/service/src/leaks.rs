@@ -70,7 +70,11 @@ impl Service {
         if req.keys.is_empty() || req.keys.len() > 1000 {
             return Err(invalid("keys must hold 1 to 1000 strings"));
         }
-        let source = req.source.as_deref().map(|s| scrub(s, false, 2000, &self.imported.list())).unwrap_or_else(|| "leak report".into());
+        let source = req
+            .source
+            .as_deref()
+            .map(|s| scrub(s, false, 2000, &self.imported.list()))
+            .unwrap_or_else(|| "leak report".into());
         self.handle_leaks(Some(actor), &req.keys, &source).await
     }
 
@@ -130,7 +134,7 @@ impl Service {
                     note: Some(format!("reported leaked: {source}")),
                     incident: Some(inc.clone()),
                 };
-                match self.revoke_key(acting, id, req).await {
+                match self.revoke_key_for_incident(acting, id, req).await {
                     Ok(_) => {
                         tracing::error!(key_id = %id, "Leaked key revoked.");
                         self.check_revocation(&ws, id).await;

@@ -186,18 +186,34 @@ impl Service {
         Err(AuthError::Unknown)
     }
 
-    /// Writes pending last-use marks and quota states to the store in one
-    /// batch each; returns how many keys were written.
+    /// Writes pending last-use marks (and quota states) to the store; returns
+    /// how many keys' marks were written. A failed write keeps them queued.
     pub async fn flush_last_used(&self) -> Result<usize> {
-        let cut = keyward_core::time::now_ms();
-        let (uses, quotas) = self.index.take_pending();
+        self.flush_quotas().await?;
+        let (keys, uses) = self.index.take_pending();
         let n = uses.len();
-        if n > 0 {
-            self.blocking(move |s| {
-                s.record_last_used(&uses)?;
-                s.record_quotas(&quotas)
-            })
-            .await?;
+        if n > 0
+            && let Err(e) = self.blocking(move |s| s.record_last_used(&uses)).await
+        {
+            self.index.requeue_uses(keys);
+            return Err(e);
+        }
+        Ok(n)
+    }
+
+    /// Writes the quota states consumed since the last call, in one store
+    /// transaction. Run every `quota.flush_interval_ms` (100 ms): a crash
+    /// gives back at most the quota used in that interval. A failed write
+    /// keeps them queued for the next round.
+    pub async fn flush_quotas(&self) -> Result<usize> {
+        let cut = keyward_core::time::now_ms();
+        let (keys, marks) = self.index.take_pending_quotas();
+        let n = marks.len();
+        if n > 0
+            && let Err(e) = self.blocking(move |s| s.record_quotas(&marks)).await
+        {
+            self.index.requeue_quotas(keys);
+            return Err(e);
         }
         self.usage_durable_through.store(cut, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
@@ -210,8 +226,8 @@ impl Service {
         keyward_core::redact::holds_secret(text, &self.imported.list())
     }
 
-    /// When the last successful flush of last-use marks and quotas began (ms):
-    /// every use before then is durable.
+    /// When the last successful quota flush began (ms): every quota use
+    /// before then is durable.
     pub fn usage_durable_through(&self) -> i64 {
         self.usage_durable_through.load(std::sync::atomic::Ordering::Relaxed)
     }

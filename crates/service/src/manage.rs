@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::api::*;
 use crate::index::{KeyspacePolicy, QuotaFrom};
-use crate::views::{audit_view, diff, key_view, keyspace_view, root_key_view};
 use crate::validate::*;
+use crate::views::{audit_view, diff, key_view, keyspace_view, root_key_view};
 use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
 
 impl Service {
@@ -418,9 +418,15 @@ impl Service {
     }
 
     pub async fn revoke_key(&self, actor: &Actor, id: &str, req: RevokeKey) -> Result<KeyView> {
+        self.check_incident_ref(actor, req.incident.as_deref()).await?;
+        self.revoke_key_for_incident(actor, id, req).await
+    }
+
+    /// Revokes with `req.incident` taken as given: for a leak report, whose
+    /// incident is written right after its keys are revoked (revoke first).
+    pub(crate) async fn revoke_key_for_incident(&self, actor: &Actor, id: &str, req: RevokeKey) -> Result<KeyView> {
         actor.require(Permission::KeysWrite, "revoke keys")?;
         check_opt_text("note", &req.note, 2000)?;
-        self.check_incident_ref(actor, req.incident.as_deref()).await?;
         let mut k = self.load_key(actor, id).await?;
         if k.revoked_at.is_some() {
             return Err(ServiceError::Conflict(format!("key {} is already revoked", k.id)));

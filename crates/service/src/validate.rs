@@ -4,11 +4,11 @@
 
 use std::net::IpAddr;
 
+use keyward_core::KeyPrefix;
 use keyward_core::key::ROOT_PREFIX;
 use keyward_core::policy::{self, MAX_PATH_LEN, MAX_PATH_SEGMENTS, MAX_SCOPES, PathRule, RateLimit, Refill};
 use keyward_core::redact;
 use keyward_core::time::{UnixMs, parse_rfc3339};
-use keyward_core::KeyPrefix;
 use serde_json::Value;
 
 use crate::{Result, ServiceError};
@@ -137,8 +137,8 @@ pub(crate) fn check_rules(v: &mut [PathRule]) -> Result<()> {
         return Err(invalid("path_rules may hold at most 64 rules"));
     }
     for (i, r) in v.iter_mut().enumerate() {
-        r.pattern = policy::normalize_pattern(&r.pattern)
-            .map_err(|e| invalid(format!("path_rules[{i}].pattern {e}")))?;
+        r.pattern =
+            policy::normalize_pattern(&r.pattern).map_err(|e| invalid(format!("path_rules[{i}].pattern {e}")))?;
         if r.scopes.is_empty() {
             return Err(invalid(format!("path_rules[{i}].scopes must name at least one scope")));
         }
@@ -174,7 +174,6 @@ pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-
 /// Largest `cost` a verify may count.
 pub const MAX_COST: u32 = 1_000_000;
 
@@ -194,9 +193,7 @@ pub fn verify_fields(
     scopes: &[String],
     cost: Option<u32>,
 ) -> Result<VerifyFields> {
-    let ip = ip
-        .map(|s| s.parse::<IpAddr>().map_err(|_| invalid("ip is not an IPv4 or IPv6 address")))
-        .transpose()?;
+    let ip = ip.map(|s| s.parse::<IpAddr>().map_err(|_| invalid("ip is not an IPv4 or IPv6 address"))).transpose()?;
     if let Some(m) = method
         && (m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()))
     {

@@ -269,6 +269,9 @@ impl Service {
         };
         if admission.outcome.is_valid() {
             self.index.touch(&k, now, input.ip);
+            if input.cost > 0 && admission.remaining.is_some() {
+                self.index.mark_quota(&k);
+            }
         }
         Decision {
             outcome: admission.outcome,

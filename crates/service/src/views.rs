@@ -148,7 +148,11 @@ pub(crate) fn verify_response(d: crate::verify::Decision) -> VerifyResponse {
         meta: k.map(|k| k.meta.clone()),
         expires_at: k.and_then(|k| k.expires_at.map(to_rfc3339)),
         remaining: d.remaining,
-        ratelimit: d.window.map(|w| RateLimitState { limit: w.limit, remaining: w.remaining, reset: to_rfc3339(w.reset) }),
+        ratelimit: d.window.map(|w| RateLimitState {
+            limit: w.limit,
+            remaining: w.remaining,
+            reset: to_rfc3339(w.reset),
+        }),
         deprecated: deprecated_until.is_some(),
         deprecated_until: deprecated_until.map(to_rfc3339),
         message: d.message,

@@ -21,3 +21,18 @@ pub enum StoreError {
     #[error("opening the store at {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
 }
+
+impl StoreError {
+    /// Whether the failure is a full disk (or a database at its size limit):
+    /// nothing was written, and retrying after freeing space will work.
+    pub fn is_disk_full(&self) -> bool {
+        let e = match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => e,
+            _ => return false,
+        };
+        // SQLITE_FULL, or SQLITE_IOERR_WRITE (10 | 3 << 8), which some write
+        // paths report for ENOSPC.
+        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+            || matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == 778)
+    }
+}

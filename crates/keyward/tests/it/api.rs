@@ -1,8 +1,7 @@
 //! End-to-end tests of the HTTP API against the real binary.
 
-
-use serde_json::json;
 use crate::util::{Server, contains, files_under};
+use serde_json::json;
 
 fn change_one_char(key: &str) -> String {
     let mut b = key.as_bytes().to_vec();

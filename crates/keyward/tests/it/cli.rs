@@ -1,10 +1,9 @@
 //! The command line against the real binary.
 
-
 use std::process::Command;
 
-use serde_json::{Value, json};
 use crate::util::{BIN, Server};
+use serde_json::{Value, json};
 
 fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)

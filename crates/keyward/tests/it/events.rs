@@ -2,13 +2,12 @@
 //! metrics, exporters (file, HTTP sinks through an outage, a real rsyslog),
 //! and the crash-loss bound.
 
-
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use crate::util::{Capture, Server};
+use serde_json::{Value, json};
 
 fn events(s: &Server, q: &str) -> Vec<Value> {
     let r = s.call("GET", &format!("/v1/events{q}"), None);

@@ -1,14 +1,13 @@
 //! Incidents, leak reports, the scanner and GitHub secret scanning, against
 //! the real binary.
 
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::util::{BIN, Server};
 use keyward_core::{KeyPrefix, RawKey};
 use serde_json::{Value, json};
-use crate::util::{BIN, Server};
 
 fn wait_events(s: &Server, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

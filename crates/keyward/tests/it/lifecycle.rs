@@ -1,11 +1,10 @@
 //! Key lifecycle over HTTP: rotation with overlap, bulk revocation, the
 //! revocation health check, age policies and expiry reminders.
 
-
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use crate::util::Server;
+use serde_json::{Value, json};
 
 fn v(s: &Server, key: &str) -> Value {
     s.verify(key)
@@ -126,13 +125,17 @@ fn bulk_revocation_with_and_without_dry_run() {
     assert_eq!(dry["count"], 2, "the already-revoked key is not counted: {dry}");
     assert_eq!(dry["key_ids"], json!([acme[1].0, acme[2].0]));
     assert_eq!(v(&s, &acme[1].1)["code"], "VALID", "a dry run changes nothing");
+    let inc = s.create("/v1/incidents", json!({"title": "acme compromised", "key_ids": [acme[1].0]}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let audit_before = audit_actions(&s).len();
 
     let done = s
         .call(
             "POST",
             "/v1/keys/revoke",
-            Some(json!({"owner_id": "acme", "keyspace_id": ks, "reason": "compromised", "incident": "inc_1"})),
+            Some(json!({"owner_id": "acme", "keyspace_id": ks, "reason": "compromised", "incident": inc})),
         )
         .json();
     assert_eq!((done["dry_run"].as_bool(), done["count"].as_u64()), (Some(false), Some(2)));
@@ -148,7 +151,7 @@ fn bulk_revocation_with_and_without_dry_run() {
     assert_eq!(entry["after"]["key_ids"], json!([acme[1].0, acme[2].0]));
     // The health check ran on each and passed.
     let k = s.call("GET", &format!("/v1/keys/{}", acme[2].0), None).json();
-    assert_eq!(k["incident"], "inc_1");
+    assert_eq!(k["incident"], inc.as_str());
     assert_eq!(k["revocation_check"]["code"], "REVOKED");
     assert_eq!(k["revocation_check"]["ok"], true);
     // created_before takes an instant.
@@ -258,9 +261,13 @@ fn keys_imported_by_hash_verify_and_rotate_into_native_keys() {
         assert!(err.contains("100%"), "a progress bar: {err}");
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
-    assert_eq!(run(&csv), json!({"imported": 2, "duplicates_skipped": 0, "total": 2}));
+    assert_eq!(run(&csv), json!({"imported": 2, "duplicates_skipped": 0, "without_scopes": 0, "total": 2}));
     assert_eq!(run(&nd)["imported"], 1);
-    assert_eq!(run(&csv), json!({"imported": 0, "duplicates_skipped": 2, "total": 2}), "importing twice skips");
+    assert_eq!(
+        run(&csv),
+        json!({"imported": 0, "duplicates_skipped": 2, "without_scopes": 0, "total": 2}),
+        "importing twice skips"
+    );
 
     let r = s.verify_as(&s.root.clone(), json!({"key": legacy[0], "method": "GET"}));
     assert_eq!((r["code"].as_str(), r["owner_id"].as_str()), (Some("VALID"), Some("cust-0")));

@@ -2,7 +2,6 @@
 //! binary. The only changes: the binary path points at this build, and the
 //! port is a free one instead of 8080. Needs `curl` and `jq`.
 
-
 use std::process::Command;
 
 fn have(tool: &str) -> bool {

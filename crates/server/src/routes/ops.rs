@@ -52,6 +52,16 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
             .into_response();
     }
     use std::sync::atomic::Ordering::Relaxed;
+    if let Some(p) = st.service.events()
+        && p.stats().failing.load(Relaxed)
+    {
+        let detail = if p.stats().disk_full.load(Relaxed) {
+            "usage events cannot be written: the disk is full; free space in the data dir"
+        } else {
+            "usage events cannot be written; see the server log"
+        };
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", detail).into_response();
+    }
     let events = st.service.events().map(|p| {
         let s = p.stats();
         PipelineView {

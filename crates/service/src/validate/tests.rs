@@ -24,7 +24,10 @@ fn details_never_repeat_a_key() {
     check(check_scopes("scopes", &["x y".into()]), Err(&format!("scopes[0]: \"x y\" {scope_rule}")));
     let cidr_rule = "is not an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or 2001:db8::/32";
     check(check_cidrs("ip_allowlist", &[k.clone()]), Err(&format!("ip_allowlist[0]: the value {cidr_rule}")));
-    check(check_cidrs("ip_allowlist", &["10.0.0.0/33".into()]), Err(&format!("ip_allowlist[0]: \"10.0.0.0/33\" {cidr_rule}")));
+    check(
+        check_cidrs("ip_allowlist", &["10.0.0.0/33".into()]),
+        Err(&format!("ip_allowlist[0]: \"10.0.0.0/33\" {cidr_rule}")),
+    );
     // A key is well-formed as a scope word, so it must be refused for its shape.
     check(verify_fields(None, None, None, &[k.clone()], None), Err(&format!("scopes[0]: the value {scope_rule}")));
 }
@@ -46,6 +49,7 @@ fn path_rules_are_normalized() {
     let mut rules = vec![PathRule { pattern: "/a//**/**/b".into(), scopes: vec!["admin".into()], methods: None }];
     check(check_rules(&mut rules), Ok(()));
     assert_eq!(rules[0].pattern, "/a/**/b");
-    let mut rules = vec![PathRule { pattern: "/a/**/b/**/c/**/d/**/e/**".into(), scopes: vec!["admin".into()], methods: None }];
+    let mut rules =
+        vec![PathRule { pattern: "/a/**/b/**/c/**/d/**/e/**".into(), scopes: vec!["admin".into()], methods: None }];
     check(check_rules(&mut rules), Err("path_rules[0].pattern may hold ** at most 4 times"));
 }
