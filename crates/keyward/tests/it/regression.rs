@@ -418,3 +418,100 @@ fn issue_8_imports_say_how_many_keys_have_no_scope() {
     assert_eq!(v["without_scopes"], 2, "{v}");
     assert!(v["warning"].as_str().unwrap().contains("2 imported keys have no scope"), "{v}");
 }
+
+/// A data dir on a small tmpfs of its own, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "this test mounts a small tmpfs to fill a disk; run the suite as root (CI does)"
+        );
+        SmallDisk { dir }
+    }
+
+    /// Fills the disk with a file, leaving nothing free.
+    fn fill(&self) {
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", self.dir.path().join("filler").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn issue_8_a_full_disk_answers_503_and_loses_nothing_acknowledged() {
+    let disk = SmallDisk::mount("64m");
+    let data = disk.dir.path().join("data");
+    let mut s = Server::start_at(&data, &[("KEYWARD_EVENTS_FLUSH_MS", "50")]);
+    let ks = s.keyspace();
+    let (_, key) = s.key(json!({"keyspace_id": ks}));
+    disk.fill();
+    // Management writes fail cleanly: 503 with what to do, never 500.
+    let mut created = Vec::new();
+    let mut refused = None;
+    for i in 0..200 {
+        let r = s.raw_any(
+            "POST",
+            "/v1/keys",
+            Some(&s.root.clone()),
+            Some(&json!({"keyspace_id": ks, "name": format!("k{i}"), "meta": {"pad": "x".repeat(8000)}}).to_string()),
+            &[("Content-Type", "application/json")],
+        );
+        if r.status == 201 {
+            created.push(r.json()["id"].as_str().unwrap().to_owned());
+        } else {
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.expect("a full disk refused a write");
+    let p = refused.problem(503);
+    assert!(p["detail"].as_str().unwrap().contains("disk is full"), "{p}");
+    // Verifications go on (memory), but their events cannot be written:
+    // the node says it is not ready, and why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(s.verify(&key)["code"], "VALID");
+        let r = s.raw_any("GET", "/readyz", None, None, &[]);
+        if r.status == 503 {
+            assert!(r.text.contains("disk is full"), "{}", r.text);
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz stayed ready with a full disk: {}", r.text);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Space comes back: so do writes and readiness; every acknowledged key is there.
+    disk.free();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.raw_any("GET", "/readyz", None, None, &[]).status != 200 {
+        assert!(Instant::now() < deadline, "readyz did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = s.call("POST", "/v1/keys", Some(json!({"keyspace_id": ks, "name": "after"})));
+    assert_eq!(r.status, 201, "{}", r.text);
+    for id in &created {
+        assert_eq!(s.call("GET", &format!("/v1/keys/{id}"), None).status, 200);
+    }
+    assert_eq!(s.call("GET", "/v1/audit/verify", None).json()["ok"], true);
+    s.stop();
+}

@@ -27,6 +27,8 @@ pub struct Server {
     pub env: Vec<(String, String)>,
     /// A TOML config passed with `--config`, if any.
     pub config: Option<String>,
+    /// The data dir, when not the default `<temp dir>/data`.
+    pub data: Option<PathBuf>,
 }
 
 pub struct Res {
@@ -84,6 +86,7 @@ impl Server {
             bodies: Mutex::default(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             config: None,
+            data: None,
         };
         if let Some(c) = config {
             let text = c.replace("{dir}", &s.dir.path().display().to_string());
@@ -95,7 +98,24 @@ impl Server {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone().unwrap_or_else(|| self.dir.path().join("data"))
+    }
+
+    /// Starts with the data dir at `data` (e.g. on a disk of its own).
+    pub fn start_at(data: &Path, env: &[(&str, &str)]) -> Server {
+        let mut s = Server {
+            dir: tempfile::tempdir().unwrap(),
+            port: 0,
+            root: String::new(),
+            child: None,
+            log: Arc::default(),
+            bodies: Mutex::default(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            config: None,
+            data: Some(data.to_owned()),
+        };
+        s.root = s.spawn().expect("a fresh data dir prints a root key");
+        s
     }
 
     /// Starts the binary; returns the first line of stdout, if any, which on
@@ -227,8 +247,23 @@ impl Server {
         }
     }
 
-    /// A request with an explicit root key (or none), a raw body and headers.
+    /// A request with an explicit root key (or none), a raw body and headers;
+    /// any 5xx fails the test.
     pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Res {
+        let r = self.raw_any(method, path, auth, body, headers);
+        assert!(r.status < 500, "{method} {path} answered {}: {}", r.status, r.text);
+        r
+    }
+
+    /// [`Server::raw`] that accepts any status (for tests that expect a 503).
+    pub fn raw_any(
         &self,
         method: &str,
         path: &str,
@@ -262,7 +297,6 @@ impl Server {
             })
             .collect();
         let text = res.into_string().unwrap();
-        assert!(status < 500, "{method} {path} answered {status}: {text}");
         Res { status, headers, text }
     }
 
