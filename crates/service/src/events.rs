@@ -195,7 +195,7 @@ impl Service {
     }
 
     /// Validates an event query into a filter for this workspace.
-    pub fn event_filter(&self, actor: &Actor, q: &EventQuery, default_limit: u32) -> Result<EventFilter> {
+    pub async fn event_filter(&self, actor: &Actor, q: &EventQuery, default_limit: u32) -> Result<EventFilter> {
         actor.require(Permission::AuditRead, "read usage events")?;
         let limit = match q.limit.unwrap_or(default_limit) {
             0 => return Err(invalid("limit must be at least 1")),
@@ -224,7 +224,12 @@ impl Service {
             Some(_) => return Err(invalid("order must be asc or desc")),
         };
         let cursor = crate::validate::seq_cursor(q.cursor.as_deref())?;
+        let owner_keys = match &q.owner_id {
+            Some(owner) => self.owner_key_ids(&actor.workspace_id, owner).await?,
+            None => Vec::new(),
+        };
         Ok(EventFilter {
+            owner_keys,
             workspace_id: actor.workspace_id.clone(),
             key_id: q.key_id.clone(),
             owner_id: q.owner_id.clone(),
@@ -248,7 +253,7 @@ impl Service {
 
     /// One page of events.
     pub async fn query_events(&self, actor: &Actor, q: EventQuery) -> Result<EventPage> {
-        let mut f = self.event_filter(actor, &q, 100)?;
+        let mut f = self.event_filter(actor, &q, 100).await?;
         if f.limit > 1000 {
             return Err(invalid("limit must be between 1 and 1000; use Accept: application/x-ndjson for more"));
         }
@@ -262,6 +267,29 @@ impl Service {
             None
         };
         Ok(EventPage { data: rows.into_iter().map(event_view).collect(), next_cursor })
+    }
+
+    /// The ids of every key of an owner (the event log reads an owner's
+    /// events through its keys' index).
+    async fn owner_key_ids(&self, workspace_id: &str, owner: &str) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let f = keyward_store::KeyFilter {
+                workspace_id: workspace_id.to_owned(),
+                owner_id: Some(owner.to_owned()),
+                after: after.clone(),
+                limit: 1000,
+                ..Default::default()
+            };
+            let page = self.blocking(move |s| s.list_keys(&f)).await?;
+            let n = page.len();
+            ids.extend(page.into_iter().map(|k| k.id));
+            if n < 1000 {
+                return Ok(ids);
+            }
+            after = ids.last().cloned();
+        }
     }
 
     /// Reads events matching `f` on a blocking thread.

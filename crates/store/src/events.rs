@@ -14,7 +14,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{Result, StoreError};
 
-const SCHEMA: &[&str] = &[r#"
+const SCHEMA: &[&str] = &[
+    r#"
     CREATE TABLE events (
         id           INTEGER PRIMARY KEY,
         ts           INTEGER NOT NULL,
@@ -44,7 +45,32 @@ const SCHEMA: &[&str] = &[r#"
         last_id     INTEGER NOT NULL,
         updated_at  INTEGER NOT NULL
     );
-"#];
+"#,
+    // One index per filter of `query` (but the owner, served by the key
+    // index of each of the owner's keys; outcome codes and status classes
+    // are indexed only where rare: refusals and non-2xx, while `VALID` and
+    // 2xx pages fill densely from the workspace index), each on a 64-bit number standing
+    // for (workspace, value) and ending in `id`: a page is a seek into one
+    // index and a walk in id order (issue 8, defect 8: pages used to scan
+    // the log from its newest row). Integer keys keep the inserts cheaper
+    // (see BENCHMARKS.md); the text columns are still compared, so a
+    // collision only costs a row check. Existing rows are numbered by `kw_no`.
+    r#"
+    ALTER TABLE events ADD COLUMN ws_no INTEGER;
+    ALTER TABLE events ADD COLUMN ip_no INTEGER;
+    ALTER TABLE events ADD COLUMN code_no INTEGER;
+    ALTER TABLE events ADD COLUMN status_no INTEGER;
+    UPDATE events SET
+        ws_no = kw_ws(workspace_id),
+        ip_no = kw_no(workspace_id, ip),
+        code_no = kw_no(workspace_id, code),
+        status_no = kw_no(workspace_id, CAST(status / 100 AS TEXT));
+    CREATE INDEX events_ws ON events(ws_no, id);
+    CREATE INDEX events_ip ON events(ip_no, id) WHERE ip_no IS NOT NULL;
+    CREATE INDEX events_code ON events(code_no, id) WHERE code != 'VALID';
+    CREATE INDEX events_status ON events(status_no, id) WHERE status_no IS NOT NULL AND (status < 200 OR status >= 300);
+"#,
+];
 
 /// How far out of time order events may be written (producers enqueue
 /// concurrently); time-bounded queries look this much further.
@@ -63,6 +89,44 @@ pub fn key_no(key_id: &str) -> i64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h as i64
+}
+
+/// The indexed stand-in for a value of one workspace (owner, address,
+/// outcome code, status class; `None` for the workspace itself): FNV-1a over
+/// the workspace id, a 0 byte, and the value. `None` when the value is.
+pub fn scoped_no(workspace_id: &str, value: Option<&str>) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(workspace_id.as_bytes());
+    if let Some(v) = value {
+        eat(&[0]);
+        eat(v.as_bytes());
+    }
+    h as i64
+}
+
+fn status_class(status: u16) -> String {
+    (status / 100).to_string()
+}
+
+/// Registers `kw_ws(workspace)` and `kw_no(workspace, value)` (NULL for a
+/// NULL value), the SQL twins of [`scoped_no`], for the migration that
+/// numbers existing rows.
+fn register_functions(conn: &Connection) -> Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("kw_ws", 1, flags, |ctx| Ok(scoped_no(&ctx.get::<String>(0)?, None)))?;
+    conn.create_scalar_function("kw_no", 2, flags, |ctx| {
+        let ws: String = ctx.get(0)?;
+        let value: Option<String> = ctx.get(1)?;
+        Ok(value.map(|v| scoped_no(&ws, Some(&v))))
+    })?;
+    Ok(())
 }
 
 /// One source address of a key's usage review.
@@ -105,6 +169,9 @@ pub struct EventFilter {
     pub status_class: Option<u16>,
     pub since: Option<i64>,
     pub until: Option<i64>,
+    /// The owner's keys, when `owner_id` is given: the owner's events are
+    /// read through the key index of each (see `SqliteEventLog::query`).
+    pub owner_keys: Vec<String>,
     /// Only ids greater than this (ascending pages).
     pub after_id: Option<i64>,
     /// Only ids smaller than this (descending pages).
@@ -168,12 +235,16 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<UsageEvent> {
 impl SqliteEventLog {
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = open_conn(path)?;
+        register_functions(&conn)?;
         let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let supported = SCHEMA.len() as i64;
         if current > supported {
             return Err(StoreError::TooNew { found: current, supported });
         }
         for (i, sql) in SCHEMA.iter().enumerate().skip(current as usize) {
+            if current > 0 {
+                tracing::info!(version = i + 1, path = %path.display(), "Migrating the event log; large logs take a while.");
+            }
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -205,8 +276,9 @@ impl SqliteEventLog {
         let tx = conn.transaction()?;
         {
             let mut st = tx.prepare_cached(&format!(
-                "INSERT INTO events ({COLS}, key_no) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                "INSERT INTO events ({COLS}, key_no, ws_no, ip_no, code_no, status_no)
+                 VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
             ))?;
             for e in events.iter_mut() {
                 st.execute(params![
@@ -230,6 +302,10 @@ impl SqliteEventLog {
                     e.bytes_out.map(|b| b as i64),
                     e.latency_us.map(|b| b as i64),
                     e.key_id.as_deref().map(key_no),
+                    scoped_no(&e.workspace_id, None),
+                    e.source_ip.as_deref().map(|ip| scoped_no(&e.workspace_id, Some(ip))),
+                    scoped_no(&e.workspace_id, Some(e.outcome.as_str())),
+                    e.http_status.map(|st| scoped_no(&e.workspace_id, Some(&status_class(st)))),
                 ])?;
                 e.id = tx.last_insert_rowid();
             }
@@ -247,8 +323,9 @@ impl SqliteEventLog {
         let tx = conn.transaction()?;
         {
             let mut st = tx.prepare_cached(
-                "UPDATE events SET status = COALESCE(?2, status), bytes_in = COALESCE(?3, bytes_in),
-                        bytes_out = COALESCE(?4, bytes_out), latency_us = COALESCE(?5, latency_us)
+                "UPDATE events SET status = COALESCE(?2, status), status_no = COALESCE(?8, status_no),
+                        bytes_in = COALESCE(?3, bytes_in), bytes_out = COALESCE(?4, bytes_out),
+                        latency_us = COALESCE(?5, latency_us)
                  WHERE id = ?1 AND request_id = ?6 AND workspace_id = ?7",
             )?;
             for (id, r) in updates {
@@ -259,7 +336,8 @@ impl SqliteEventLog {
                     r.bytes_out.map(|b| b as i64),
                     r.latency_us.map(|b| b as i64),
                     r.request_id,
-                    r.workspace_id
+                    r.workspace_id,
+                    r.http_status.map(|st| scoped_no(&r.workspace_id, Some(&status_class(st)))),
                 ])?;
             }
         }
@@ -273,7 +351,11 @@ impl SqliteEventLog {
     /// appends fast.
     fn first_id_at_or_after(c: &Connection, ts: i64) -> Result<i64> {
         let bounds: (Option<i64>, Option<i64>) =
-            c.query_row("SELECT MIN(id), MAX(id) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            // Two subqueries: SQLite answers a lone MIN or MAX of the rowid
+            // from the b-tree's ends, but scans the table for both at once.
+            c.query_row("SELECT (SELECT MIN(id) FROM events), (SELECT MAX(id) FROM events)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         let (Some(mut lo), Some(max)) = bounds else { return Ok(1) };
         let mut hi = max + 1;
         let mut st = c.prepare_cached("SELECT id, ts FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
@@ -290,56 +372,142 @@ impl SqliteEventLog {
     }
 
     /// Events of one workspace, filtered, one page.
+    ///
+    /// The SQL holds only the filters given, and names the one index that
+    /// serves the most selective of them (key, owner, address, outcome,
+    /// status class, else the id itself), so every page is a seek and a walk
+    /// in id order: its cost is what it returns plus the rows of that index
+    /// it skips, whatever the log's size. Time bounds become id bounds.
     pub fn query(&self, f: &EventFilter) -> Result<Vec<UsageEvent>> {
-        let order = if f.ascending { "ASC" } else { "DESC" };
-        let sql = format!(
-            "SELECT {COLS} FROM events
-             WHERE workspace_id = ?1
-               AND (?2 IS NULL OR (key_no = ?12 AND key_id = ?2))
-               AND (?3 IS NULL OR owner_id = ?3)
-               AND (?4 IS NULL OR ip = ?4 OR ip = ?13)
-               AND (?5 IS NULL OR code = ?5)
-               AND (?6 IS NULL OR status / 100 = ?6)
-               AND (?7 IS NULL OR ts >= ?7)
-               AND (?8 IS NULL OR ts < ?8)
-               AND (?9 IS NULL OR id > ?9)
-               AND (?10 IS NULL OR id < ?10)
-             ORDER BY id {order} LIMIT ?11"
-        );
+        // An owner: the events of each of its keys, merged in id order (an
+        // owner index would cost every append; the owner's keys are known).
+        if f.owner_id.is_some() && f.key_id.is_none() {
+            let mut rows = Vec::new();
+            for k in &f.owner_keys {
+                rows.extend(self.query(&EventFilter {
+                    key_id: Some(k.clone()),
+                    owner_keys: Vec::new(),
+                    ..f.clone()
+                })?);
+            }
+            rows.sort_by_key(|e| if f.ascending { e.id } else { -e.id });
+            rows.truncate(f.limit as usize);
+            return Ok(rows);
+        }
+        // An address and its pseudonym: two seeks, merged in id order.
+        if let (Some(ip), Some(alt)) = (&f.ip, &f.ip_alt) {
+            let one = |ip: &str| self.query(&EventFilter { ip: Some(ip.to_owned()), ip_alt: None, ..f.clone() });
+            let mut rows = one(ip)?;
+            rows.extend(one(alt)?);
+            rows.sort_by_key(|e| if f.ascending { e.id } else { -e.id });
+            rows.truncate(f.limit as usize);
+            return Ok(rows);
+        }
         self.read(|c| {
-            // Time bounds become id bounds (with a minute of slack for events
-            // enqueued slightly out of order); rows are still checked by ts.
-            let mut after_id = f.after_id;
-            let mut before_id = f.before_id;
-            if let Some(since) = f.since {
-                let lo = Self::first_id_at_or_after(c, since - TS_SLACK_MS)? - 1;
-                after_id = Some(after_id.map_or(lo, |a| a.max(lo)));
-            }
-            if let Some(until) = f.until {
-                let hi = Self::first_id_at_or_after(c, until + TS_SLACK_MS)?;
-                before_id = Some(before_id.map_or(hi, |b| b.min(hi)));
-            }
+            let (sql, args) = Self::query_sql(c, f)?;
             let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(
-                params![
-                    f.workspace_id,
-                    f.key_id,
-                    f.owner_id,
-                    f.ip,
-                    f.code.map(|c| c.as_str()),
-                    f.status_class,
-                    f.since,
-                    f.until,
-                    after_id,
-                    before_id,
-                    f.limit,
-                    f.key_id.as_deref().map(key_no),
-                    f.ip_alt
-                ],
-                event_from_row,
-            )?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), event_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
+    }
+
+    /// SQLite's `EXPLAIN QUERY PLAN` of [`SqliteEventLog::query`] for `f`,
+    /// one line per step (tests check that every filter seeks).
+    pub fn plan(&self, f: &EventFilter) -> Result<Vec<String>> {
+        self.read(|c| {
+            let (sql, args) = Self::query_sql(c, f)?;
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// The SQL and arguments of one page of `f`.
+    fn query_sql(c: &Connection, f: &EventFilter) -> Result<(String, Vec<rusqlite::types::Value>)> {
+        use rusqlite::types::Value as V;
+        // Time bounds become id bounds (with a minute of slack for events
+        // enqueued slightly out of order); rows are still checked by ts.
+        let mut after_id = f.after_id;
+        let mut before_id = f.before_id;
+        if let Some(since) = f.since {
+            let lo = Self::first_id_at_or_after(c, since - TS_SLACK_MS)? - 1;
+            after_id = Some(after_id.map_or(lo, |a| a.max(lo)));
+        }
+        if let Some(until) = f.until {
+            let hi = Self::first_id_at_or_after(c, until + TS_SLACK_MS)?;
+            before_id = Some(before_id.map_or(hi, |b| b.min(hi)));
+        }
+        let mut cond: Vec<String> = Vec::new();
+        let mut args: Vec<V> = Vec::new();
+        let mut arg = |cond: &mut Vec<String>, sql: &str, v: V| {
+            args.push(v);
+            cond.push(sql.replace('?', &format!("?{}", args.len())));
+        };
+        let index = if f.key_id.is_some() {
+            "events_key"
+        } else if f.ip.is_some() {
+            "events_ip"
+        } else if f.code.is_some_and(|c| c != Outcome::Valid) {
+            "events_code"
+        } else if f.status_class.is_some_and(|c| c != 2) {
+            "events_status"
+        } else {
+            "events_ws"
+        };
+        let ws = f.workspace_id.as_str();
+        if let Some(k) = &f.key_id {
+            arg(&mut cond, "key_no = ?", V::Integer(key_no(k)));
+            arg(&mut cond, "key_id = ?", V::Text(k.clone()));
+        }
+        if index == "events_ws" {
+            arg(&mut cond, "ws_no = ?", V::Integer(scoped_no(ws, None)));
+        }
+        arg(&mut cond, "workspace_id = ?", V::Text(ws.to_owned()));
+        if let Some(o) = &f.owner_id {
+            arg(&mut cond, "owner_id = ?", V::Text(o.clone()));
+        }
+        // (`query` splits an address and its pseudonym into two seeks.)
+        if let Some(ip) = &f.ip {
+            if index == "events_ip" {
+                arg(&mut cond, "ip_no = ?", V::Integer(scoped_no(ws, Some(ip))));
+            }
+            arg(&mut cond, "ip = ?", V::Text(ip.clone()));
+        }
+        if let Some(code) = f.code {
+            if index == "events_code" {
+                arg(&mut cond, "code_no = ?", V::Integer(scoped_no(ws, Some(code.as_str()))));
+                // The partial index's own condition, so SQLite may use it.
+                cond.push("code != 'VALID'".into());
+            }
+            arg(&mut cond, "code = ?", V::Text(code.as_str().to_owned()));
+        }
+        if let Some(class) = f.status_class {
+            if index == "events_status" {
+                arg(&mut cond, "status_no = ?", V::Integer(scoped_no(ws, Some(&class.to_string()))));
+                cond.push("status_no IS NOT NULL AND (status < 200 OR status >= 300)".into());
+            }
+            arg(&mut cond, "status / 100 = ?", V::Integer(i64::from(class)));
+        }
+        if let Some(t) = f.since {
+            arg(&mut cond, "ts >= ?", V::Integer(t));
+        }
+        if let Some(t) = f.until {
+            arg(&mut cond, "ts < ?", V::Integer(t));
+        }
+        if let Some(id) = after_id {
+            arg(&mut cond, "id > ?", V::Integer(id));
+        }
+        if let Some(id) = before_id {
+            arg(&mut cond, "id < ?", V::Integer(id));
+        }
+        args.push(V::Integer(i64::from(f.limit)));
+        let order = if f.ascending { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {COLS} FROM events INDEXED BY {index} WHERE {} ORDER BY id {order} LIMIT ?{}",
+            cond.join(" AND "),
+            args.len()
+        );
+        Ok((sql, args))
     }
 
     /// Events of every workspace after `after_id`, oldest first (for sinks).
@@ -360,16 +528,21 @@ impl SqliteEventLog {
     /// endpoints and outcomes (each list at most `top` entries, largest first).
     pub fn review(&self, workspace_id: &str, key_id: &str, since: i64, until: i64, top: u32) -> Result<KeyUsageReview> {
         let no = key_no(key_id);
-        let filter = "key_no = ?1 AND key_id = ?2 AND workspace_id = ?3 AND ts >= ?4 AND ts < ?5";
+        // The key's index, bounded by ids found for the time range: the
+        // review reads the key's events in the window, not all of them.
+        let filter = "key_no = ?1 AND key_id = ?2 AND workspace_id = ?3 AND ts >= ?4 AND ts < ?5 \
+                      AND id >= ?7 AND id < ?8";
         self.read(|c| {
-            let p = params![no, key_id, workspace_id, since, until, top];
+            let lo = Self::first_id_at_or_after(c, since - TS_SLACK_MS)?;
+            let hi = Self::first_id_at_or_after(c, until.saturating_add(TS_SLACK_MS))?;
+            let p = params![no, key_id, workspace_id, since, until, top, lo, hi];
             let total: i64 = c.query_row(
-                &format!("SELECT COUNT(*) FROM events WHERE {filter}"),
-                params![no, key_id, workspace_id, since, until],
+                &format!("SELECT COUNT(*) FROM events INDEXED BY events_key WHERE {filter}"),
+                params![no, key_id, workspace_id, since, until, top, lo, hi],
                 |r| r.get(0),
             )?;
             let mut st = c.prepare_cached(&format!(
-                "SELECT COALESCE(ip, '-'), COUNT(*), MIN(ts), MAX(ts) FROM events WHERE {filter}
+                "SELECT COALESCE(ip, '-'), COUNT(*), MIN(ts), MAX(ts) FROM events INDEXED BY events_key WHERE {filter}
                  GROUP BY ip ORDER BY COUNT(*) DESC, ip LIMIT ?6"
             ))?;
             let ips = st
@@ -383,7 +556,7 @@ impl SqliteEventLog {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut st = c.prepare_cached(&format!(
-                "SELECT COALESCE(method, '-'), COALESCE(path, '-'), COUNT(*) FROM events WHERE {filter}
+                "SELECT COALESCE(method, '-'), COALESCE(path, '-'), COUNT(*) FROM events INDEXED BY events_key WHERE {filter}
                  GROUP BY method, path ORDER BY COUNT(*) DESC, path LIMIT ?6"
             ))?;
             let endpoints = st
@@ -392,7 +565,7 @@ impl SqliteEventLog {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut st = c.prepare_cached(&format!(
-                "SELECT code, COUNT(*) FROM events WHERE {filter} GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT ?6"
+                "SELECT code, COUNT(*) FROM events INDEXED BY events_key WHERE {filter} GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT ?6"
             ))?;
             let outcomes = st
                 .query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?

@@ -3,7 +3,9 @@
 //! harness is compiled and linked once.
 
 mod api;
+mod authz;
 mod cli;
+mod crash;
 mod events;
 mod incidents;
 mod lifecycle;

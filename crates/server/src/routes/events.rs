@@ -30,7 +30,7 @@ pub async fn list(
     if !wants_ndjson {
         return Ok(axum::Json(st.service.query_events(&a, q).await?).into_response());
     }
-    let mut filter = st.service.event_filter(&a, &q, u32::MAX)?;
+    let mut filter = st.service.event_filter(&a, &q, u32::MAX).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
     let service = st.service.clone();
     tokio::spawn(async move {

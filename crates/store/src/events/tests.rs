@@ -120,3 +120,58 @@ fn time_bounds_use_ids_and_stay_exact() {
     assert_eq!(q(Some(0), Some(1)), Vec::<i64>::new());
     assert_eq!(q(None, None).len(), 60);
 }
+
+/// Issue 8, defect 8: every filter seeks into an index (no `SCAN events`,
+/// no temporary sort), so a page costs what it returns.
+#[test]
+fn issue_8_every_event_query_seeks() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
+    let mut batch: Vec<UsageEvent> = (0..50).map(|i| event(1000 + i, "ws_a", Some("key_a"), Outcome::Valid)).collect();
+    log.append(&mut batch).unwrap();
+    let base = EventFilter { workspace_id: "ws_a".into(), limit: 10, ..EventFilter::default() };
+    let cases = [
+        base.clone(),
+        EventFilter { key_id: Some("key_a".into()), ..base.clone() },
+        EventFilter { key_id: Some("key_a".into()), before_id: Some(20), ..base.clone() },
+        EventFilter { key_id: Some("key_a".into()), until: Some(1010), ..base.clone() },
+        EventFilter { key_id: Some("key_a".into()), code: Some(Outcome::NotFound), ..base.clone() },
+        EventFilter { owner_id: Some("o".into()), key_id: Some("key_a".into()), ..base.clone() },
+        EventFilter { ip: Some("192.0.2.1".into()), ..base.clone() },
+        EventFilter { code: Some(Outcome::NotFound), ..base.clone() },
+        EventFilter { status_class: Some(5), ..base.clone() },
+        EventFilter { status_class: Some(2), ..base.clone() },
+        EventFilter { code: Some(Outcome::Valid), ..base.clone() },
+        EventFilter { since: Some(1010), ascending: true, after_id: Some(3), ..base.clone() },
+    ];
+    for f in cases {
+        let plan = log.plan(&f).unwrap().join(" | ");
+        assert!(plan.contains("SEARCH events USING"), "{f:?}: {plan}");
+        assert!(!plan.contains("SCAN") && !plan.contains("TEMP B-TREE"), "{f:?}: {plan}");
+    }
+}
+
+#[test]
+fn an_address_and_its_pseudonym_are_merged_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
+    let mut batch: Vec<UsageEvent> = (0..6)
+        .map(|i| {
+            let mut e = event(1000 + i, "ws_a", Some("key_a"), Outcome::Valid);
+            e.source_ip = Some(if i % 2 == 0 { "192.0.2.1".into() } else { "anon:abc".into() });
+            e
+        })
+        .collect();
+    log.append(&mut batch).unwrap();
+    let f = EventFilter {
+        workspace_id: "ws_a".into(),
+        ip: Some("192.0.2.1".into()),
+        ip_alt: Some("anon:abc".into()),
+        limit: 4,
+        ..EventFilter::default()
+    };
+    let ids: Vec<i64> = log.query(&f).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![6, 5, 4, 3]);
+    let ids: Vec<i64> = log.query(&EventFilter { ascending: true, ..f }).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+}
