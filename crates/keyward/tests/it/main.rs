@@ -12,4 +12,5 @@ mod lifecycle;
 mod policy;
 mod readme;
 mod regression;
+mod schemathesis;
 mod util;
