@@ -10,7 +10,7 @@ cargo xtask <task>
 
 Tasks:
   ci      format check, clippy with warnings denied, the whole test suite
-  bench   the criterion benchmarks (verify, event ingest); figures go to BENCHMARKS.md
+  bench   the criterion benchmarks (verify, event ingest, event queries); figures go to BENCHMARKS.md
   load    verify over HTTP under wrk (scripts/load-verify.sh)
   dist    a release build of the keyward binary, with its path and size
 ";
@@ -31,10 +31,13 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "ci" => {
             run("cargo", &["fmt", "--all", "--check"])?;
-            run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-            run("cargo", &["test", "--workspace"])
+            run("cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+            run("cargo", &["test", "--workspace", "--locked"])
         }
-        "bench" => run("cargo", &["bench", "-p", "keyward-service"]),
+        "bench" => {
+            run("cargo", &["bench", "-p", "keyward-service"])?;
+            run("cargo", &["bench", "-p", "keyward-store"])
+        }
         "load" => run("bash", &["scripts/load-verify.sh"]),
         "dist" => {
             run("cargo", &["build", "--release", "-p", "keyward"])?;

@@ -38,7 +38,7 @@ fn event(n: u64) -> UsageEvent {
         user_agent: Some("shop-backend/2.3".into()),
         method: Some("GET".into()),
         path: Some("/v1/invoices/12345".into()),
-        outcome: if n % 50 == 0 { Outcome::RateLimited } else { Outcome::Valid },
+        outcome: if n.is_multiple_of(50) { Outcome::RateLimited } else { Outcome::Valid },
         http_status: Some(if n % 100 == 7 { 503 } else { 200 }),
         error: None,
         bytes_in: Some(512),
