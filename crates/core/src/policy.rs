@@ -304,7 +304,7 @@ pub fn missing_scopes(granted: &[String], rules: &[PathRule], req: &ScopeRequest
 // ---------------------------------------------------------------- limits
 
 /// One rate-limit window of a key: at most `limit` units per `window_ms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub name: String,

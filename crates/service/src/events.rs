@@ -126,7 +126,7 @@ impl Service {
         ctx: &RequestCtx<'_>,
         d: &Decision,
     ) -> UsageEvent {
-        let k = d.key.as_ref().map(|k| &k.record);
+        let k = d.key.as_deref();
         let prefixes = self.imported.list();
         let fingerprint =
             matches!(d.outcome, Outcome::Malformed | Outcome::NotFound).then(|| self.hasher().fingerprint(input.key));
@@ -136,10 +136,10 @@ impl Service {
             kind: EventKind::Verify,
             request_id: ctx.request_id.to_owned(),
             workspace_id: workspace_id.to_owned(),
-            keyspace_id: k.map(|k| k.keyspace_id.clone()),
-            key_id: k.map(|k| k.id.clone()),
-            key_hint: k.map(|k| k.hint.clone()),
-            owner_id: k.and_then(|k| k.owner_id.clone()),
+            keyspace_id: k.map(|k| k.keyspace_id.to_string()),
+            key_id: k.map(|k| k.id.to_string()),
+            key_hint: k.map(|k| k.hint.to_string()),
+            owner_id: k.and_then(|k| k.owner_id.as_deref().map(str::to_owned)),
             fingerprint,
             source_ip: input.ip.map(|ip| {
                 let ip = ip.to_canonical().to_string();

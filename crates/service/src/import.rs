@@ -120,7 +120,7 @@ impl Service {
             return None;
         }
         let digest: [u8; 32] = Sha256::digest(s.as_bytes()).into();
-        self.index.get(&KeyHash(digest)).filter(|k| k.record.hash_kind == SHA256)
+        self.index.get(&KeyHash(digest)).filter(|k| &*k.hash_kind == SHA256)
     }
 
     /// Imports keys by hash into a keyspace, as one audited action.

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use ipnet::IpNet;
 use keyward_core::KeyHash;
@@ -17,6 +17,7 @@ use keyward_core::policy::{Limiter, PathRule, Quota, RateLimit, parse_cidr};
 use keyward_core::time::UnixMs;
 use keyward_core::verify::Lifecycle;
 use keyward_store::{KeyRecord, Keyspace, LastUse, QuotaMark};
+use serde_json::Value;
 
 /// Key hashes are HMAC outputs under a secret: already uniform and not
 /// chosen by an attacker, so their first eight bytes are a fine table hash.
@@ -116,50 +117,129 @@ pub enum QuotaFrom {
     Live,
 }
 
-/// A key as the verify path sees it.
+/// A key as the verify path sees it: compact (issue 8, defect 9: a million
+/// keys took 1.36 GB as full records). Ids shared by many keys (workspace,
+/// keyspace, hash kind) and the key's own policy are interned; name and meta
+/// sit behind one optional box; the limiter is made on first use. What only
+/// the management API needs stays in the store.
 #[derive(Debug)]
 pub struct CachedKey {
-    pub record: KeyRecord,
+    pub hash: KeyHash,
+    pub id: Box<str>,
+    pub workspace_id: Arc<str>,
+    pub keyspace_id: Arc<str>,
+    pub owner_id: Option<Box<str>>,
+    extra: Option<Box<Extra>>,
+    pub hint: Box<str>,
+    pub hash_kind: Arc<str>,
+    /// Scopes, own allowlist (parsed) and own rate limits, interned.
+    pub policy: Arc<KeyPolicy>,
     pub lifecycle: Lifecycle,
+    pub rotated_to: Option<Box<str>>,
+    /// The stored quota, for a limiter made on first use.
+    quota: Option<Box<Quota>>,
     pub usage: Arc<Usage>,
-    /// Own allowlist, parsed; `None` when the keyspace's applies.
-    pub ip_allowlist: Option<Vec<IpNet>>,
-    /// Windows and quota. Shared by every version of the cached record.
-    pub limiter: Arc<Mutex<Limiter>>,
+    /// Windows and quota, made on first use; shared by every version of the
+    /// cached record (and by a rotation's two keys during the overlap).
+    limiter: OnceLock<Arc<Mutex<Limiter>>>,
     pub keyspace: Arc<KeyspaceCell>,
 }
 
+/// The rarely set parts of a key.
+#[derive(Debug)]
+struct Extra {
+    name: Option<String>,
+    meta: Value,
+}
+
+/// A key's own policy: many keys share one.
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+pub struct KeyPolicy {
+    pub scopes: Vec<String>,
+    /// Own allowlist, parsed; `None` when the keyspace's applies.
+    pub ip_allowlist: Option<Vec<IpNet>>,
+    /// Own windows; `None` when the keyspace's apply.
+    pub ratelimits: Option<Vec<RateLimit>>,
+}
+
+/// Interned values of the index: few distinct ones, many keys.
+#[derive(Default)]
+struct Interner {
+    strings: HashMap<Box<str>, Arc<str>>,
+    policies: HashMap<Arc<KeyPolicy>, ()>,
+}
+
+impl Interner {
+    fn string(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(s.into(), a.clone());
+        a
+    }
+
+    fn policy(&mut self, p: KeyPolicy) -> Arc<KeyPolicy> {
+        if let Some((a, _)) = self.policies.get_key_value(&p) {
+            return a.clone();
+        }
+        let a = Arc::new(p);
+        self.policies.insert(a.clone(), ());
+        a
+    }
+}
+
 impl CachedKey {
-    fn new(record: KeyRecord, keyspace: Arc<KeyspaceCell>, usage: Arc<Usage>, limiter: Arc<Mutex<Limiter>>) -> Self {
-        let lifecycle = Lifecycle {
-            enabled: record.enabled,
-            expires_at: record.expires_at,
-            revoked_at: record.revoked_at,
-            overlap_until: record.overlap_until,
-        };
-        let ip_allowlist = record.ip_allowlist.as_ref().map(|l| l.iter().filter_map(|c| parse_cidr(c)).collect());
-        CachedKey { record, lifecycle, usage, ip_allowlist, limiter, keyspace }
+    fn with_limiter(&self, limiter: Arc<Mutex<Limiter>>, usage: Arc<Usage>) -> CachedKey {
+        CachedKey {
+            hash: self.hash,
+            id: self.id.clone(),
+            workspace_id: self.workspace_id.clone(),
+            keyspace_id: self.keyspace_id.clone(),
+            owner_id: self.owner_id.clone(),
+            extra: self.extra.as_ref().map(|e| Box::new(Extra { name: e.name.clone(), meta: e.meta.clone() })),
+            hint: self.hint.clone(),
+            hash_kind: self.hash_kind.clone(),
+            policy: self.policy.clone(),
+            lifecycle: self.lifecycle.clone(),
+            rotated_to: self.rotated_to.clone(),
+            quota: self.quota.clone(),
+            usage,
+            limiter: OnceLock::from(limiter),
+            keyspace: self.keyspace.clone(),
+        }
     }
 
-    /// The live quota, as it should be written back to the store.
+    pub fn name(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.name.as_deref())
+    }
+
+    /// The key's meta (an empty object when it has none).
+    pub fn meta(&self) -> Value {
+        self.extra.as_ref().map_or_else(|| Value::Object(Default::default()), |e| e.meta.clone())
+    }
+
+    /// The key's limiter, made on first use from the stored quota.
+    pub fn limiter(&self) -> &Arc<Mutex<Limiter>> {
+        self.limiter.get_or_init(|| Arc::new(Mutex::new(Limiter::new(&[], self.quota.as_deref().copied()))))
+    }
+
+    /// The live quota, as it should be written back to the store (none for
+    /// a key whose limiter was never used: the store holds it already).
     pub fn quota_mark(&self) -> Option<QuotaMark> {
-        let l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        l.quota.map(|q| QuotaMark {
-            key_id: self.record.id.clone(),
-            remaining: q.remaining,
-            refilled_at: q.refilled_at,
-        })
+        let l = self.limiter.get()?.lock().unwrap_or_else(|p| p.into_inner());
+        l.quota.map(|q| QuotaMark { key_id: self.id.to_string(), remaining: q.remaining, refilled_at: q.refilled_at })
     }
 
-    /// The last use, newest of the stored record and the pending mark.
-    pub fn last_used(&self) -> (Option<UnixMs>, Option<String>) {
+    /// The last use, newest of the stored one and the pending mark.
+    pub fn last_used(&self, stored_at: Option<UnixMs>, stored_ip: Option<&str>) -> (Option<UnixMs>, Option<String>) {
         let at = self.usage.at.load(Ordering::Relaxed);
-        match self.record.last_used_at {
-            Some(stored) if stored >= at => (Some(stored), self.record.last_used_ip.clone()),
+        match stored_at {
+            Some(stored) if stored >= at => (Some(stored), stored_ip.map(str::to_owned)),
             _ if at > 0 => {
                 // A use without an address keeps the last address known.
                 let ip = *self.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
-                (Some(at), ip.map(|ip| ip.to_string()).or_else(|| self.record.last_used_ip.clone()))
+                (Some(at), ip.map(|ip| ip.to_string()).or_else(|| stored_ip.map(str::to_owned)))
             }
             _ => (None, None),
         }
@@ -170,6 +250,7 @@ impl CachedKey {
 #[derive(Default)]
 pub struct KeyIndex {
     map: RwLock<HashIndexMap<Arc<CachedKey>>>,
+    interner: Mutex<Interner>,
     /// Keys used since the last last-use flush.
     dirty: Mutex<Vec<Arc<CachedKey>>>,
     /// Keys whose quota was consumed since the last quota flush.
@@ -181,35 +262,78 @@ impl KeyIndex {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
     }
 
+    /// The compact form of a record, with the given usage cell and limiter.
+    fn compact(
+        &self,
+        record: KeyRecord,
+        keyspace: Arc<KeyspaceCell>,
+        usage: Arc<Usage>,
+        limiter: Option<Arc<Mutex<Limiter>>>,
+    ) -> CachedKey {
+        let quota = record.remaining.map(|remaining| {
+            Box::new(Quota {
+                remaining,
+                refill: record.refill,
+                refilled_at: record.refilled_at.unwrap_or(record.created_at),
+            })
+        });
+        let lifecycle = Lifecycle {
+            enabled: record.enabled,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+            overlap_until: record.overlap_until,
+        };
+        let has_meta = record.meta.as_object().is_none_or(|m| !m.is_empty());
+        let extra =
+            (record.name.is_some() || has_meta).then(|| Box::new(Extra { name: record.name, meta: record.meta }));
+        let policy = KeyPolicy {
+            ip_allowlist: record.ip_allowlist.as_ref().map(|l| l.iter().filter_map(|c| parse_cidr(c)).collect()),
+            scopes: record.scopes,
+            ratelimits: record.ratelimits,
+        };
+        let mut i = self.interner.lock().unwrap_or_else(|p| p.into_inner());
+        CachedKey {
+            hash: record.hash,
+            id: record.id.into_boxed_str(),
+            workspace_id: i.string(&record.workspace_id),
+            keyspace_id: i.string(&record.keyspace_id),
+            owner_id: record.owner_id.map(String::into_boxed_str),
+            extra,
+            hint: record.hint.into_boxed_str(),
+            hash_kind: i.string(&record.hash_kind),
+            policy: i.policy(policy),
+            lifecycle,
+            rotated_to: record.rotated_to.map(String::into_boxed_str),
+            quota,
+            usage,
+            limiter: limiter.map_or_else(OnceLock::new, OnceLock::from),
+            keyspace,
+        }
+    }
+
     /// Inserts or replaces a key, keeping its usage cell and limiter state
     /// if it had them; the quota comes from the record or stays live.
     pub fn put(&self, record: KeyRecord, keyspace: Arc<KeyspaceCell>, quota: QuotaFrom) -> Arc<CachedKey> {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let old = map.get(&record.hash);
-        let usage = old.map(|c| c.usage.clone()).unwrap_or_default();
+        let old = self.get(&record.hash);
+        let usage = old.as_ref().map(|c| c.usage.clone()).unwrap_or_default();
         let record_quota = record.remaining.map(|remaining| Quota {
             remaining,
             refill: record.refill,
             refilled_at: record.refilled_at.unwrap_or(record.created_at),
         });
-        let limiter = match old {
-            Some(c) => {
-                let l = c.limiter.clone();
-                let mut g = l.lock().unwrap_or_else(|p| p.into_inner());
-                if quota == QuotaFrom::Record || record_quota.is_none() {
-                    g.quota = record_quota;
-                } else if let Some(q) = &mut g.quota {
-                    q.refill = record.refill;
-                } else {
-                    g.quota = record_quota;
-                }
-                drop(g);
-                l
+        // A limiter in use carries over, with the record's quota or its own live one.
+        let limiter = old.as_ref().and_then(|c| c.limiter.get().cloned()).inspect(|l| {
+            let mut g = l.lock().unwrap_or_else(|p| p.into_inner());
+            if quota == QuotaFrom::Record || record_quota.is_none() {
+                g.quota = record_quota;
+            } else if let Some(q) = &mut g.quota {
+                q.refill = record.refill;
+            } else {
+                g.quota = record_quota;
             }
-            None => Arc::new(Mutex::new(Limiter::new(&[], record_quota))),
-        };
-        let cached = Arc::new(CachedKey::new(record, keyspace, usage, limiter));
-        map.insert(cached.record.hash, cached.clone());
+        });
+        let cached = Arc::new(self.compact(record, keyspace, usage, limiter));
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(cached.hash, cached.clone());
         cached
     }
 
@@ -217,8 +341,8 @@ impl KeyIndex {
     /// `with`: a rotation's successor counts against the same limits as the
     /// old key during the overlap.
     pub fn put_sharing(&self, record: KeyRecord, keyspace: Arc<KeyspaceCell>, with: &CachedKey) -> Arc<CachedKey> {
-        let cached = Arc::new(CachedKey::new(record, keyspace, Arc::default(), with.limiter.clone()));
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(cached.record.hash, cached.clone());
+        let cached = Arc::new(self.compact(record, keyspace, Arc::default(), Some(with.limiter().clone())));
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(cached.hash, cached.clone());
         cached
     }
 
@@ -226,16 +350,15 @@ impl KeyIndex {
     /// after a restart. The shared quota is the smaller of the two stored
     /// values: a restart never hands back quota.
     pub fn share_limiter(&self, old: &Arc<CachedKey>, successor: &Arc<CachedKey>) {
-        let old_quota = old.limiter.lock().unwrap_or_else(|p| p.into_inner()).quota;
+        let old_quota = old.limiter().lock().unwrap_or_else(|p| p.into_inner()).quota;
         {
-            let mut l = successor.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            let mut l = successor.limiter().lock().unwrap_or_else(|p| p.into_inner());
             if let (Some(q), Some(o)) = (l.quota.as_mut(), old_quota) {
                 q.remaining = q.remaining.min(o.remaining);
             }
         }
-        let shared =
-            CachedKey::new(old.record.clone(), old.keyspace.clone(), old.usage.clone(), successor.limiter.clone());
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(shared.record.hash, Arc::new(shared));
+        let shared = old.with_limiter(successor.limiter().clone(), old.usage.clone());
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(shared.hash, Arc::new(shared));
     }
 
     /// Every cached key (for periodic jobs that scan keys in memory).
@@ -302,7 +425,7 @@ impl KeyIndex {
             k.usage.dirty.store(false, Ordering::Release);
             let ip = *k.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
             uses.push(LastUse {
-                key_id: k.record.id.clone(),
+                key_id: k.id.to_string(),
                 at: k.usage.at.load(Ordering::Relaxed),
                 ip: ip.map(|i| i.to_string()),
             });

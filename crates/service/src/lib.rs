@@ -110,16 +110,15 @@ impl Service {
         let overlapping: Vec<&Arc<CachedKey>> = all
             .iter()
             .filter(|k| {
-                k.record.rotated_to.is_some()
-                    && k.record.revoked_at.is_none()
-                    && k.record.overlap_until.is_some_and(|t| t > now)
+                k.rotated_to.is_some()
+                    && k.lifecycle.revoked_at.is_none()
+                    && k.lifecycle.overlap_until.is_some_and(|t| t > now)
             })
             .collect();
         if !overlapping.is_empty() {
-            let by_id: std::collections::HashMap<&str, &Arc<CachedKey>> =
-                all.iter().map(|k| (k.record.id.as_str(), k)).collect();
+            let by_id: std::collections::HashMap<&str, &Arc<CachedKey>> = all.iter().map(|k| (&*k.id, k)).collect();
             for k in overlapping {
-                if let Some(next) = k.record.rotated_to.as_deref().and_then(|id| by_id.get(id)) {
+                if let Some(next) = k.rotated_to.as_deref().and_then(|id| by_id.get(id)) {
                     index.share_limiter(k, next);
                 }
             }

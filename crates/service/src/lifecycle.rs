@@ -131,12 +131,12 @@ impl Service {
         for k in ended {
             self.index.put(k, cell.clone(), QuotaFrom::Live);
         }
-        let new_cached = self.index.put_sharing(new, cell, &previous);
-        tracing::info!(key_id = %old.id, new_key_id = %new_cached.record.id, overlap_ms = overlap, "Key rotated.");
+        let new_cached = self.index.put_sharing(new.clone(), cell, &previous);
+        tracing::info!(key_id = %old.id, new_key_id = %new_cached.id, overlap_ms = overlap, "Key rotated.");
         Ok(RotatedKey {
             key: raw.expose().to_owned(),
-            view: crate::views::key_view(&new_cached.record, Some(&new_cached), now),
-            previous: crate::views::key_view(&previous.record, Some(&previous), now),
+            view: crate::views::key_view(&new, Some(&new_cached), now),
+            previous: crate::views::key_view(&old, Some(&previous), now),
         })
     }
 
@@ -303,17 +303,16 @@ impl Service {
             let mut reminded = self.reminded.lock().unwrap_or_else(|p| p.into_inner());
             reminded.retain(|(_, _, exp)| *exp > now);
             for k in self.index.all() {
-                let r = &k.record;
-                let (Some(exp), None) = (r.expires_at, r.revoked_at) else { continue };
-                if exp <= now || r.rotated_to.is_some() {
+                let (Some(exp), None) = (k.lifecycle.expires_at, k.lifecycle.revoked_at) else { continue };
+                if exp <= now || k.rotated_to.is_some() {
                     continue;
                 }
                 for days in REMINDER_DAYS {
-                    if exp - now <= days * DAY_MS && !reminded.contains(&(r.id.clone(), days, exp)) {
+                    if exp - now <= days * DAY_MS && !reminded.contains(&(k.id.to_string(), days, exp)) {
                         due.push(Reminder {
                             id: new_id("rem", now),
-                            workspace_id: r.workspace_id.clone(),
-                            key_id: r.id.clone(),
+                            workspace_id: k.workspace_id.to_string(),
+                            key_id: k.id.to_string(),
                             days,
                             expires_at: exp,
                             created_at: now,

@@ -468,8 +468,8 @@ impl Service {
         let rec = k.clone();
         self.blocking(move |s| s.update_key(&rec, &audit)).await?;
         let cell = self.keyspace_cell(&k.keyspace_id);
-        let cached = self.index.put(k, cell, quota);
-        Ok(key_view(&cached.record, Some(&cached), now))
+        let cached = self.index.put(k.clone(), cell, quota);
+        Ok(key_view(&k, Some(&cached), now))
     }
 
     // ---- root keys ----

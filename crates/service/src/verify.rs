@@ -219,7 +219,7 @@ impl Service {
 
     fn decide(&self, workspace_id: &str, k: Arc<CachedKey>, input: &VerifyInput<'_>, now: UnixMs) -> Decision {
         // Another workspace's key is, to this caller, no key at all.
-        if k.record.workspace_id != workspace_id {
+        if *k.workspace_id != *workspace_id {
             return Decision::bare(Outcome::NotFound);
         }
         let outcome = check_lifecycle(&k.lifecycle, now);
@@ -227,7 +227,7 @@ impl Service {
             return Decision { outcome, key: Some(k), message: None, window: None, remaining: None };
         }
         let ks = k.keyspace.get();
-        let nets = k.ip_allowlist.as_deref().unwrap_or(&ks.ip_allowlist);
+        let nets = k.policy.ip_allowlist.as_deref().unwrap_or(&ks.ip_allowlist);
         if !nets.is_empty() {
             match input.ip {
                 None => {
@@ -249,14 +249,14 @@ impl Service {
         }
         let req = ScopeRequest { method: input.method, path: input.path, scopes: input.scopes };
         if input.method.is_some() || input.path.is_some() || !input.scopes.is_empty() {
-            let missing = missing_scopes(&k.record.scopes, &ks.path_rules, &req);
+            let missing = missing_scopes(&k.policy.scopes, &ks.path_rules, &req);
             if !missing.is_empty() {
                 return Decision::refuse(Outcome::Forbidden, k, format!("missing scope: {}", missing.join(", ")));
             }
         }
-        let limits = k.record.ratelimits.as_deref().unwrap_or(&ks.ratelimits);
+        let limits = k.policy.ratelimits.as_deref().unwrap_or(&ks.ratelimits);
         let admission = {
-            let mut l = k.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            let mut l = k.limiter().lock().unwrap_or_else(|p| p.into_inner());
             l.reconfigure(limits);
             l.admit(now, input.cost)
         };

@@ -20,11 +20,8 @@ pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -
         overlap_until: k.overlap_until,
     };
     let (last_at, last_ip) = match cached {
-        Some(c) if c.record.id == k.id => {
-            // The index may hold a newer mark than the store has yet.
-            let (at, ip) = c.last_used();
-            if at >= k.last_used_at { (at, ip) } else { (k.last_used_at, k.last_used_ip.clone()) }
-        }
+        // The index may hold a newer mark than the store has yet.
+        Some(c) if *c.id == *k.id => c.last_used(k.last_used_at, k.last_used_ip.as_deref()),
         _ => (k.last_used_at, k.last_used_ip.clone()),
     };
     KeyView {
@@ -43,7 +40,7 @@ pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -
         ratelimits: k.ratelimits.clone(),
         remaining: match cached {
             // The live count, which the store may not have yet.
-            Some(c) if c.record.id == k.id => c.quota_mark().map(|q| q.remaining).or(k.remaining),
+            Some(c) if *c.id == *k.id => c.quota_mark().map(|q| q.remaining).or(k.remaining),
             _ => k.remaining,
         },
         refill: k.refill,
@@ -136,17 +133,17 @@ pub(crate) fn diff(before: &Value, after: &Value) -> (Value, Value) {
 pub(crate) fn verify_response(d: crate::verify::Decision) -> VerifyResponse {
     let outcome = d.outcome;
     let deprecated_until = d.deprecated_until();
-    let k = d.key.as_ref().map(|k| &k.record);
+    let k = d.key.as_deref();
     VerifyResponse {
         valid: outcome.is_valid(),
         code: outcome,
-        key_id: k.map(|k| k.id.clone()),
-        keyspace_id: k.map(|k| k.keyspace_id.clone()),
-        owner_id: k.and_then(|k| k.owner_id.clone()),
-        name: k.and_then(|k| k.name.clone()),
-        scopes: k.map(|k| k.scopes.clone()).unwrap_or_default(),
-        meta: k.map(|k| k.meta.clone()),
-        expires_at: k.and_then(|k| k.expires_at.map(to_rfc3339)),
+        key_id: k.map(|k| k.id.to_string()),
+        keyspace_id: k.map(|k| k.keyspace_id.to_string()),
+        owner_id: k.and_then(|k| k.owner_id.as_deref().map(str::to_owned)),
+        name: k.and_then(|k| k.name().map(str::to_owned)),
+        scopes: k.map(|k| k.policy.scopes.clone()).unwrap_or_default(),
+        meta: k.map(|k| k.meta()),
+        expires_at: k.and_then(|k| k.lifecycle.expires_at.map(to_rfc3339)),
         remaining: d.remaining,
         ratelimit: d.window.map(|w| RateLimitState {
             limit: w.limit,

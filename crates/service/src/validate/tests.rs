@@ -23,13 +23,19 @@ fn details_never_repeat_a_key() {
     check(check_scopes("scopes", &[format!("x:{k}!")]), Err(&format!("scopes[0]: the value {scope_rule}")));
     check(check_scopes("scopes", &["x y".into()]), Err(&format!("scopes[0]: \"x y\" {scope_rule}")));
     let cidr_rule = "is not an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or 2001:db8::/32";
-    check(check_cidrs("ip_allowlist", std::slice::from_ref(&k)), Err(&format!("ip_allowlist[0]: the value {cidr_rule}")));
+    check(
+        check_cidrs("ip_allowlist", std::slice::from_ref(&k)),
+        Err(&format!("ip_allowlist[0]: the value {cidr_rule}")),
+    );
     check(
         check_cidrs("ip_allowlist", &["10.0.0.0/33".into()]),
         Err(&format!("ip_allowlist[0]: \"10.0.0.0/33\" {cidr_rule}")),
     );
     // A key is well-formed as a scope word, so it must be refused for its shape.
-    check(verify_fields(None, None, None, std::slice::from_ref(&k), None), Err(&format!("scopes[0]: the value {scope_rule}")));
+    check(
+        verify_fields(None, None, None, std::slice::from_ref(&k), None),
+        Err(&format!("scopes[0]: the value {scope_rule}")),
+    );
 }
 
 #[test]
