@@ -252,6 +252,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         events_dropped = dd.events.stats().dropped.load(Relaxed),
         "Stopped; pending writes flushed."
     );
+    // Everything is on disk: the process exits now without freeing the key
+    // index piece by piece (0.8 s for a million keys, 2.4 s before the index
+    // was compacted: most of the 3.6 s a stop took with 1M keys, issue 8).
+    // The data-dir lock is released by the exit itself.
+    std::mem::forget(service);
+    std::mem::forget(dd);
     Ok(())
 }
 

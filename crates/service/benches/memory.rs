@@ -62,6 +62,11 @@ fn build(path: &std::path::Path, n: usize) {
 }
 
 fn measure(path: &std::path::Path) {
+    eprintln!(
+        "size_of CachedKey {} B, Usage {} B",
+        std::mem::size_of::<keyward_service::index::CachedKey>(),
+        std::mem::size_of::<keyward_service::index::Usage>()
+    );
     let before = rss_bytes();
     let started = Instant::now();
     let store = Arc::new(SqliteStore::open(path).unwrap());

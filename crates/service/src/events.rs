@@ -136,9 +136,9 @@ impl Service {
             kind: EventKind::Verify,
             request_id: ctx.request_id.to_owned(),
             workspace_id: workspace_id.to_owned(),
-            keyspace_id: k.map(|k| k.keyspace_id.to_string()),
+            keyspace_id: k.map(|k| k.keyspace_id().to_owned()),
             key_id: k.map(|k| k.id.to_string()),
-            key_hint: k.map(|k| k.hint.to_string()),
+            key_hint: k.map(|k| k.hint()),
             owner_id: k.and_then(|k| k.owner_id.as_deref().map(str::to_owned)),
             fingerprint,
             source_ip: input.ip.map(|ip| {

@@ -43,6 +43,32 @@ impl Hasher for PrefixHasher {
 
 type HashIndexMap<V> = HashMap<KeyHash, V, BuildHasherDefault<PrefixHasher>>;
 
+/// A key in the index's set, found by its hash (which it holds: a map
+/// would store each hash twice).
+struct Entry(Arc<CachedKey>);
+
+impl std::hash::Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash.hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.hash == other.0.hash
+    }
+}
+
+impl Eq for Entry {}
+
+impl std::borrow::Borrow<KeyHash> for Entry {
+    fn borrow(&self) -> &KeyHash {
+        &self.0.hash
+    }
+}
+
+type KeySet = std::collections::HashSet<Entry, BuildHasherDefault<PrefixHasher>>;
+
 #[cfg(test)]
 mod tests {
     use std::hash::{BuildHasher, BuildHasherDefault};
@@ -60,8 +86,9 @@ mod tests {
     }
 }
 
-/// When and from where a key was last used. Shared by every version of the
-/// key's cached record, so a patch does not lose a pending mark.
+/// When and from where a key was last used. A new version of the key's
+/// cached record starts with the old one's marks; a mark made on the old
+/// version meanwhile is still flushed from it (the flush list holds it).
 #[derive(Debug, Default)]
 pub struct Usage {
     at: AtomicI64,
@@ -69,6 +96,14 @@ pub struct Usage {
     dirty: AtomicBool,
     /// Set while the key waits in the quota flush list.
     quota_queued: AtomicBool,
+}
+
+impl Usage {
+    /// A new cell holding `from`'s marks (for a new version of a record).
+    fn carried(from: &Usage) -> Usage {
+        let ip = *from.ip.lock().unwrap_or_else(|p| p.into_inner());
+        Usage { at: AtomicI64::new(from.at.load(Ordering::Relaxed)), ip: Mutex::new(ip), ..Usage::default() }
+    }
 }
 
 /// A keyspace's policy as the verify path uses it.
@@ -126,30 +161,55 @@ pub enum QuotaFrom {
 pub struct CachedKey {
     pub hash: KeyHash,
     pub id: Box<str>,
-    pub workspace_id: Arc<str>,
-    pub keyspace_id: Arc<str>,
+    /// Workspace and keyspace ids, interned as a pair.
+    scope: Arc<KeyScope>,
     pub owner_id: Option<Box<str>>,
     extra: Option<Box<Extra>>,
-    pub hint: Box<str>,
+    /// The hint up to its last four characters (interned: `kw_live_…`), and those.
+    hint_head: Arc<str>,
+    hint_tail: [u8; 4],
+    hint_tail_len: u8,
+    enabled: bool,
+    /// Instants, [`NONE`] when unset (an `Option<i64>` takes twice the room).
+    expires_at: i64,
+    revoked_at: i64,
+    overlap_until: i64,
     pub hash_kind: Arc<str>,
     /// Scopes, own allowlist (parsed) and own rate limits, interned.
     pub policy: Arc<KeyPolicy>,
-    pub lifecycle: Lifecycle,
-    pub rotated_to: Option<Box<str>>,
     /// The stored quota, for a limiter made on first use.
     quota: Option<Box<Quota>>,
-    pub usage: Arc<Usage>,
+    pub usage: Usage,
     /// Windows and quota, made on first use; shared by every version of the
     /// cached record (and by a rotation's two keys during the overlap).
     limiter: OnceLock<Arc<Mutex<Limiter>>>,
     pub keyspace: Arc<KeyspaceCell>,
 }
 
+/// Where a key lives: one allocation shared by every key of a keyspace.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct KeyScope {
+    workspace_id: Box<str>,
+    keyspace_id: Box<str>,
+}
+
 /// The rarely set parts of a key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Extra {
     name: Option<String>,
     meta: Value,
+    rotated_to: Option<String>,
+}
+
+/// An unset instant in [`CachedKey`].
+const NONE: i64 = i64::MIN;
+
+fn packed(t: Option<i64>) -> i64 {
+    t.unwrap_or(NONE)
+}
+
+fn unpacked(t: i64) -> Option<i64> {
+    (t != NONE).then_some(t)
 }
 
 /// A key's own policy: many keys share one.
@@ -166,6 +226,7 @@ pub struct KeyPolicy {
 #[derive(Default)]
 struct Interner {
     strings: HashMap<Box<str>, Arc<str>>,
+    scopes: HashMap<Arc<KeyScope>, ()>,
     policies: HashMap<Arc<KeyPolicy>, ()>,
 }
 
@@ -176,6 +237,16 @@ impl Interner {
         }
         let a: Arc<str> = Arc::from(s);
         self.strings.insert(s.into(), a.clone());
+        a
+    }
+
+    fn scope(&mut self, workspace_id: &str, keyspace_id: &str) -> Arc<KeyScope> {
+        let s = KeyScope { workspace_id: workspace_id.into(), keyspace_id: keyspace_id.into() };
+        if let Some((a, _)) = self.scopes.get_key_value(&s) {
+            return a.clone();
+        }
+        let a = Arc::new(s);
+        self.scopes.insert(a.clone(), ());
         a
     }
 
@@ -190,24 +261,56 @@ impl Interner {
 }
 
 impl CachedKey {
-    fn with_limiter(&self, limiter: Arc<Mutex<Limiter>>, usage: Arc<Usage>) -> CachedKey {
+    fn with_limiter(&self, limiter: Arc<Mutex<Limiter>>) -> CachedKey {
         CachedKey {
             hash: self.hash,
             id: self.id.clone(),
-            workspace_id: self.workspace_id.clone(),
-            keyspace_id: self.keyspace_id.clone(),
+            scope: self.scope.clone(),
             owner_id: self.owner_id.clone(),
-            extra: self.extra.as_ref().map(|e| Box::new(Extra { name: e.name.clone(), meta: e.meta.clone() })),
-            hint: self.hint.clone(),
+            extra: self.extra.clone(),
+            hint_head: self.hint_head.clone(),
+            hint_tail: self.hint_tail,
+            hint_tail_len: self.hint_tail_len,
+            enabled: self.enabled,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            overlap_until: self.overlap_until,
             hash_kind: self.hash_kind.clone(),
             policy: self.policy.clone(),
-            lifecycle: self.lifecycle.clone(),
-            rotated_to: self.rotated_to.clone(),
             quota: self.quota.clone(),
-            usage,
+            usage: Usage::carried(&self.usage),
             limiter: OnceLock::from(limiter),
             keyspace: self.keyspace.clone(),
         }
+    }
+
+    pub fn workspace_id(&self) -> &str {
+        &self.scope.workspace_id
+    }
+
+    pub fn keyspace_id(&self) -> &str {
+        &self.scope.keyspace_id
+    }
+
+    /// What the lifecycle checks need.
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            enabled: self.enabled,
+            expires_at: unpacked(self.expires_at),
+            revoked_at: unpacked(self.revoked_at),
+            overlap_until: unpacked(self.overlap_until),
+        }
+    }
+
+    /// The display hint, e.g. `kw_live_…x9Qz`.
+    pub fn hint(&self) -> String {
+        let tail = std::str::from_utf8(&self.hint_tail[..self.hint_tail_len as usize]).unwrap_or_default();
+        format!("{}{tail}", self.hint_head)
+    }
+
+    /// The key this one was rotated to, if any.
+    pub fn rotated_to(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.rotated_to.as_deref())
     }
 
     pub fn name(&self) -> Option<&str> {
@@ -249,7 +352,7 @@ impl CachedKey {
 /// Every known key, by hash.
 #[derive(Default)]
 pub struct KeyIndex {
-    map: RwLock<HashIndexMap<Arc<CachedKey>>>,
+    map: RwLock<KeySet>,
     interner: Mutex<Interner>,
     /// Keys used since the last last-use flush.
     dirty: Mutex<Vec<Arc<CachedKey>>>,
@@ -259,7 +362,7 @@ pub struct KeyIndex {
 
 impl KeyIndex {
     pub fn get(&self, hash: &KeyHash) -> Option<Arc<CachedKey>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).map(|e| e.0.clone())
     }
 
     /// The compact form of a record, with the given usage cell and limiter.
@@ -267,7 +370,7 @@ impl KeyIndex {
         &self,
         record: KeyRecord,
         keyspace: Arc<KeyspaceCell>,
-        usage: Arc<Usage>,
+        usage: Usage,
         limiter: Option<Arc<Mutex<Limiter>>>,
     ) -> CachedKey {
         let quota = record.remaining.map(|remaining| {
@@ -277,15 +380,16 @@ impl KeyIndex {
                 refilled_at: record.refilled_at.unwrap_or(record.created_at),
             })
         });
-        let lifecycle = Lifecycle {
-            enabled: record.enabled,
-            expires_at: record.expires_at,
-            revoked_at: record.revoked_at,
-            overlap_until: record.overlap_until,
-        };
         let has_meta = record.meta.as_object().is_none_or(|m| !m.is_empty());
-        let extra =
-            (record.name.is_some() || has_meta).then(|| Box::new(Extra { name: record.name, meta: record.meta }));
+        let extra = (record.name.is_some() || has_meta || record.rotated_to.is_some())
+            .then(|| Box::new(Extra { name: record.name, meta: record.meta, rotated_to: record.rotated_to }));
+        // The last four characters inline (when they fit in four bytes), the rest interned.
+        let hint = record.hint;
+        let split =
+            hint.char_indices().rev().nth(3).map(|(i, _)| i).filter(|&i| hint.len() - i <= 4).unwrap_or(hint.len());
+        let (head, tail) = hint.split_at(split);
+        let mut hint_tail = [0u8; 4];
+        hint_tail[..tail.len()].copy_from_slice(tail.as_bytes());
         let policy = KeyPolicy {
             ip_allowlist: record.ip_allowlist.as_ref().map(|l| l.iter().filter_map(|c| parse_cidr(c)).collect()),
             scopes: record.scopes,
@@ -295,15 +399,18 @@ impl KeyIndex {
         CachedKey {
             hash: record.hash,
             id: record.id.into_boxed_str(),
-            workspace_id: i.string(&record.workspace_id),
-            keyspace_id: i.string(&record.keyspace_id),
+            scope: i.scope(&record.workspace_id, &record.keyspace_id),
             owner_id: record.owner_id.map(String::into_boxed_str),
             extra,
-            hint: record.hint.into_boxed_str(),
+            hint_head: i.string(head),
+            hint_tail,
+            hint_tail_len: tail.len() as u8,
+            enabled: record.enabled,
+            expires_at: packed(record.expires_at),
+            revoked_at: packed(record.revoked_at),
+            overlap_until: packed(record.overlap_until),
             hash_kind: i.string(&record.hash_kind),
             policy: i.policy(policy),
-            lifecycle,
-            rotated_to: record.rotated_to.map(String::into_boxed_str),
             quota,
             usage,
             limiter: limiter.map_or_else(OnceLock::new, OnceLock::from),
@@ -315,7 +422,7 @@ impl KeyIndex {
     /// if it had them; the quota comes from the record or stays live.
     pub fn put(&self, record: KeyRecord, keyspace: Arc<KeyspaceCell>, quota: QuotaFrom) -> Arc<CachedKey> {
         let old = self.get(&record.hash);
-        let usage = old.as_ref().map(|c| c.usage.clone()).unwrap_or_default();
+        let usage = old.as_ref().map(|c| Usage::carried(&c.usage)).unwrap_or_default();
         let record_quota = record.remaining.map(|remaining| Quota {
             remaining,
             refill: record.refill,
@@ -333,7 +440,7 @@ impl KeyIndex {
             }
         });
         let cached = Arc::new(self.compact(record, keyspace, usage, limiter));
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(cached.hash, cached.clone());
+        self.map.write().unwrap_or_else(|p| p.into_inner()).replace(Entry(cached.clone()));
         cached
     }
 
@@ -341,8 +448,8 @@ impl KeyIndex {
     /// `with`: a rotation's successor counts against the same limits as the
     /// old key during the overlap.
     pub fn put_sharing(&self, record: KeyRecord, keyspace: Arc<KeyspaceCell>, with: &CachedKey) -> Arc<CachedKey> {
-        let cached = Arc::new(self.compact(record, keyspace, Arc::default(), Some(with.limiter().clone())));
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(cached.hash, cached.clone());
+        let cached = Arc::new(self.compact(record, keyspace, Usage::default(), Some(with.limiter().clone())));
+        self.map.write().unwrap_or_else(|p| p.into_inner()).replace(Entry(cached.clone()));
         cached
     }
 
@@ -357,13 +464,13 @@ impl KeyIndex {
                 q.remaining = q.remaining.min(o.remaining);
             }
         }
-        let shared = old.with_limiter(successor.limiter().clone(), old.usage.clone());
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(shared.hash, Arc::new(shared));
+        let shared = old.with_limiter(successor.limiter().clone());
+        self.map.write().unwrap_or_else(|p| p.into_inner()).replace(Entry(Arc::new(shared)));
     }
 
     /// Every cached key (for periodic jobs that scan keys in memory).
     pub fn all(&self) -> Vec<Arc<CachedKey>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.map.read().unwrap_or_else(|p| p.into_inner()).iter().map(|e| e.0.clone()).collect()
     }
 
     pub fn len(&self) -> usize {

@@ -94,18 +94,18 @@ impl Service {
                 continue;
             }
             let found = self.hasher.hash_all(s).find_map(|(_, h)| self.index.get(&h)).or(imported);
-            let found = found.filter(|k| actor.is_none_or(|a| a.workspace_id == *k.workspace_id));
+            let found = found.filter(|k| actor.is_none_or(|a| a.workspace_id == k.workspace_id()));
             let Some(k) = found else {
                 results.push(LeakResult { index, status: LeakStatus::Unknown, key_id: None, hint: None });
                 continue;
             };
-            let life = &k.lifecycle;
+            let life = k.lifecycle();
             let dead = life.revoked_at.is_some() || life.overlap_until.is_some_and(|t| t <= now);
             let status = if dead { LeakStatus::AlreadyRevoked } else { LeakStatus::Revoked };
             if !dead && !live.iter().any(|(_, id, _)| **id == *k.id) {
-                live.push((k.workspace_id.to_string(), k.id.to_string(), index));
+                live.push((k.workspace_id().to_owned(), k.id.to_string(), index));
             }
-            results.push(LeakResult { index, status, key_id: Some(k.id.to_string()), hint: Some(k.hint.to_string()) });
+            results.push(LeakResult { index, status, key_id: Some(k.id.to_string()), hint: Some(k.hint()) });
         }
         let mut incident_id = None;
         let mut workspaces: Vec<String> = live.iter().map(|(w, _, _)| w.clone()).collect();

@@ -110,15 +110,15 @@ impl Service {
         let overlapping: Vec<&Arc<CachedKey>> = all
             .iter()
             .filter(|k| {
-                k.rotated_to.is_some()
-                    && k.lifecycle.revoked_at.is_none()
-                    && k.lifecycle.overlap_until.is_some_and(|t| t > now)
+                k.rotated_to().is_some()
+                    && k.lifecycle().revoked_at.is_none()
+                    && k.lifecycle().overlap_until.is_some_and(|t| t > now)
             })
             .collect();
         if !overlapping.is_empty() {
             let by_id: std::collections::HashMap<&str, &Arc<CachedKey>> = all.iter().map(|k| (&*k.id, k)).collect();
             for k in overlapping {
-                if let Some(next) = k.rotated_to.as_deref().and_then(|id| by_id.get(id)) {
+                if let Some(next) = k.rotated_to().and_then(|id| by_id.get(id)) {
                     index.share_limiter(k, next);
                 }
             }

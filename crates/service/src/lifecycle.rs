@@ -303,15 +303,16 @@ impl Service {
             let mut reminded = self.reminded.lock().unwrap_or_else(|p| p.into_inner());
             reminded.retain(|(_, _, exp)| *exp > now);
             for k in self.index.all() {
-                let (Some(exp), None) = (k.lifecycle.expires_at, k.lifecycle.revoked_at) else { continue };
-                if exp <= now || k.rotated_to.is_some() {
+                let life = k.lifecycle();
+                let (Some(exp), None) = (life.expires_at, life.revoked_at) else { continue };
+                if exp <= now || k.rotated_to().is_some() {
                     continue;
                 }
                 for days in REMINDER_DAYS {
                     if exp - now <= days * DAY_MS && !reminded.contains(&(k.id.to_string(), days, exp)) {
                         due.push(Reminder {
                             id: new_id("rem", now),
-                            workspace_id: k.workspace_id.to_string(),
+                            workspace_id: k.workspace_id().to_owned(),
                             key_id: k.id.to_string(),
                             days,
                             expires_at: exp,

@@ -83,7 +83,7 @@ impl Decision {
 
     /// For an admitted old key inside its rotation overlap: when it stops working.
     pub fn deprecated_until(&self) -> Option<UnixMs> {
-        self.key.as_ref().and_then(|k| k.lifecycle.overlap_until).filter(|_| self.outcome.is_valid())
+        self.key.as_ref().and_then(|k| k.lifecycle().overlap_until).filter(|_| self.outcome.is_valid())
     }
 }
 
@@ -219,10 +219,10 @@ impl Service {
 
     fn decide(&self, workspace_id: &str, k: Arc<CachedKey>, input: &VerifyInput<'_>, now: UnixMs) -> Decision {
         // Another workspace's key is, to this caller, no key at all.
-        if *k.workspace_id != *workspace_id {
+        if k.workspace_id() != workspace_id {
             return Decision::bare(Outcome::NotFound);
         }
-        let outcome = check_lifecycle(&k.lifecycle, now);
+        let outcome = check_lifecycle(&k.lifecycle(), now);
         if !outcome.is_valid() {
             return Decision { outcome, key: Some(k), message: None, window: None, remaining: None };
         }
