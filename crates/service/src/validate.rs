@@ -30,6 +30,18 @@ pub(crate) fn check_text(field: &str, v: &str, max: usize) -> Result<()> {
     if v.chars().any(char::is_control) {
         return Err(invalid(format!("{field} must not contain control characters")));
     }
+    no_secret(field, v)
+}
+
+/// Refuses text that holds anything key-shaped: names, owners, notes and meta
+/// are stored, audited and exported, and a key must reach none of them.
+pub(crate) fn no_secret(field: &str, v: &str) -> Result<()> {
+    if redact::holds_secret(v, &[]) {
+        return Err(invalid(format!(
+            "{field} holds what looks like an API key or another secret; keys must never be stored in names, \
+             owners, notes or meta (revoke it if it was real)"
+        )));
+    }
     Ok(())
 }
 
@@ -41,10 +53,11 @@ pub(crate) fn check_meta(v: &Value) -> Result<()> {
     if !v.is_object() {
         return Err(invalid("meta must be a JSON object"));
     }
-    if v.to_string().len() > MAX_META_BYTES {
+    let text = v.to_string();
+    if text.len() > MAX_META_BYTES {
         return Err(invalid(format!("meta must be at most {MAX_META_BYTES} bytes as JSON")));
     }
-    Ok(())
+    no_secret("meta", &text)
 }
 
 pub(crate) fn check_ttl(field: &str, ttl: i64) -> Result<()> {

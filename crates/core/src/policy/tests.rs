@@ -265,3 +265,21 @@ proptest! {
         prop_assert_eq!(path_matches(&text, &path), reference(&pattern, &path));
     }
 }
+
+proptest! {
+    /// Parsers of untrusted input never panic, and what they accept is canonical.
+    #[test]
+    fn untrusted_parsers_never_panic(text in "\\PC{0,80}", path in "[/a-z.%0-9*]{0,120}") {
+        if let Some(net) = parse_cidr(&text) {
+            // Canonical: parsing the printed form gives the same network.
+            prop_assert_eq!(parse_cidr(&net.to_string()), Some(net));
+        }
+        let segs = normalize_path(&path);
+        prop_assert!(segs.iter().all(|s| s != "." && s != ".." && !s.is_empty()));
+        if let Ok(p) = normalize_pattern(&path) {
+            prop_assert_eq!(normalize_pattern(&p), Ok(p.clone()));
+            let _ = path_matches(&p, &segs);
+        }
+        let _ = valid_scope(&text);
+    }
+}

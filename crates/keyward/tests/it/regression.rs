@@ -311,6 +311,9 @@ fn issue_8_problem_details_never_echo_keys() {
         json!({"keyspace_id": ks, key.clone(): 1}),
         json!({"keyspace_id": ks, "ratelimits": [{"name": "m", "limit": 1, "window_ms": 1000, key.clone(): 1}]}),
         json!({"keyspace_id": ks, "meta": "x", "owner_id": key}),
+        json!({"keyspace_id": ks, "owner_id": key}),
+        json!({"keyspace_id": ks, "name": format!("for {key}")}),
+        json!({"keyspace_id": ks, "meta": {"note": key}}),
     ];
     for c in cases {
         let r = s.call("POST", "/v1/keys", Some(c.clone()));

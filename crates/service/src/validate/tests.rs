@@ -59,3 +59,15 @@ fn path_rules_are_normalized() {
         vec![PathRule { pattern: "/a/**/b/**/c/**/d/**/e/**".into(), scopes: vec!["admin".into()], methods: None }];
     check(check_rules(&mut rules), Err("path_rules[0].pattern may hold ** at most 4 times"));
 }
+
+#[test]
+fn stored_text_never_holds_a_key() {
+    let k = key();
+    let rule = "holds what looks like an API key or another secret; keys must never be stored in names, owners, notes or meta (revoke it if it was real)";
+    check(check_text("name", &k, 200), Err(&format!("name {rule}")));
+    check(check_text("owner_id", &format!("user-{k}"), 200), Err(&format!("owner_id {rule}")));
+    check(check_meta(&serde_json::json!({"token": k})), Err(&format!("meta {rule}")));
+    check(check_text("name", "billing service (prod)", 200), Ok(()));
+    check(check_text("owner_id", "auth0|5f7c8ec7c33c6c004bbafe82", 200), Ok(()));
+    check(check_meta(&serde_json::json!({"plan": "pro", "seats": 12})), Ok(()));
+}
