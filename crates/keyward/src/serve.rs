@@ -182,35 +182,28 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let ops = keyward_server::Ops { metrics: Some(metrics), sinks: Some(sinks.clone()), github_keys };
     let app = keyward_server::app(service.clone(), &http, ops);
 
-    let flusher = {
+    let flusher = every(Duration::from_millis(cfg.last_used.flush_interval_ms), {
         let service = service.clone();
-        let every = Duration::from_millis(cfg.last_used.flush_interval_ms);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
+        move || {
+            let service = service.clone();
+            async move {
                 if let Err(e) = service.flush_last_used().await {
                     tracing::error!(error = %e, "Writing last-use marks failed; will retry.");
                 }
             }
-        })
-    };
-
-    let quota_flusher = {
+        }
+    });
+    let quota_flusher = every(Duration::from_millis(cfg.last_used.quota_flush_interval_ms), {
         let service = service.clone();
-        let every = Duration::from_millis(cfg.last_used.quota_flush_interval_ms);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
+        move || {
+            let service = service.clone();
+            async move {
                 if let Err(e) = service.flush_quotas().await {
                     tracing::error!(error = %e, "Writing quota states failed; will retry.");
                 }
             }
-        })
-    };
+        }
+    });
 
     let lifecycle = {
         let service = service.clone();
@@ -259,6 +252,22 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     std::mem::forget(service);
     std::mem::forget(dd);
     Ok(())
+}
+
+/// Runs `job` every `period` (a late tick is not made up), until aborted.
+fn every<F, Fut>(period: Duration, job: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            job().await;
+        }
+    })
 }
 
 /// The machine's host name, for exported events.

@@ -160,12 +160,7 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
         let audit = s.call("GET", "/v1/audit/verify", None).json();
         assert_eq!(audit["ok"], true, "round {round}: {audit}");
         // Usage events: lost ones were all acknowledged after the durable point.
-        let stored: BTreeSet<String> = s
-            .raw("GET", "/v1/events", Some(&s.root.clone()), None, &[("Accept", "application/x-ndjson")])
-            .text
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
-            .collect();
+        let stored: BTreeSet<String> = s.stored_request_ids();
         let prefix = format!("r{round}-");
         for (rid, at) in acked.verifies.iter().filter(|(r, _)| r.starts_with(&prefix)) {
             if !stored.contains(rid) {

@@ -472,12 +472,7 @@ fn a_crash_loses_at_most_the_last_flush_interval() {
         t.join().unwrap();
     }
     let s = s.lock().unwrap();
-    let stored: BTreeSet<String> = s
-        .raw("GET", "/v1/events", Some(&s.root.clone()), None, &[("Accept", "application/x-ndjson")])
-        .text
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored: BTreeSet<String> = s.stored_request_ids();
     let acked = acked.lock().unwrap();
     // Verifies acknowledged by the first process (the second one starts empty of load ids only after restart).
     let lost: Vec<&(String, i64)> = acked.iter().filter(|(rid, _)| !stored.contains(rid)).collect();

@@ -77,6 +77,10 @@ impl Server {
     /// Starts with environment variables and a TOML config file. In the
     /// config, `{dir}` stands for the test's temp dir.
     pub fn start_full(env: &[(&str, &str)], config: Option<&str>) -> Server {
+        Self::start_in(env, config, None)
+    }
+
+    fn start_in(env: &[(&str, &str)], config: Option<&str>, data: Option<&Path>) -> Server {
         let mut s = Server {
             dir: tempfile::tempdir().unwrap(),
             port: 0,
@@ -86,7 +90,7 @@ impl Server {
             bodies: Mutex::default(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             config: None,
-            data: None,
+            data: data.map(Path::to_owned),
         };
         if let Some(c) = config {
             let text = c.replace("{dir}", &s.dir.path().display().to_string());
@@ -103,19 +107,16 @@ impl Server {
 
     /// Starts with the data dir at `data` (e.g. on a disk of its own).
     pub fn start_at(data: &Path, env: &[(&str, &str)]) -> Server {
-        let mut s = Server {
-            dir: tempfile::tempdir().unwrap(),
-            port: 0,
-            root: String::new(),
-            child: None,
-            log: Arc::default(),
-            bodies: Mutex::default(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            config: None,
-            data: Some(data.to_owned()),
-        };
-        s.root = s.spawn().expect("a fresh data dir prints a root key");
-        s
+        Self::start_in(env, None, Some(data))
+    }
+
+    /// The request ids of every stored usage event (streamed as NDJSON).
+    pub fn stored_request_ids(&self) -> std::collections::BTreeSet<String> {
+        self.raw("GET", "/v1/events", Some(&self.root.clone()), None, &[("Accept", "application/x-ndjson")])
+            .text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// Starts the binary; returns the first line of stdout, if any, which on
