@@ -8,10 +8,11 @@
 //! crash loses at most the events of the last interval. Usage reports ride
 //! the same queue, behind the event they amend.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_core::event::{UsageEvent, UsageReport};
@@ -136,7 +137,7 @@ impl EventPipeline {
     }
 
     fn sender(&self) -> Option<SyncSender<Msg>> {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.tx.lock().clone()
     }
 
     /// Enqueues an event without waiting on disk. On a full queue, waits up to
@@ -204,13 +205,13 @@ impl EventPipeline {
     /// Flushes, stops the writer and waits for it. Later emits are dropped.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::Relaxed);
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(tx) = self.tx.lock().take() {
             let (reply, done) = std::sync::mpsc::channel();
             if tx.send(Msg::Flush(reply)).is_ok() {
                 let _ = done.recv();
             }
         }
-        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
     }

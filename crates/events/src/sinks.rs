@@ -7,12 +7,13 @@
 //! partial failure, re-sends a batch. Elasticsearch documents carry the event
 //! id as `_id`, so re-sends there are idempotent.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_core::event::UsageEvent;
@@ -201,7 +202,7 @@ impl Sinks {
     }
 
     pub fn health(&self) -> Vec<SinkHealth> {
-        self.health.iter().map(|h| h.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+        self.health.iter().map(|h| h.lock().clone()).collect()
     }
 
     /// Asks every sink to stop after its current shipment, giving each up to
@@ -212,7 +213,7 @@ impl Sinks {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
     }
@@ -229,7 +230,7 @@ struct Runner {
 
 impl Runner {
     fn set_health(&self, f: impl FnOnce(&mut SinkHealth)) {
-        f(&mut self.health.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.health.lock());
     }
 
     fn run(self) {

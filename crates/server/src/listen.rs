@@ -18,12 +18,13 @@
 //!   `keyward_http_connections_refused_total`), so one client cannot take
 //!   every file descriptor and `/healthz` keeps answering others.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self.counts.lock();
         c.total -= 1;
         if let Some(n) = c.by_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -67,7 +68,7 @@ impl Drop for Slot {
 }
 
 fn take_slot(counts: &Arc<Mutex<Counts>>, ip: IpAddr, limits: &HttpConfig) -> Result<Slot, &'static str> {
-    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = counts.lock();
     if c.total >= limits.max_connections {
         return Err("total");
     }

@@ -5,8 +5,9 @@
 //! the native checks. An imported key verifies like a native one (policies,
 //! limits, events) and rotates into a native key.
 
+use parking_lot::RwLock;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
 use keyward_core::id::new_id;
 use keyward_core::policy::{RateLimit, Refill};
@@ -41,7 +42,7 @@ impl ImportedPrefixes {
             return;
         }
         let prefix = k.hint.split('…').next().unwrap_or_default().to_owned();
-        let mut p = self.prefixes.write().unwrap_or_else(|p| p.into_inner());
+        let mut p = self.prefixes.write();
         if !p.contains(&prefix) {
             Arc::make_mut(&mut p).push(prefix);
         }
@@ -52,12 +53,12 @@ impl ImportedPrefixes {
     pub fn matches(&self, s: &str) -> bool {
         self.any.load(Ordering::Acquire)
             && s.len() <= 512
-            && self.prefixes.read().unwrap_or_else(|p| p.into_inner()).iter().any(|p| s.starts_with(p.as_str()))
+            && self.prefixes.read().iter().any(|p| s.starts_with(p.as_str()))
     }
 
     /// Every known prefix, for the scrubber of caller text.
     pub fn list(&self) -> Arc<Vec<String>> {
-        self.prefixes.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.prefixes.read().clone()
     }
 }
 

@@ -5,11 +5,12 @@
 //! Invariant: a verify that finds its hash here touches neither the store nor
 //! any lock other than the index's read lock and the key's own usage cell.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use ipnet::IpNet;
 use keyward_core::KeyHash;
@@ -101,7 +102,7 @@ pub struct Usage {
 impl Usage {
     /// A new cell holding `from`'s marks (for a new version of a record).
     fn carried(from: &Usage) -> Usage {
-        let ip = *from.ip.lock().unwrap_or_else(|p| p.into_inner());
+        let ip = *from.ip.lock();
         Usage { at: AtomicI64::new(from.at.load(Ordering::Relaxed)), ip: Mutex::new(ip), ..Usage::default() }
     }
 }
@@ -136,10 +137,10 @@ impl KeyspaceCell {
         KeyspaceCell(RwLock::new(Arc::new(p)))
     }
     pub fn get(&self) -> Arc<KeyspacePolicy> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.read().clone()
     }
     pub fn set(&self, p: KeyspacePolicy) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+        *self.0.write() = Arc::new(p);
     }
 }
 
@@ -330,7 +331,7 @@ impl CachedKey {
     /// The live quota, as it should be written back to the store (none for
     /// a key whose limiter was never used: the store holds it already).
     pub fn quota_mark(&self) -> Option<QuotaMark> {
-        let l = self.limiter.get()?.lock().unwrap_or_else(|p| p.into_inner());
+        let l = self.limiter.get()?.lock();
         l.quota.map(|q| QuotaMark { key_id: self.id.to_string(), remaining: q.remaining, refilled_at: q.refilled_at })
     }
 
@@ -341,7 +342,7 @@ impl CachedKey {
             Some(stored) if stored >= at => (Some(stored), stored_ip.map(str::to_owned)),
             _ if at > 0 => {
                 // A use without an address keeps the last address known.
-                let ip = *self.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
+                let ip = *self.usage.ip.lock();
                 (Some(at), ip.map(|ip| ip.to_string()).or_else(|| stored_ip.map(str::to_owned)))
             }
             _ => (None, None),
@@ -362,7 +363,7 @@ pub struct KeyIndex {
 
 impl KeyIndex {
     pub fn get(&self, hash: &KeyHash) -> Option<Arc<CachedKey>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).map(|e| e.0.clone())
+        self.map.read().get(hash).map(|e| e.0.clone())
     }
 
     /// The compact form of a record, with the given usage cell and limiter.
@@ -395,7 +396,7 @@ impl KeyIndex {
             scopes: record.scopes,
             ratelimits: record.ratelimits,
         };
-        let mut i = self.interner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut i = self.interner.lock();
         CachedKey {
             hash: record.hash,
             id: record.id.into_boxed_str(),
@@ -430,7 +431,7 @@ impl KeyIndex {
         });
         // A limiter in use carries over, with the record's quota or its own live one.
         let limiter = old.as_ref().and_then(|c| c.limiter.get().cloned()).inspect(|l| {
-            let mut g = l.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = l.lock();
             if quota == QuotaFrom::Record || record_quota.is_none() {
                 g.quota = record_quota;
             } else if let Some(q) = &mut g.quota {
@@ -440,7 +441,7 @@ impl KeyIndex {
             }
         });
         let cached = Arc::new(self.compact(record, keyspace, usage, limiter));
-        self.map.write().unwrap_or_else(|p| p.into_inner()).replace(Entry(cached.clone()));
+        self.map.write().replace(Entry(cached.clone()));
         cached
     }
 
@@ -449,7 +450,7 @@ impl KeyIndex {
     /// old key during the overlap.
     pub fn put_sharing(&self, record: KeyRecord, keyspace: Arc<KeyspaceCell>, with: &CachedKey) -> Arc<CachedKey> {
         let cached = Arc::new(self.compact(record, keyspace, Usage::default(), Some(with.limiter().clone())));
-        self.map.write().unwrap_or_else(|p| p.into_inner()).replace(Entry(cached.clone()));
+        self.map.write().replace(Entry(cached.clone()));
         cached
     }
 
@@ -457,24 +458,24 @@ impl KeyIndex {
     /// after a restart. The shared quota is the smaller of the two stored
     /// values: a restart never hands back quota.
     pub fn share_limiter(&self, old: &Arc<CachedKey>, successor: &Arc<CachedKey>) {
-        let old_quota = old.limiter().lock().unwrap_or_else(|p| p.into_inner()).quota;
+        let old_quota = old.limiter().lock().quota;
         {
-            let mut l = successor.limiter().lock().unwrap_or_else(|p| p.into_inner());
+            let mut l = successor.limiter().lock();
             if let (Some(q), Some(o)) = (l.quota.as_mut(), old_quota) {
                 q.remaining = q.remaining.min(o.remaining);
             }
         }
         let shared = old.with_limiter(successor.limiter().clone());
-        self.map.write().unwrap_or_else(|p| p.into_inner()).replace(Entry(Arc::new(shared)));
+        self.map.write().replace(Entry(Arc::new(shared)));
     }
 
     /// Every cached key (for periodic jobs that scan keys in memory).
     pub fn all(&self) -> Vec<Arc<CachedKey>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).iter().map(|e| e.0.clone()).collect()
+        self.map.read().iter().map(|e| e.0.clone()).collect()
     }
 
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.map.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -487,10 +488,10 @@ impl KeyIndex {
         let u = &key.usage;
         u.at.fetch_max(now, Ordering::Relaxed);
         if ip.is_some() {
-            *u.ip.lock().unwrap_or_else(|p| p.into_inner()) = ip;
+            *u.ip.lock() = ip;
         }
         if !u.dirty.swap(true, Ordering::AcqRel) {
-            self.dirty.lock().unwrap_or_else(|p| p.into_inner()).push(key.clone());
+            self.dirty.lock().push(key.clone());
         }
     }
 
@@ -498,14 +499,14 @@ impl KeyIndex {
     /// (frequent: the quota's crash bound is that flush's interval).
     pub fn mark_quota(&self, key: &Arc<CachedKey>) {
         if !key.usage.quota_queued.swap(true, Ordering::AcqRel) {
-            self.quota_dirty.lock().unwrap_or_else(|p| p.into_inner()).push(key.clone());
+            self.quota_dirty.lock().push(key.clone());
         }
     }
 
     /// Takes the quota states changed since the last call. Keys are handed
     /// back with their marks so a failed write can [`KeyIndex::requeue_quotas`].
     pub fn take_pending_quotas(&self) -> (Vec<Arc<CachedKey>>, Vec<QuotaMark>) {
-        let pending = std::mem::take(&mut *self.quota_dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = std::mem::take(&mut *self.quota_dirty.lock());
         let mut marks = Vec::with_capacity(pending.len());
         for k in &pending {
             // Clear first: a use racing with this read re-queues the key.
@@ -525,12 +526,12 @@ impl KeyIndex {
     /// Takes the last-use marks changed since the last call, for one
     /// batched store write.
     pub fn take_pending(&self) -> (Vec<Arc<CachedKey>>, Vec<LastUse>) {
-        let pending = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = std::mem::take(&mut *self.dirty.lock());
         let mut uses = Vec::with_capacity(pending.len());
         for k in &pending {
             // Clear first: a use racing with this read re-queues the key.
             k.usage.dirty.store(false, Ordering::Release);
-            let ip = *k.usage.ip.lock().unwrap_or_else(|p| p.into_inner());
+            let ip = *k.usage.ip.lock();
             uses.push(LastUse {
                 key_id: k.id.to_string(),
                 at: k.usage.at.load(Ordering::Relaxed),
@@ -544,7 +545,7 @@ impl KeyIndex {
     pub fn requeue_uses(&self, keys: Vec<Arc<CachedKey>>) {
         for k in keys {
             if !k.usage.dirty.swap(true, Ordering::AcqRel) {
-                self.dirty.lock().unwrap_or_else(|p| p.into_inner()).push(k);
+                self.dirty.lock().push(k);
             }
         }
     }
@@ -571,12 +572,12 @@ impl NegativeCache {
     }
 
     pub fn contains(&self, hash: &KeyHash, now: UnixMs) -> bool {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.inner.lock();
         inner.until.get(hash).is_some_and(|&t| t > now)
     }
 
     pub fn insert(&self, hash: KeyHash, now: UnixMs) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         if inner.until.insert(hash, now + self.ttl_ms).is_none() {
             inner.order.push_back(hash);
         }
@@ -588,14 +589,14 @@ impl NegativeCache {
     }
 
     pub fn remove(&self, hash: &KeyHash) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         if inner.until.remove(hash).is_some() {
             inner.order.retain(|h| h != hash);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).until.len()
+        self.inner.lock().until.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -21,7 +21,8 @@ pub mod validate;
 pub mod verify;
 mod views;
 
-use std::sync::{Arc, RwLock};
+use parking_lot::RwLock;
+use std::sync::Arc;
 
 use keyward_core::hash::{self, KeyHash, KeyHasher};
 use keyward_core::{Permission, Role};
@@ -84,7 +85,7 @@ pub struct Service {
     imported: import::ImportedPrefixes,
     usage_durable_through: std::sync::atomic::AtomicI64,
     /// (key id, days, expiry) of reminders already stored, so each is written once.
-    reminded: std::sync::Mutex<std::collections::HashSet<(String, i64, i64)>>,
+    reminded: parking_lot::Mutex<std::collections::HashSet<(String, i64, i64)>>,
 }
 
 impl Service {
@@ -173,7 +174,7 @@ impl Service {
         if key.prefix() != keyward_core::key::ROOT_PREFIX {
             return Err(AuthError::Malformed);
         }
-        let roots = self.roots.read().unwrap_or_else(|p| p.into_inner());
+        let roots = self.roots.read();
         for (_, h) in self.hasher.hash_all(key.expose()) {
             if let Some(r) = roots.get(&h) {
                 if r.revoked_at.is_some() {
@@ -233,10 +234,10 @@ impl Service {
 
     /// The policy cell of a keyspace (an empty one if it is unknown).
     fn keyspace_cell(&self, id: &str) -> Arc<KeyspaceCell> {
-        if let Some(c) = self.keyspaces.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(c) = self.keyspaces.read().get(id) {
             return c.clone();
         }
-        self.keyspaces.write().unwrap_or_else(|p| p.into_inner()).entry(id.to_owned()).or_default().clone()
+        self.keyspaces.write().entry(id.to_owned()).or_default().clone()
     }
 
     /// Runs a store call on the blocking pool.
@@ -252,7 +253,7 @@ impl Service {
     }
 
     fn put_root(&self, r: RootKeyRecord) {
-        self.roots.write().unwrap_or_else(|p| p.into_inner()).insert(r.hash, Arc::new(r));
+        self.roots.write().insert(r.hash, Arc::new(r));
     }
 }
 

@@ -300,7 +300,7 @@ impl Service {
         let mut due = Vec::new();
         {
             // Reminders stored by an earlier run are not sent to the store again.
-            let mut reminded = self.reminded.lock().unwrap_or_else(|p| p.into_inner());
+            let mut reminded = self.reminded.lock();
             reminded.retain(|(_, _, exp)| *exp > now);
             for k in self.index.all() {
                 let life = k.lifecycle();
@@ -327,7 +327,7 @@ impl Service {
         }
         let marks: Vec<(String, i64, i64)> = due.iter().map(|r| (r.key_id.clone(), r.days, r.expires_at)).collect();
         let n = self.blocking(move |s| s.insert_reminders(&due)).await?;
-        self.reminded.lock().unwrap_or_else(|p| p.into_inner()).extend(marks);
+        self.reminded.lock().extend(marks);
         if n > 0 {
             tracing::info!(new_reminders = n, "Keys are nearing expiry.");
         }

@@ -256,7 +256,7 @@ impl Service {
         }
         let limits = k.policy.ratelimits.as_deref().unwrap_or(&ks.ratelimits);
         let admission = {
-            let mut l = k.limiter().lock().unwrap_or_else(|p| p.into_inner());
+            let mut l = k.limiter().lock();
             l.reconfigure(limits);
             l.admit(now, input.cost)
         };

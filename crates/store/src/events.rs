@@ -5,8 +5,8 @@
 //! WAL lets run beside the writer. Rows are ordered by `id`, which sinks use
 //! as their durable cursor: the log itself is their disk spool.
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use keyward_core::Outcome;
 use keyward_core::event::{EventKind, UsageEvent, UsageReport};
@@ -254,13 +254,13 @@ impl SqliteEventLog {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = self.readers.lock().pop();
         let conn = match conn {
             Some(c) => c,
             None => open_conn(&self.path)?,
         };
         let out = f(&conn);
-        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self.readers.lock();
         if pool.len() < 8 {
             pool.push(conn);
         }
@@ -272,7 +272,7 @@ impl SqliteEventLog {
         if events.is_empty() {
             return Ok(());
         }
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
             let mut st = tx.prepare_cached(&format!(
@@ -319,7 +319,7 @@ impl SqliteEventLog {
         if updates.is_empty() {
             return Ok(());
         }
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
             let mut st = tx.prepare_cached(
@@ -582,7 +582,7 @@ impl SqliteEventLog {
     /// returns how many. Called until it returns 0, so the writer lock is
     /// held only briefly each time; the oldest events come first by id.
     pub fn purge_chunk(&self, before_ts: i64, chunk: u32) -> Result<usize> {
-        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.writer.lock();
         Ok(conn.execute(
             "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?2) AND ts < ?1",
             params![before_ts, chunk],
@@ -596,7 +596,7 @@ impl SqliteEventLog {
     }
 
     pub fn set_cursor(&self, sink: &str, last_id: i64, now: i64) -> Result<()> {
-        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.writer.lock();
         conn.execute(
             "INSERT INTO sink_cursors (name, last_id, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET last_id = excluded.last_id, updated_at = excluded.updated_at",

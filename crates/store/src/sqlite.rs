@@ -3,8 +3,8 @@
 //! management calls and batched marks; the verify path never comes here on a
 //! cache hit).
 
+use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::Mutex;
 
 use keyward_core::{KeyHash, Role};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -170,7 +170,7 @@ impl SqliteStore {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         // A panic while holding the lock leaves the connection usable: SQLite
         // rolls back the open transaction when it is dropped.
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.conn.lock();
         f(&mut guard)
     }
 

@@ -483,7 +483,7 @@ token = "t"
     }
     s.stop();
 
-    let log = s.log.lock().unwrap().clone();
+    let log = s.log.lock().clone();
     assert!(log.contains("Key revoked"), "the log was captured");
     // The data dir (keys, events, pepper) and every sink's output.
     let files = files_under(s.dir.path());
@@ -491,9 +491,9 @@ token = "t"
     assert!(files.iter().any(|(p, _)| p.ends_with("events.db")));
     assert!(files.iter().any(|(p, b)| p.ends_with("events.ndjson") && !b.is_empty()));
     assert!(files.iter().any(|(p, b)| p.ends_with("events.cef") && !b.is_empty()));
-    let shipped: Vec<String> = capture.requests.lock().unwrap().iter().map(|(_, h, b)| format!("{h}{b}")).collect();
+    let shipped: Vec<String> = capture.requests.lock().iter().map(|(_, h, b)| format!("{h}{b}")).collect();
     assert!(shipped.len() >= 3, "every HTTP sink shipped");
-    let bodies = s.bodies.lock().unwrap().clone();
+    let bodies = s.bodies.lock().clone();
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "a key is in the server log");
         // The random part alone must not be there either.

@@ -3,9 +3,10 @@
 //! management change is there, the audit chain verifies, and every lost
 //! usage event was acknowledged after the server's reported durable point.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -57,7 +58,7 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
     let mut total_lost = 0;
     for round in 0..10 {
         let (base, root) = {
-            let s = s.lock().unwrap();
+            let s = s.lock();
             (s.url(""), s.root.clone())
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -76,7 +77,7 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
                         .send_json(json!({"key": key}))
                         .is_ok_and(|r| r.status() == 200);
                     if ok {
-                        acked.lock().unwrap().verifies.push((rid, unix_ms()));
+                        acked.lock().verifies.push((rid, unix_ms()));
                     }
                 }
             }));
@@ -96,18 +97,18 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
                     let id = created["id"].as_str().unwrap().to_owned();
                     let state =
                         KeyState { name: name.clone(), pending_name: None, revoked: false, revoke_pending: false };
-                    acked.lock().unwrap().keys.insert(id.clone(), state);
+                    acked.lock().keys.insert(id.clone(), state);
                     let renamed = format!("{name}-renamed");
-                    acked.lock().unwrap().keys.get_mut(&id).unwrap().pending_name = Some(renamed.clone());
+                    acked.lock().keys.get_mut(&id).unwrap().pending_name = Some(renamed.clone());
                     if patch(&format!("{base}/v1/keys/{id}"), &root, json!({"name": renamed})) {
-                        let mut a = acked.lock().unwrap();
+                        let mut a = acked.lock();
                         let k = a.keys.get_mut(&id).unwrap();
                         (k.name, k.pending_name) = (renamed, None);
                     }
                     if n % 3 == 0 {
-                        acked.lock().unwrap().keys.get_mut(&id).unwrap().revoke_pending = true;
+                        acked.lock().keys.get_mut(&id).unwrap().revoke_pending = true;
                         if post(&format!("{base}/v1/keys/{id}/revoke"), &root, json!({"reason": "other"})).is_some() {
-                            acked.lock().unwrap().keys.get_mut(&id).unwrap().revoked = true;
+                            acked.lock().keys.get_mut(&id).unwrap().revoked = true;
                         }
                     }
                 }
@@ -115,21 +116,21 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
         }
         std::thread::sleep(Duration::from_millis(400 + 40 * round));
         let durable = {
-            let s = s.lock().unwrap();
+            let s = s.lock();
             let r = s.raw("GET", "/readyz", None, None, &[]).json();
             keyward_core::time::parse_rfc3339(r["events"]["durable_through"].as_str().unwrap()).unwrap()
         };
         eprintln!("crash at {}", unix_ms());
-        s.lock().unwrap().crash_and_restart();
+        s.lock().crash_and_restart();
         eprintln!("restarted at {}", unix_ms());
         stop.store(true, Ordering::SeqCst);
         for t in threads {
             t.join().unwrap();
         }
 
-        let s = s.lock().unwrap();
+        let s = s.lock();
         let acked_all = acked.clone();
-        let acked = acked.lock().unwrap();
+        let acked = acked.lock();
         // Every acknowledged management change survived.
         let mut observed = Vec::new();
         for (id, want) in &acked.keys {
@@ -152,11 +153,11 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
         drop(acked);
         // Settled by the crash: what the store holds now is the state to keep.
         for (id, name, revoked) in observed {
-            let mut a = acked_all.lock().unwrap();
+            let mut a = acked_all.lock();
             let k = a.keys.get_mut(&id).unwrap();
             (k.name, k.pending_name, k.revoked, k.revoke_pending) = (name, None, revoked, false);
         }
-        let acked = acked_all.lock().unwrap();
+        let acked = acked_all.lock();
         let audit = s.call("GET", "/v1/audit/verify", None).json();
         assert_eq!(audit["ok"], true, "round {round}: {audit}");
         // Usage events: lost ones were all acknowledged after the durable point.
@@ -172,7 +173,7 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
             }
         }
     }
-    let acked = acked.lock().unwrap();
+    let acked = acked.lock();
     eprintln!(
         "10 kills: {} keys and {} verifies acknowledged, {} events lost, all after their durable point",
         acked.keys.len(),

@@ -231,13 +231,7 @@ headers = {{ "X-Hook" = "yes" }}
     cap.down.store(false, std::sync::atomic::Ordering::SeqCst);
 
     let ids_of = |path_part: &str, extract: &dyn Fn(&str) -> Vec<i64>| -> BTreeSet<i64> {
-        cap.requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _, _)| p.contains(path_part))
-            .flat_map(|(_, _, b)| extract(b))
-            .collect()
+        cap.requests.lock().iter().filter(|(p, _, _)| p.contains(path_part)).flat_map(|(_, _, b)| extract(b)).collect()
     };
     let es_ids = |b: &str| -> Vec<i64> {
         b.lines()
@@ -260,7 +254,7 @@ headers = {{ "X-Hook" = "yes" }}
             && ids_of("/services/collector/event", &splunk_ids) == want
             && ids_of("/ingest", &hook_ids) == want
     });
-    let reqs = cap.requests.lock().unwrap();
+    let reqs = cap.requests.lock();
     let splunk = reqs.iter().find(|(p, _, _)| p.contains("collector")).unwrap();
     assert!(splunk.1.to_ascii_lowercase().contains("authorization: splunk hec-token"));
     let hook = reqs.iter().find(|(p, _, _)| p == "/ingest").unwrap();
@@ -433,13 +427,13 @@ fn a_crash_loses_at_most_the_last_flush_interval() {
     let s = Server::start_with(&[("KEYWARD_EVENTS_FLUSH_MS", &FLUSH_MS.to_string())]);
     let ks = s.keyspace();
     let (_, key) = s.key(json!({"keyspace_id": ks, "ratelimits": []}));
-    let s = std::sync::Arc::new(std::sync::Mutex::new(s));
-    let url = s.lock().unwrap().url("/v1/keys/verify");
-    let root = s.lock().unwrap().root.clone();
+    let s = std::sync::Arc::new(parking_lot::Mutex::new(s));
+    let url = s.lock().url("/v1/keys/verify");
+    let root = s.lock().root.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let unix_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     // (request id, when the verify was acknowledged)
-    let acked: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>> = Default::default();
+    let acked: std::sync::Arc<parking_lot::Mutex<Vec<(String, i64)>>> = Default::default();
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let (url, root, key, stop, acked) = (url.clone(), root.clone(), key.clone(), stop.clone(), acked.clone());
@@ -454,7 +448,7 @@ fn a_crash_loses_at_most_the_last_flush_interval() {
                         .set("X-Request-Id", &rid)
                         .send_json(json!({"key": key}));
                     if r.is_ok_and(|r| r.status() == 200) {
-                        acked.lock().unwrap().push((rid, unix_ms()));
+                        acked.lock().push((rid, unix_ms()));
                     }
                 }
             })
@@ -462,18 +456,18 @@ fn a_crash_loses_at_most_the_last_flush_interval() {
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
     let durable = {
-        let s = s.lock().unwrap();
+        let s = s.lock();
         let r = s.raw("GET", "/readyz", None, None, &[]).json();
         keyward_core::time::parse_rfc3339(r["events"]["durable_through"].as_str().unwrap()).unwrap()
     };
-    s.lock().unwrap().crash_and_restart();
+    s.lock().crash_and_restart();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for t in threads {
         t.join().unwrap();
     }
-    let s = s.lock().unwrap();
+    let s = s.lock();
     let stored: BTreeSet<String> = s.stored_request_ids();
-    let acked = acked.lock().unwrap();
+    let acked = acked.lock();
     // Verifies acknowledged by the first process (the second one starts empty of load ids only after restart).
     let lost: Vec<&(String, i64)> = acked.iter().filter(|(rid, _)| !stored.contains(rid)).collect();
     let after_durable = acked.iter().filter(|(_, t)| *t >= durable - 20).count();
@@ -592,7 +586,7 @@ token = "t"
         s.verify(&key);
     }
     eventually(20, "3 events over TLS and the untrusted sink failing", || {
-        let n: usize = cap.requests.lock().unwrap().iter().map(|(_, _, b)| b.lines().count()).sum();
+        let n: usize = cap.requests.lock().iter().map(|(_, _, b)| b.lines().count()).sum();
         let ready = s.raw("GET", "/readyz", None, None, &[]).json();
         let untrusted = ready["sinks"].as_array().unwrap().iter().find(|h| h["name"] == "untrusted").cloned().unwrap();
         n == 3 && untrusted["up"] == false
@@ -600,10 +594,7 @@ token = "t"
     let ready = s.raw("GET", "/readyz", None, None, &[]).json();
     let untrusted = ready["sinks"].as_array().unwrap().iter().find(|h| h["name"] == "untrusted").cloned().unwrap();
     assert!(untrusted["last_error"].as_str().unwrap().to_lowercase().contains("certificate"), "{untrusted}");
-    assert!(
-        cap.requests.lock().unwrap().iter().all(|(p, _, _)| p == "/ingest"),
-        "nothing reached the endpoint unverified"
-    );
+    assert!(cap.requests.lock().iter().all(|(p, _, _)| p == "/ingest"), "nothing reached the endpoint unverified");
     // A bad CA file is a configuration error, named.
     let bad = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -191,7 +191,7 @@ max_connections = 80
 fn outputs(s: &Server) -> Vec<(String, Vec<u8>)> {
     let mut all: Vec<(String, Vec<u8>)> =
         files_under(s.dir.path()).into_iter().map(|(p, b)| (p.display().to_string(), b)).collect();
-    all.push(("server log".into(), s.log.lock().unwrap().clone().into_bytes()));
+    all.push(("server log".into(), s.log.lock().clone().into_bytes()));
     all
 }
 
@@ -291,7 +291,7 @@ path = "{dir}/export/events.ndjson"
         assert!(!contains(&bytes, &encoded_body), "{name} holds a percent-encoded key");
     }
     // The responses too (the creating ones excepted).
-    for (creating, text) in s.bodies.lock().unwrap().iter() {
+    for (creating, text) in s.bodies.lock().iter() {
         if !creating {
             assert!(!text.contains(body), "a response holds the key: {text}");
         }

@@ -4,11 +4,12 @@
 
 #![allow(dead_code)]
 
+use parking_lot::Mutex;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -133,7 +134,7 @@ impl Server {
                 return printed;
             }
         }
-        panic!("keyward could not bind a free port:\n{}", self.log.lock().unwrap());
+        panic!("keyward could not bind a free port:\n{}", self.log.lock());
     }
 
     /// One start; false when the port was taken.
@@ -167,8 +168,8 @@ impl Server {
                     break;
                 }
                 let text = String::from_utf8_lossy(&buf[..n]);
-                log.lock().unwrap().push_str(&text);
-                own.lock().unwrap().push_str(&text);
+                log.lock().push_str(&text);
+                own.lock().push_str(&text);
             }
         });
         let stdout = child.stdout.take().unwrap();
@@ -189,7 +190,7 @@ impl Server {
     fn wait_ready(&mut self, own: &Mutex<String>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if own.lock().unwrap().contains("keyward is serving")
+            if own.lock().contains("keyward is serving")
                 && ureq::get(&self.url("/healthz"))
                     .timeout(Duration::from_secs(1))
                     .call()
@@ -200,13 +201,13 @@ impl Server {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 // Let the stderr reader catch up before judging why.
                 std::thread::sleep(Duration::from_millis(50));
-                if own.lock().unwrap().contains("binding 127.0.0.1") {
+                if own.lock().contains("binding 127.0.0.1") {
                     self.child = None;
                     return false;
                 }
-                panic!("keyward exited with {status} during start:\n{}", self.log.lock().unwrap());
+                panic!("keyward exited with {status} during start:\n{}", self.log.lock());
             }
-            assert!(Instant::now() < deadline, "keyward did not become healthy:\n{}", self.log.lock().unwrap());
+            assert!(Instant::now() < deadline, "keyward did not become healthy:\n{}", self.log.lock());
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -239,7 +240,7 @@ impl Server {
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 if let Some(st) = child.try_wait().unwrap() {
-                    assert!(st.success(), "keyward exited with {st}:\n{}", self.log.lock().unwrap());
+                    assert!(st.success(), "keyward exited with {st}:\n{}", self.log.lock());
                     break;
                 }
                 assert!(Instant::now() < deadline, "keyward did not stop on SIGTERM");
@@ -302,7 +303,7 @@ impl Server {
     }
 
     fn record(&self, creating: bool, r: &Res) {
-        self.bodies.lock().unwrap().push((creating, r.text.clone()));
+        self.bodies.lock().push((creating, r.text.clone()));
     }
 
     /// A JSON call as `key`; the body is recorded for the secret search.
@@ -486,7 +487,7 @@ fn serve_one<S: Read + std::io::Write>(
     let (status, reply) = if down.load(std::sync::atomic::Ordering::SeqCst) {
         ("503 Service Unavailable", "{}".to_owned())
     } else {
-        requests.lock().unwrap().push((path.clone(), headers, String::from_utf8_lossy(&body).into_owned()));
+        requests.lock().push((path.clone(), headers, String::from_utf8_lossy(&body).into_owned()));
         let reply = if path.ends_with("/_bulk") {
             r#"{"took":1,"errors":false,"items":[]}"#
         } else if path.contains("/services/collector") {
