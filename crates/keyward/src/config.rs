@@ -351,7 +351,7 @@ impl Config {
             p.push("lifecycle.recheck_revoked_days: must be between 1 and 3650".into());
         }
         for (i, k) in self.github.public_keys.iter().enumerate() {
-            if let Err(e) = keyward_server::routes::lifecycle::parse_github_key(&k.pem) {
+            if let Err(e) = keyward_service::github::GithubKeys::parse(&[(k.id.clone(), k.pem.clone())]) {
                 p.push(format!("github.public_keys[{i}].pem: not a P-256 public key in PEM ({e})"));
             }
         }

@@ -170,16 +170,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host)
             .context("starting the sinks")?,
     );
-    let github_keys = cfg
-        .github
-        .public_keys
-        .iter()
-        .map(|k| {
-            Ok((k.id.clone(), keyward_server::routes::lifecycle::parse_github_key(&k.pem).map_err(anyhow::Error::msg)?))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("github.public_keys")?;
-    let ops = keyward_server::Ops { metrics: Some(metrics), sinks: Some(sinks.clone()), github_keys };
+    let github_keys = keyward_service::github::GithubKeys::parse(
+        &cfg.github.public_keys.iter().map(|k| (k.id.clone(), k.pem.clone())).collect::<Vec<_>>(),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("github.public_keys")?;
+    service.attach_sinks(sinks.clone());
+    let ops = keyward_server::Ops { metrics: Some(metrics), github_keys };
     let app = keyward_server::app(service.clone(), &http, ops);
 
     let flusher = every(Duration::from_millis(cfg.last_used.flush_interval_ms), {

@@ -75,6 +75,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
             ServiceError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             ServiceError::Store(inner) => Self::internal(inner),
+            ServiceError::BadSignature(_) => Self::new(StatusCode::UNAUTHORIZED, "bad-signature", e.to_string()),
+            ServiceError::NotConfigured(_) => Self::new(StatusCode::NOT_FOUND, "not-configured", e.to_string()),
             ServiceError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
             ServiceError::PepperMismatch(_) | ServiceError::PepperMissing(_) | ServiceError::Task => Self::internal(&e),
         }

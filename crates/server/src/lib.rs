@@ -46,10 +46,8 @@ pub struct AppState {
 pub struct Ops {
     /// Renders `/metrics`; `None` answers 404 there.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// The running sinks, for `/readyz`.
-    pub sinks: Option<Arc<keyward_events::Sinks>>,
     /// GitHub secret-scanning public keys, by identifier.
-    pub github_keys: Vec<(String, p256::ecdsa::VerifyingKey)>,
+    pub github_keys: keyward_service::github::GithubKeys,
 }
 
 /// Limits of the HTTP layer: the `[http]` section of the config file.

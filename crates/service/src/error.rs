@@ -22,6 +22,12 @@ pub enum ServiceError {
     /// The store failed; the detail stays internal.
     #[error("store failure")]
     Store(StoreError),
+    /// A signed call (GitHub's alerts) whose signature does not hold.
+    #[error("{0}")]
+    BadSignature(&'static str),
+    /// The feature the call needs is not configured on this server.
+    #[error("{0}")]
+    NotConfigured(&'static str),
     /// The store cannot take writes now (a full disk); nothing was changed.
     #[error("{0}")]
     Unavailable(String),

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod error;
 pub mod events;
+pub mod github;
 pub mod import;
 pub mod incidents;
 pub mod index;
@@ -30,6 +31,7 @@ use keyward_store::{RootKeyRecord, Store, StoreError};
 
 pub use error::{AuthError, ServiceError};
 pub use index::{CachedKey, KeyIndex, KeyspaceCell, KeyspacePolicy, NegativeCache, QuotaFrom};
+pub use keyward_events::SinkHealth;
 pub use verify::{Decision, RequestCtx, VerifyInput};
 
 /// Result of a use case.
@@ -81,6 +83,8 @@ pub struct Service {
     miss_lookups: tokio::sync::Semaphore,
     /// Where usage events go; `None` in setups that log nothing (benchmarks).
     events: Option<Arc<keyward_events::EventPipeline>>,
+    /// The running exporters, for readiness.
+    sinks: std::sync::OnceLock<Arc<keyward_events::Sinks>>,
     /// Prefixes of keys imported from other systems (see `import`).
     imported: import::ImportedPrefixes,
     usage_durable_through: std::sync::atomic::AtomicI64,
@@ -135,6 +139,7 @@ impl Service {
             keyspaces: RwLock::new(keyspaces),
             miss_lookups: tokio::sync::Semaphore::new(config.miss_lookup_concurrency.max(1)),
             events: None,
+            sinks: std::sync::OnceLock::new(),
             imported,
             usage_durable_through: std::sync::atomic::AtomicI64::new(0),
             reminded: Default::default(),
@@ -145,6 +150,16 @@ impl Service {
     pub fn with_events(mut self, pipeline: Arc<keyward_events::EventPipeline>) -> Self {
         self.events = Some(pipeline);
         self
+    }
+
+    /// Attaches the running exporters (started after the service, from its log).
+    pub fn attach_sinks(&self, sinks: Arc<keyward_events::Sinks>) {
+        let _ = self.sinks.set(sinks);
+    }
+
+    /// The health of every exporter (empty when none runs).
+    pub fn sink_health(&self) -> Vec<SinkHealth> {
+        self.sinks.get().map(|s| s.health()).unwrap_or_default()
     }
 
     pub fn events(&self) -> Option<&Arc<keyward_events::EventPipeline>> {

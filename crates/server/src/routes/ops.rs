@@ -24,7 +24,7 @@ pub struct Readiness {
     /// Every key use (last-use mark, quota) before this instant is durable.
     pub usage_durable_through: Option<String>,
     #[schema(value_type = Vec<Object>)]
-    pub sinks: Vec<keyward_events::SinkHealth>,
+    pub sinks: Vec<keyward_service::SinkHealth>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -76,7 +76,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     });
     let usage_durable_through =
         Some(st.service.usage_durable_through()).filter(|t| *t > 0).map(keyward_core::time::to_rfc3339);
-    let sinks = st.ops.sinks.as_ref().map(|s| s.health()).unwrap_or_default();
+    let sinks = st.service.sink_health();
     axum::Json(Readiness { status: "ready", events, usage_durable_through, sinks }).into_response()
 }
 
