@@ -210,11 +210,11 @@ impl Config {
             let p = PathBuf::from("keyward.toml");
             p.exists().then_some(p)
         });
+        let mut problems = Vec::new();
         let mut cfg = match &file {
-            Some(path) => Self::from_file(path)?,
+            Some(path) => Self::from_file(path, &mut problems)?,
             None => Config::default(),
         };
-        let mut problems = Vec::new();
         if let Some(v) = env("KEYWARD_LISTEN") {
             cfg.listen = v;
         }
@@ -277,9 +277,42 @@ impl Config {
         Ok(cfg)
     }
 
-    fn from_file(path: &Path) -> anyhow::Result<Config> {
+    /// Reads the TOML file. A syntax error stops here; otherwise every
+    /// section is read on its own, so that each bad or unknown section is
+    /// reported (in `problems`), not just the first.
+    fn from_file(path: &Path, problems: &mut Vec<String>) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks";
+        let mut cfg = Config::default();
+        for (key, value) in table {
+            fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
+                *into = v.try_into()?;
+                Ok(())
+            }
+            let read = match key.as_str() {
+                "listen" => take(value, &mut cfg.listen),
+                "data_dir" => take(value, &mut cfg.data_dir),
+                "log" => take(value, &mut cfg.log),
+                "pepper" => take(value, &mut cfg.pepper),
+                "http" => take(value, &mut cfg.http),
+                "cache" => take(value, &mut cfg.cache),
+                "last_used" => take(value, &mut cfg.last_used),
+                "events" => take(value, &mut cfg.events),
+                "lifecycle" => take(value, &mut cfg.lifecycle),
+                "github" => take(value, &mut cfg.github),
+                "sinks" => take(value, &mut cfg.sinks),
+                other => {
+                    problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
+                    continue;
+                }
+            };
+            if let Err(e) = read {
+                problems.push(format!("{key}: {}", e.message()));
+            }
+        }
+        Ok(cfg)
     }
 
     /// Every problem with the values, each with its key path.

@@ -93,6 +93,13 @@ fn help_has_examples_and_bad_config_is_reported_whole() {
     for part in ["listen:", "log.format:", "KEYWARD_MAX_BODY_BYTES:"] {
         assert!(err.contains(part), "{part} missing from: {err}");
     }
+    // Two unknown sections and a bad field in a third: all three reported (issue 9).
+    std::fs::write(&cfg, "[nope]\na = 1\n[alsonope]\nb = 2\n[http]\nbogus = 1\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    for part in ["nope: unknown key", "alsonope: unknown key", "http: unknown field `bogus`"] {
+        assert!(err.contains(part), "{part} missing from: {err}");
+    }
 
     // A second server on the same data dir is refused, not corrupting it.
     let s = Server::start();
