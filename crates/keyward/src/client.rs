@@ -1,5 +1,6 @@
 //! The CLI's client side: `keyward keyspaces …` and `keyward keys …` talk to
-//! a running server over HTTP with a root key, and print JSON.
+//! a running server over HTTP with a root key. Answers print for people by
+//! default (a line or a table), as the server's JSON with `--json`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,66 @@ pub struct Conn {
     /// Root key (prefer the env var: flags show up in process listings).
     #[arg(long, env = "KEYWARD_ROOT_KEY", hide_env_values = true)]
     root_key: String,
+    /// Print the server's JSON answer (for scripts) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A key's policy, as flags (create and update).
+#[derive(Args, Clone, Debug, Default)]
+pub struct PolicyFlags {
+    /// A scope the key grants (repeat): read, write, admin, invoices:read, invoices:*.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    /// A CIDR the key may be used from (repeat): 10.0.0.0/8, 2001:db8::/32.
+    #[arg(long = "ip", value_name = "CIDR")]
+    ips: Vec<String>,
+    /// A rate-limit window (repeat): NAME=LIMIT/WINDOW_MS, e.g. minute=1000/60000.
+    #[arg(long = "ratelimit", value_name = "NAME=LIMIT/WINDOW_MS")]
+    ratelimits: Vec<String>,
+    /// Usage quota: uses left.
+    #[arg(long)]
+    remaining: Option<i64>,
+    /// Quota refill: AMOUNT/INTERVAL_MS, e.g. 10000/86400000 (daily).
+    #[arg(long, value_name = "AMOUNT/INTERVAL_MS")]
+    refill: Option<String>,
+}
+
+impl PolicyFlags {
+    /// Adds the given flags to a create or patch body.
+    fn apply(&self, body: &mut Value) -> anyhow::Result<()> {
+        if !self.scopes.is_empty() {
+            body["scopes"] = json!(self.scopes);
+        }
+        if !self.ips.is_empty() {
+            body["ip_allowlist"] = json!(self.ips);
+        }
+        if !self.ratelimits.is_empty() {
+            let windows = self
+                .ratelimits
+                .iter()
+                .map(|r| {
+                    let parsed = r.split_once('=').and_then(|(name, rest)| {
+                        let (limit, window) = rest.split_once('/')?;
+                        Some(json!({"name": name, "limit": limit.parse::<u64>().ok()?, "window_ms": window.parse::<i64>().ok()?}))
+                    });
+                    parsed.with_context(|| format!("--ratelimit {r:?}: write NAME=LIMIT/WINDOW_MS, e.g. minute=1000/60000"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            body["ratelimits"] = json!(windows);
+        }
+        if let Some(r) = self.remaining {
+            body["remaining"] = r.into();
+        }
+        if let Some(r) = &self.refill {
+            let (amount, interval) = r
+                .split_once('/')
+                .and_then(|(a, i)| Some((a.parse::<i64>().ok()?, i.parse::<i64>().ok()?)))
+                .with_context(|| format!("--refill {r:?}: write AMOUNT/INTERVAL_MS, e.g. 10000/86400000"))?;
+            body["refill"] = json!({"amount": amount, "interval_ms": interval});
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -44,7 +105,9 @@ pub enum KeyspacesCmd {
 #[derive(Subcommand)]
 pub enum KeysCmd {
     /// Create a key; prints it once, with its id.
-    #[command(after_help = "Example:\n  keyward keys create --keyspace ks_01J... --owner-id acme --ttl-ms 86400000")]
+    #[command(
+        after_help = "Examples:\n  keyward keys create --keyspace ks_01J... --owner-id acme --ttl-ms 86400000\n  keyward keys create --keyspace ks_01J... --scope read --scope invoices:write \\\n      --ip 10.0.0.0/8 --ratelimit minute=600/60000 --remaining 10000 --refill 10000/86400000"
+    )]
     Create {
         #[command(flatten)]
         conn: Conn,
@@ -64,6 +127,52 @@ pub enum KeysCmd {
         /// Lifetime from now, milliseconds.
         #[arg(long)]
         ttl_ms: Option<i64>,
+        #[command(flatten)]
+        policy: PolicyFlags,
+    },
+    /// Change a key: name, owner, meta, expiry, scopes, allowlist, limits, quota, enabled.
+    #[command(
+        after_help = "Examples:\n  keyward keys update key_01J... --scope read --scope write   # replaces the scopes\n  keyward keys update key_01J... --disable\n  keyward keys update key_01J... --ip 203.0.113.0/24 --ratelimit minute=100/60000"
+    )]
+    Update {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        owner_id: Option<String>,
+        /// JSON object returned on every verify.
+        #[arg(long)]
+        meta: Option<String>,
+        /// RFC 3339 expiry instant.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        policy: PolicyFlags,
+    },
+    /// Verify a key as your API would; exits 0 when valid, 1 when refused.
+    #[command(
+        after_help = "Examples:\n  keyward keys verify \"$KEY\"\n  keyward keys verify \"$KEY\" --ip 203.0.113.7 --method POST --path /v1/invoices --scope invoices:write"
+    )]
+    Verify {
+        #[command(flatten)]
+        conn: Conn,
+        /// The key (prefer stdin: `-` reads it from there, out of the shell history).
+        key: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        method: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
+        /// A scope the request needs (repeat).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
     },
     /// List keys.
     #[command(after_help = "Example:\n  keyward keys list --owner-id acme --status active --limit 50")]
@@ -137,7 +246,7 @@ Example:\n  keyward keys import old-keys.csv --keyspace ks_01J...")]
 
 impl Conn {
     pub fn new(server: &str, root_key: &str) -> Conn {
-        Conn { server: server.to_owned(), root_key: root_key.to_owned() }
+        Conn { server: server.to_owned(), root_key: root_key.to_owned(), json: false }
     }
 }
 
@@ -170,6 +279,99 @@ fn print(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a CLI answer shows people.
+#[derive(Clone, Copy)]
+enum Shape {
+    Key,
+    Keys,
+    Keyspace,
+    Keyspaces,
+}
+
+fn text(v: &Value, field: &str) -> String {
+    match &v[field] {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".to_owned(),
+        Value::Array(a) => {
+            a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect::<Vec<_>>().join(" ")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Prints `v` as JSON with `--json`, else for people.
+fn show(conn: &Conn, shape: Shape, v: &Value) -> anyhow::Result<()> {
+    if conn.json {
+        return print(v);
+    }
+    match shape {
+        Shape::Key => {
+            for field in [
+                "id",
+                "name",
+                "keyspace_id",
+                "owner_id",
+                "hint",
+                "status",
+                "scopes",
+                "ip_allowlist",
+                "remaining",
+                "expires_at",
+                "last_used_at",
+                "last_used_ip",
+                "created_at",
+                "rotated_to",
+                "overlap_until",
+            ] {
+                println!("{field:<14} {}", text(v, field));
+            }
+            if let Some(r) = v["ratelimits"].as_array() {
+                let windows: Vec<String> =
+                    r.iter().map(|w| format!("{}={}/{}", text(w, "name"), w["limit"], w["window_ms"])).collect();
+                println!("{:<14} {}", "ratelimits", if windows.is_empty() { "none".into() } else { windows.join(" ") });
+            }
+            println!("{:<14} {}", "meta", v["meta"]);
+        }
+        Shape::Keys => {
+            println!("{:<26} {:<20} {:<16} {:<9} {:<18} {}", "ID", "NAME", "OWNER", "STATUS", "HINT", "LAST USED");
+            for k in v["data"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<26} {:<20} {:<16} {:<9} {:<18} {}",
+                    text(k, "id"),
+                    text(k, "name"),
+                    text(k, "owner_id"),
+                    text(k, "status"),
+                    text(k, "hint"),
+                    text(k, "last_used_at")
+                );
+            }
+            if let Some(c) = v["next_cursor"].as_str() {
+                eprintln!("more: --cursor {c}");
+            }
+        }
+        Shape::Keyspace => println!("{}  {}  prefix {}", text(v, "id"), text(v, "name"), text(v, "prefix")),
+        Shape::Keyspaces => {
+            println!("{:<25} {:<24} {}", "ID", "NAME", "PREFIX");
+            for k in v.as_array().or(v["data"].as_array()).into_iter().flatten() {
+                println!("{:<25} {:<24} {}", text(k, "id"), text(k, "name"), text(k, "prefix"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a created or rotated key: the secret alone on stdout for people.
+fn show_secret(conn: &Conn, v: &Value, what: &str) -> anyhow::Result<()> {
+    if conn.json {
+        return print(v);
+    }
+    let id = v["id"].as_str().or(v["view"]["id"].as_str()).unwrap_or("-");
+    eprintln!("{what} {id}. The key below is shown only this once: store it now.");
+    println!("{}", v["key"].as_str().unwrap_or_default());
+    Ok(())
+}
+
 /// Appends `name=value` pairs that are present, URL-encoded.
 fn query(pairs: &[(&str, &Option<String>)]) -> String {
     let parts: Vec<String> =
@@ -196,15 +398,15 @@ pub fn keyspaces(cmd: KeyspacesCmd) -> anyhow::Result<()> {
             if let Some(t) = default_ttl_ms {
                 body["default_ttl_ms"] = t.into();
             }
-            print(&call(&conn, "POST", "/v1/keyspaces", Some(body))?)
+            show(&conn, Shape::Keyspace, &call(&conn, "POST", "/v1/keyspaces", Some(body))?)
         }
-        KeyspacesCmd::List { conn } => print(&call(&conn, "GET", "/v1/keyspaces", None)?),
+        KeyspacesCmd::List { conn } => show(&conn, Shape::Keyspaces, &call(&conn, "GET", "/v1/keyspaces", None)?),
     }
 }
 
 pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
     match cmd {
-        KeysCmd::Create { conn, keyspace, name, owner_id, meta, expires_at, ttl_ms } => {
+        KeysCmd::Create { conn, keyspace, name, owner_id, meta, expires_at, ttl_ms, policy } => {
             let mut body = json!({ "keyspace_id": keyspace });
             if let Some(n) = name {
                 body["name"] = n.into();
@@ -222,9 +424,78 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             if let Some(t) = ttl_ms {
                 body["ttl_ms"] = t.into();
             }
+            policy.apply(&mut body)?;
             let created = call(&conn, "POST", "/v1/keys", Some(body))?;
-            eprintln!("The key is shown only this once: store it now.");
-            print(&created)
+            show_secret(&conn, &created, "Created key")
+        }
+        KeysCmd::Update { conn, id, name, owner_id, meta, expires_at, enable, disable, policy } => {
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = n.into();
+            }
+            if let Some(o) = owner_id {
+                body["owner_id"] = o.into();
+            }
+            if let Some(m) = meta {
+                body["meta"] =
+                    serde_json::from_str(&m).context("--meta must be a JSON object, e.g. '{\"plan\":\"pro\"}'")?;
+            }
+            if let Some(e) = expires_at {
+                body["expires_at"] = e.into();
+            }
+            if enable || disable {
+                body["enabled"] = enable.into();
+            }
+            policy.apply(&mut body)?;
+            if body.as_object().is_some_and(|o| o.is_empty()) {
+                bail!("nothing to change: give at least one flag (see keyward keys update --help)");
+            }
+            show(&conn, Shape::Key, &call(&conn, "PATCH", &format!("/v1/keys/{}", encode(&id)), Some(body))?)
+        }
+        KeysCmd::Verify { conn, key, ip, method, path, scopes } => {
+            let key = if key == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("reading the key from stdin")?;
+                line.trim().to_owned()
+            } else {
+                key
+            };
+            let mut body = json!({ "key": key });
+            if let Some(v) = ip {
+                body["ip"] = v.into();
+            }
+            if let Some(v) = method {
+                body["method"] = v.into();
+            }
+            if let Some(v) = path {
+                body["path"] = v.into();
+            }
+            if !scopes.is_empty() {
+                body["scopes"] = json!(scopes);
+            }
+            let d = call(&conn, "POST", "/v1/keys/verify", Some(body))?;
+            if conn.json {
+                print(&d)?;
+            } else if d["valid"] == true {
+                let deprecated = if d["deprecated"] == true { " (deprecated: rotated, in its overlap)" } else { "" };
+                println!(
+                    "VALID {} owner {} scopes {}{deprecated}",
+                    text(&d, "key_id"),
+                    text(&d, "owner_id"),
+                    text(&d, "scopes")
+                );
+            } else {
+                println!(
+                    "REFUSED {} {} {}",
+                    text(&d, "code"),
+                    text(&d, "key_id"),
+                    d["message"].as_str().unwrap_or_default()
+                );
+            }
+            if d["valid"] != true {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         KeysCmd::List { conn, keyspace, owner_id, status, cursor, limit } => {
             let limit = limit.map(|l| l.to_string());
@@ -235,7 +506,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
                 ("cursor", &cursor),
                 ("limit", &limit),
             ]);
-            print(&call(&conn, "GET", &format!("/v1/keys{q}"), None)?)
+            show(&conn, Shape::Keys, &call(&conn, "GET", &format!("/v1/keys{q}"), None)?)
         }
         KeysCmd::Import { conn, file, keyspace, format } => import(&conn, &file, &keyspace, format.as_deref()),
         KeysCmd::Rotate { conn, id, overlap_ms } => {
@@ -244,10 +515,11 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
                 None => json!({}),
             };
             let rotated = call(&conn, "POST", &format!("/v1/keys/{}/rotate", encode(&id)), Some(body))?;
-            eprintln!("The new key is shown only this once: store it now.");
-            print(&rotated)
+            show_secret(&conn, &rotated, &format!("Rotated {id} (the old key keeps working for its overlap) to"))
         }
-        KeysCmd::Show { conn, id } => print(&call(&conn, "GET", &format!("/v1/keys/{}", encode(&id)), None)?),
+        KeysCmd::Show { conn, id } => {
+            show(&conn, Shape::Key, &call(&conn, "GET", &format!("/v1/keys/{}", encode(&id)), None)?)
+        }
         KeysCmd::Revoke { conn, id, reason, note, incident } => {
             let mut body = json!({ "reason": reason });
             if let Some(n) = note {
@@ -256,7 +528,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             if let Some(i) = incident {
                 body["incident"] = i.into();
             }
-            print(&call(&conn, "POST", &format!("/v1/keys/{}/revoke", encode(&id)), Some(body))?)
+            show(&conn, Shape::Key, &call(&conn, "POST", &format!("/v1/keys/{}/revoke", encode(&id)), Some(body))?)
         }
     }
 }

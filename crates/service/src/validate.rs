@@ -243,7 +243,7 @@ pub(crate) fn id_cursor(kind: &str, cursor: Option<&str>) -> Result<()> {
 pub(crate) fn seq_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
     cursor
         .map(|c| match c.parse::<i64>() {
-            Ok(n) if n > 0 => Ok(n),
+            Ok(n) if n >= 0 => Ok(n),
             _ => Err(invalid("cursor is not one this API returned")),
         })
         .transpose()

@@ -40,13 +40,15 @@ fn init_prints_only_the_root_key_and_refuses_twice() {
 #[test]
 fn keys_commands_drive_a_running_server() {
     let s = Server::start();
-    let (ok, out, err) = cli(&s, &["keyspaces", "create", "--name", "prod", "--prefix", "sk_live"]);
+    let (ok, out, err) = cli(&s, &["keyspaces", "create", "--name", "prod", "--prefix", "sk_live", "--json"]);
     assert!(ok, "{err}");
     let ks: Value = serde_json::from_str(&out).unwrap();
     let ks_id = ks["id"].as_str().unwrap();
 
-    let (ok, out, err) =
-        cli(&s, &["keys", "create", "--keyspace", ks_id, "--owner-id", "acme", "--meta", r#"{"plan":"pro"}"#]);
+    let (ok, out, err) = cli(
+        &s,
+        &["keys", "create", "--keyspace", ks_id, "--owner-id", "acme", "--meta", r#"{"plan":"pro"}"#, "--json"],
+    );
     assert!(ok, "{err}");
     let created: Value = serde_json::from_str(&out).unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
@@ -54,17 +56,17 @@ fn keys_commands_drive_a_running_server() {
     assert!(key.starts_with("sk_live_"));
     assert_eq!(s.code(&key), "VALID");
 
-    let (ok, out, _) = cli(&s, &["keys", "list", "--owner-id", "acme"]);
+    let (ok, out, _) = cli(&s, &["keys", "list", "--owner-id", "acme", "--json"]);
     assert!(ok);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list["data"][0]["id"], id.as_str());
     assert!(!out.contains(&key));
 
-    let (ok, out, _) = cli(&s, &["keys", "show", &id]);
+    let (ok, out, _) = cli(&s, &["keys", "show", &id, "--json"]);
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["meta"], json!({"plan": "pro"}));
 
-    let (ok, out, _) = cli(&s, &["keys", "revoke", &id, "--reason", "compromised", "--note", "test"]);
+    let (ok, out, _) = cli(&s, &["keys", "revoke", &id, "--reason", "compromised", "--note", "test", "--json"]);
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"], "revoked");
     assert_eq!(s.code(&key), "REVOKED");
@@ -112,9 +114,10 @@ fn help_has_examples_and_bad_config_is_reported_whole() {
 #[test]
 fn events_command_lists_and_follows() {
     let s = Server::start();
-    let ks: Value = serde_json::from_str(&cli(&s, &["keyspaces", "create", "--name", "p"]).1).unwrap();
+    let ks: Value = serde_json::from_str(&cli(&s, &["keyspaces", "create", "--name", "p", "--json"]).1).unwrap();
     let created: Value =
-        serde_json::from_str(&cli(&s, &["keys", "create", "--keyspace", ks["id"].as_str().unwrap()]).1).unwrap();
+        serde_json::from_str(&cli(&s, &["keys", "create", "--keyspace", ks["id"].as_str().unwrap(), "--json"]).1)
+            .unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
     s.verify(&key);
     s.verify("nope");
@@ -185,4 +188,71 @@ fn the_pepper_can_change_with_old_keys_still_valid() {
     let (id, new) = s.key(json!({"keyspace_id": ks["id"]}));
     assert_eq!(s.code(&new), "VALID");
     assert_eq!(s.call("GET", &format!("/v1/keys/{id}"), None).json()["hash_kind"], "hmac-sha256:v2");
+}
+
+#[test]
+fn the_cli_speaks_to_people_and_sets_every_policy() {
+    let s = Server::start();
+    let (ok, out, err) = cli(&s, &["keyspaces", "create", "--name", "prod"]);
+    assert!(ok, "{err}");
+    let ks_id = out.split_whitespace().next().unwrap().to_owned();
+    assert!(ks_id.starts_with("ks_") && out.contains("prod"), "{out}");
+
+    // Created with scopes, an allowlist, a window and a quota; the key alone on stdout.
+    let (ok, out, err) = cli(
+        &s,
+        &[
+            "keys",
+            "create",
+            "--keyspace",
+            &ks_id,
+            "--owner-id",
+            "acme",
+            "--scope",
+            "read",
+            "--scope",
+            "invoices:write",
+            "--ip",
+            "10.0.0.0/8",
+            "--ratelimit",
+            "minute=100/60000",
+            "--remaining",
+            "50",
+            "--refill",
+            "50/86400000",
+        ],
+    );
+    assert!(ok, "{err}");
+    let key = out.trim().to_owned();
+    assert!(keyward_core::RawKey::parse(&key).is_ok(), "{out:?}");
+    assert!(err.contains("shown only this once"), "{err}");
+    let listed = cli(&s, &["keys", "list", "--json"]).1;
+    let id = serde_json::from_str::<Value>(&listed).unwrap()["data"][0]["id"].as_str().unwrap().to_owned();
+
+    // Verify: text and exit codes.
+    let (ok, out, _) =
+        cli(&s, &["keys", "verify", &key, "--ip", "10.1.2.3", "--method", "GET", "--scope", "invoices:write"]);
+    assert!(ok && out.starts_with("VALID") && out.contains(&id), "{out}");
+    let (ok, out, _) = cli(&s, &["keys", "verify", &key, "--ip", "192.0.2.1"]);
+    assert!(!ok && out.starts_with("REFUSED IP_NOT_ALLOWED"), "{out}");
+
+    // Show and list for people: the policy is visible, the key is not.
+    let (ok, out, _) = cli(&s, &["keys", "show", &id]);
+    assert!(
+        ok && out.contains("invoices:write") && out.contains("10.0.0.0/8") && out.contains("minute=100/60000"),
+        "{out}"
+    );
+    assert!(!out.contains(&key));
+    let (ok, out, _) = cli(&s, &["keys", "list"]);
+    assert!(ok && out.starts_with("ID") && out.contains(&id) && out.contains("acme"), "{out}");
+
+    // Update: scopes replaced, disabled, then a verify says so.
+    let (ok, out, err) = cli(&s, &["keys", "update", &id, "--scope", "admin", "--disable"]);
+    assert!(ok && out.contains("disabled") && out.contains("admin"), "{out}{err}");
+    let (ok, out, _) = cli(&s, &["keys", "verify", &key, "--ip", "10.1.2.3"]);
+    assert!(!ok && out.starts_with("REFUSED DISABLED"), "{out}");
+    let (ok, _, err) = cli(&s, &["keys", "update", &id]);
+    assert!(!ok && err.contains("nothing to change"), "{err}");
+    let (ok, _, err) = cli(&s, &["keys", "update", &id, "--ratelimit", "fast"]);
+    assert!(!ok && err.contains("NAME=LIMIT/WINDOW_MS"), "{err}");
 }
