@@ -334,7 +334,7 @@ fn show(conn: &Conn, shape: Shape, v: &Value) -> anyhow::Result<()> {
             println!("{:<14} {}", "meta", v["meta"]);
         }
         Shape::Keys => {
-            println!("{:<26} {:<20} {:<16} {:<9} {:<18} {}", "ID", "NAME", "OWNER", "STATUS", "HINT", "LAST USED");
+            println!("{:<26} {:<20} {:<16} {:<9} {:<18} LAST USED", "ID", "NAME", "OWNER", "STATUS", "HINT");
             for k in v["data"].as_array().into_iter().flatten() {
                 println!(
                     "{:<26} {:<20} {:<16} {:<9} {:<18} {}",
@@ -352,7 +352,7 @@ fn show(conn: &Conn, shape: Shape, v: &Value) -> anyhow::Result<()> {
         }
         Shape::Keyspace => println!("{}  {}  prefix {}", text(v, "id"), text(v, "name"), text(v, "prefix")),
         Shape::Keyspaces => {
-            println!("{:<25} {:<24} {}", "ID", "NAME", "PREFIX");
+            println!("{:<25} {:<24} PREFIX", "ID", "NAME");
             for k in v.as_array().or(v["data"].as_array()).into_iter().flatten() {
                 println!("{:<25} {:<24} {}", text(k, "id"), text(k, "name"), text(k, "prefix"));
             }
