@@ -3,7 +3,7 @@
 //! rules), rate-limit windows and usage quotas. Time is passed in.
 //!
 //! Order of checks (see `service::verify`): MALFORMED → NOT_FOUND →
-//! REVOKED → DISABLED → EXPIRED → IP_NOT_ALLOWED → FORBIDDEN → RATE_LIMITED →
+//! REVOKED → ROTATED → DISABLED → EXPIRED → IP_NOT_ALLOWED → FORBIDDEN → RATE_LIMITED →
 //! USAGE_EXCEEDED. Limits and quota are checked together and consumed only
 //! when both admit, so a denied request consumes nothing.
 

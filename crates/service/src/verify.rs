@@ -202,9 +202,6 @@ impl Service {
         }
     }
 
-    /// The checks after the lookup, in their documented order: lifecycle
-    /// (REVOKED, DISABLED, EXPIRED), IP allowlist, scopes, then rate limits
-    /// and quota together (consumed only when both admit).
     /// The decision for a key already found in the index (the revocation
     /// health check enters the verify path here, by hash).
     pub(crate) fn decide_cached(
@@ -217,6 +214,9 @@ impl Service {
         self.decide(workspace_id, k, input, now)
     }
 
+    /// The checks after the lookup, in their documented order: lifecycle
+    /// (REVOKED, ROTATED, DISABLED, EXPIRED), IP allowlist, scopes, then rate
+    /// limits and quota together (consumed only when both admit).
     fn decide(&self, workspace_id: &str, k: Arc<CachedKey>, input: &VerifyInput<'_>, now: UnixMs) -> Decision {
         // Another workspace's key is, to this caller, no key at all.
         if k.workspace_id() != workspace_id {
