@@ -23,6 +23,41 @@ pub struct Conn {
     json: bool,
 }
 
+/// A key's descriptive fields, as flags (create and update).
+#[derive(Args, Clone, Debug, Default)]
+pub struct KeyFields {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    owner_id: Option<String>,
+    /// JSON object returned on every verify.
+    #[arg(long)]
+    meta: Option<String>,
+    /// RFC 3339 expiry instant.
+    #[arg(long)]
+    expires_at: Option<String>,
+}
+
+impl KeyFields {
+    /// Adds the given flags to a create or patch body.
+    fn apply(self, body: &mut Value) -> anyhow::Result<()> {
+        if let Some(n) = self.name {
+            body["name"] = n.into();
+        }
+        if let Some(o) = self.owner_id {
+            body["owner_id"] = o.into();
+        }
+        if let Some(m) = self.meta {
+            body["meta"] =
+                serde_json::from_str(&m).context("--meta must be a JSON object, e.g. '{\"plan\":\"pro\"}'")?;
+        }
+        if let Some(e) = self.expires_at {
+            body["expires_at"] = e.into();
+        }
+        Ok(())
+    }
+}
+
 /// A key's policy, as flags (create and update).
 #[derive(Args, Clone, Debug, Default)]
 pub struct PolicyFlags {
@@ -114,18 +149,10 @@ pub enum KeysCmd {
         /// Keyspace id.
         #[arg(long)]
         keyspace: String,
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long)]
-        owner_id: Option<String>,
-        /// JSON object returned on every verify.
-        #[arg(long)]
-        meta: Option<String>,
-        /// RFC 3339 expiry instant.
-        #[arg(long, conflicts_with = "ttl_ms")]
-        expires_at: Option<String>,
+        #[command(flatten)]
+        fields: KeyFields,
         /// Lifetime from now, milliseconds.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "expires_at")]
         ttl_ms: Option<i64>,
         #[command(flatten)]
         policy: PolicyFlags,
@@ -138,16 +165,8 @@ pub enum KeysCmd {
         #[command(flatten)]
         conn: Conn,
         id: String,
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long)]
-        owner_id: Option<String>,
-        /// JSON object returned on every verify.
-        #[arg(long)]
-        meta: Option<String>,
-        /// RFC 3339 expiry instant.
-        #[arg(long)]
-        expires_at: Option<String>,
+        #[command(flatten)]
+        fields: KeyFields,
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
         #[arg(long)]
@@ -406,21 +425,9 @@ pub fn keyspaces(cmd: KeyspacesCmd) -> anyhow::Result<()> {
 
 pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
     match cmd {
-        KeysCmd::Create { conn, keyspace, name, owner_id, meta, expires_at, ttl_ms, policy } => {
+        KeysCmd::Create { conn, keyspace, fields, ttl_ms, policy } => {
             let mut body = json!({ "keyspace_id": keyspace });
-            if let Some(n) = name {
-                body["name"] = n.into();
-            }
-            if let Some(o) = owner_id {
-                body["owner_id"] = o.into();
-            }
-            if let Some(m) = meta {
-                body["meta"] =
-                    serde_json::from_str(&m).context("--meta must be a JSON object, e.g. '{\"plan\":\"pro\"}'")?;
-            }
-            if let Some(e) = expires_at {
-                body["expires_at"] = e.into();
-            }
+            fields.apply(&mut body)?;
             if let Some(t) = ttl_ms {
                 body["ttl_ms"] = t.into();
             }
@@ -428,21 +435,9 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             let created = call(&conn, "POST", "/v1/keys", Some(body))?;
             show_secret(&conn, &created, "Created key")
         }
-        KeysCmd::Update { conn, id, name, owner_id, meta, expires_at, enable, disable, policy } => {
+        KeysCmd::Update { conn, id, fields, enable, disable, policy } => {
             let mut body = json!({});
-            if let Some(n) = name {
-                body["name"] = n.into();
-            }
-            if let Some(o) = owner_id {
-                body["owner_id"] = o.into();
-            }
-            if let Some(m) = meta {
-                body["meta"] =
-                    serde_json::from_str(&m).context("--meta must be a JSON object, e.g. '{\"plan\":\"pro\"}'")?;
-            }
-            if let Some(e) = expires_at {
-                body["expires_at"] = e.into();
-            }
+            fields.apply(&mut body)?;
             if enable || disable {
                 body["enabled"] = enable.into();
             }
