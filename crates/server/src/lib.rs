@@ -221,3 +221,6 @@ pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, HeaderName::from_static("x-api-key")]))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests;
