@@ -49,11 +49,14 @@ pub enum Protocol {
     Tcp,
 }
 
-/// One `[[sinks]]` entry of the configuration. Which fields apply depends
-/// on `kind`; [`SinkConfig::problems`] names what is missing or misplaced.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
+mod config;
+pub use config::{ElasticsearchSink, FileSink, HttpSink, SinkConfig, SplunkSink, SyslogSink};
+
+/// A sink's settings as the running sink reads them: every option of every
+/// kind, flat. Made from a typed [`SinkConfig`] (which cannot hold an option
+/// that does not apply); [`SinkSettings::problems`] checks the values.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
     /// Unique; names the cursor and the metrics of this sink.
     pub name: String,
     pub kind: SinkKind,
@@ -93,7 +96,30 @@ pub struct SinkConfig {
     pub from_beginning: Option<bool>,
 }
 
-impl SinkConfig {
+impl SinkSettings {
+    /// Settings of `kind` with nothing set.
+    pub fn blank(kind: SinkKind) -> SinkSettings {
+        SinkSettings {
+            name: String::new(),
+            kind,
+            format: None,
+            path: None,
+            max_bytes: None,
+            rotate_daily: None,
+            keep: None,
+            address: None,
+            protocol: None,
+            facility: None,
+            url: None,
+            index: None,
+            token: None,
+            headers: None,
+            ca_file: None,
+            batch_size: None,
+            from_beginning: None,
+        }
+    }
+
     /// Every problem of this entry, prefixed with `at` (e.g. `sinks[0]`).
     pub fn problems(&self, at: &str) -> Vec<String> {
         let mut p = Vec::new();
@@ -174,7 +200,7 @@ impl Sinks {
         let stop = Arc::new(AtomicBool::new(false));
         let mut health = Vec::new();
         let mut threads = Vec::new();
-        for cfg in cfgs {
+        for cfg in cfgs.iter().map(SinkConfig::settings) {
             let h = Arc::new(Mutex::new(SinkHealth {
                 name: cfg.name.clone(),
                 kind: cfg.kind,
@@ -220,7 +246,7 @@ impl Sinks {
 }
 
 struct Runner {
-    cfg: SinkConfig,
+    cfg: SinkSettings,
     log: Arc<SqliteEventLog>,
     stats: Arc<PipelineStats>,
     host: String,
@@ -342,11 +368,11 @@ enum Output {
     File(Box<FileOut>),
     Udp { socket: Option<UdpSocket>, address: String, facility: u8, body: Body, host: String },
     Tcp { stream: Option<TcpStream>, address: String, facility: u8, body: Body, host: String },
-    Http { agent: Result<ureq::Agent, String>, kind: SinkKind, cfg: Box<SinkConfig>, host: String },
+    Http { agent: Result<ureq::Agent, String>, kind: SinkKind, cfg: Box<SinkSettings>, host: String },
 }
 
 impl Output {
-    fn new(cfg: &SinkConfig, host: &str) -> Output {
+    fn new(cfg: &SinkSettings, host: &str) -> Output {
         let body = cfg.format.unwrap_or(Body::Ecs);
         let host = host.to_owned();
         match cfg.kind {
@@ -467,7 +493,7 @@ fn http_agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, String> 
 fn ship_http(
     agent: &ureq::Agent,
     kind: SinkKind,
-    cfg: &SinkConfig,
+    cfg: &SinkSettings,
     host: &str,
     batch: &[UsageEvent],
 ) -> Result<(), SinkError> {

@@ -390,8 +390,8 @@ impl Config {
         }
         for (i, s) in self.sinks.iter().enumerate() {
             p.extend(s.problems(&format!("sinks[{i}]")));
-            if self.sinks[..i].iter().any(|o| o.name == s.name) {
-                p.push(format!("sinks[{i}].name: {:?} is used twice", s.name));
+            if self.sinks[..i].iter().any(|o| o.name() == s.name()) {
+                p.push(format!("sinks[{i}].name: {:?} is used twice", s.name()));
             }
         }
         p

@@ -1,25 +1,20 @@
 use super::*;
 
-fn cfg(kind: SinkKind) -> SinkConfig {
-    SinkConfig {
-        name: "s".into(),
-        kind,
-        format: None,
-        path: None,
-        max_bytes: None,
-        rotate_daily: None,
-        keep: None,
-        address: None,
-        protocol: None,
-        facility: None,
-        url: None,
-        index: None,
-        token: None,
-        headers: None,
-        ca_file: None,
-        batch_size: None,
-        from_beginning: None,
-    }
+fn cfg(kind: SinkKind) -> SinkSettings {
+    SinkSettings { name: "s".into(), ..SinkSettings::blank(kind) }
+}
+
+/// Options of another kind, or a missing required one, do not parse.
+#[test]
+fn sink_tables_are_typed_by_kind() {
+    let parse = |t: &str| toml::from_str::<SinkConfig>(t).map_err(|e| e.to_string());
+    assert!(parse("kind = \"file\"\nname = \"f\"\npath = \"/tmp/x\"").is_ok());
+    let e = parse("kind = \"file\"\nname = \"f\"\npath = \"/tmp/x\"\ntoken = \"t\"").unwrap_err();
+    assert!(e.contains("unknown field `token`"), "{e}");
+    let e = parse("kind = \"splunk\"\nname = \"s\"\nurl = \"https://x\"").unwrap_err();
+    assert!(e.contains("missing field `token`"), "{e}");
+    let e = parse("kind = \"smtp\"\nname = \"s\"").unwrap_err();
+    assert!(e.contains("unknown variant `smtp`"), "{e}");
 }
 
 #[test]
