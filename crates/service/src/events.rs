@@ -13,6 +13,9 @@ use crate::validate::invalid;
 use crate::verify::{Decision, RequestCtx, VerifyInput};
 use crate::{Actor, Result, Service, ServiceError};
 
+/// Most keys an owner filter of the event log reads through.
+const MAX_OWNER_KEYS: usize = 10_000;
+
 /// `GET /v1/events` parameters.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -287,6 +290,12 @@ impl Service {
             ids.extend(page.into_iter().map(|k| k.id));
             if n < 1000 {
                 return Ok(ids);
+            }
+            // Each key is one seek per page of events: bound the fan-out.
+            if ids.len() >= MAX_OWNER_KEYS {
+                return Err(invalid(format!(
+                    "owner_id has more than {MAX_OWNER_KEYS} keys; query its events by key_id or by time instead"
+                )));
             }
             after = ids.last().cloned();
         }

@@ -382,26 +382,20 @@ impl SqliteEventLog {
         // An owner: the events of each of its keys, merged in id order (an
         // owner index would cost every append; the owner's keys are known).
         if f.owner_id.is_some() && f.key_id.is_none() {
-            let mut rows = Vec::new();
-            for k in &f.owner_keys {
-                rows.extend(self.query(&EventFilter {
-                    key_id: Some(k.clone()),
-                    owner_keys: Vec::new(),
-                    ..f.clone()
-                })?);
-            }
-            rows.sort_by_key(|e| if f.ascending { e.id } else { -e.id });
-            rows.truncate(f.limit as usize);
-            return Ok(rows);
+            let parts = f
+                .owner_keys
+                .iter()
+                .map(|k| EventFilter { key_id: Some(k.clone()), owner_keys: Vec::new(), ..f.clone() })
+                .collect();
+            return self.merged(f, parts);
         }
         // An address and its pseudonym: two seeks, merged in id order.
         if let (Some(ip), Some(alt)) = (&f.ip, &f.ip_alt) {
-            let one = |ip: &str| self.query(&EventFilter { ip: Some(ip.to_owned()), ip_alt: None, ..f.clone() });
-            let mut rows = one(ip)?;
-            rows.extend(one(alt)?);
-            rows.sort_by_key(|e| if f.ascending { e.id } else { -e.id });
-            rows.truncate(f.limit as usize);
-            return Ok(rows);
+            let parts = [ip, alt]
+                .into_iter()
+                .map(|ip| EventFilter { ip: Some(ip.clone()), ip_alt: None, ..f.clone() })
+                .collect();
+            return self.merged(f, parts);
         }
         self.read(|c| {
             let (sql, args) = Self::query_sql(c, f)?;
@@ -409,6 +403,59 @@ impl SqliteEventLog {
             let rows = st.query_map(rusqlite::params_from_iter(args.iter()), event_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
+    }
+
+    /// One page of `f` from several seekable parts (an owner's keys; an
+    /// address and its pseudonym), merged in id order. Each part is read in
+    /// chunks of about `limit / parts`, refilled as the merge drains it, so a
+    /// page holds O(limit + parts) rows and costs O(limit + parts) seeks,
+    /// whatever the number of parts.
+    fn merged(&self, f: &EventFilter, parts: Vec<EventFilter>) -> Result<Vec<UsageEvent>> {
+        struct Part {
+            f: EventFilter,
+            buf: std::collections::VecDeque<UsageEvent>,
+            done: bool,
+        }
+        let limit = f.limit as usize;
+        let chunk = (limit / parts.len().max(1) + 1).min(limit.max(1)) as u32;
+        let order = |e: &UsageEvent| if f.ascending { -e.id } else { e.id };
+        let refill = |p: &mut Part| -> Result<()> {
+            let rows = self.query(&EventFilter { limit: chunk, ..p.f.clone() })?;
+            p.done = rows.len() < chunk as usize;
+            if let Some(last) = rows.last() {
+                if f.ascending {
+                    p.f.after_id = Some(last.id);
+                } else {
+                    p.f.before_id = Some(last.id);
+                }
+            }
+            p.buf.extend(rows);
+            Ok(())
+        };
+        let mut parts: Vec<Part> =
+            parts.into_iter().map(|f| Part { f, buf: Default::default(), done: false }).collect();
+        let mut heap = std::collections::BinaryHeap::new();
+        for (i, p) in parts.iter_mut().enumerate() {
+            refill(p)?;
+            if let Some(e) = p.buf.front() {
+                heap.push((order(e), i));
+            }
+        }
+        let mut out = Vec::with_capacity(limit.min(1000));
+        while out.len() < limit {
+            let Some((_, i)) = heap.pop() else { break };
+            let p = &mut parts[i];
+            if let Some(e) = p.buf.pop_front() {
+                out.push(e);
+            }
+            if p.buf.is_empty() && !p.done {
+                refill(p)?;
+            }
+            if let Some(e) = p.buf.front() {
+                heap.push((order(e), i));
+            }
+        }
+        Ok(out)
     }
 
     /// SQLite's `EXPLAIN QUERY PLAN` of [`SqliteEventLog::query`] for `f`,

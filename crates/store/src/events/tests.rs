@@ -175,3 +175,34 @@ fn an_address_and_its_pseudonym_are_merged_in_id_order() {
     let ids: Vec<i64> = log.query(&EventFilter { ascending: true, ..f }).unwrap().iter().map(|e| e.id).collect();
     assert_eq!(ids, vec![1, 2, 3, 4]);
 }
+
+/// An owner's events come from each of its keys' index, merged: the newest
+/// across all keys, page after page, with nothing skipped or repeated.
+#[test]
+fn an_owners_events_merge_across_many_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
+    let keys: Vec<String> = (0..50).map(|k| format!("key_{k}")).collect();
+    let mut batch: Vec<UsageEvent> =
+        (0..400).map(|i| event(1000 + i, "ws_a", Some(keys[(i as usize * 7) % 50].as_str()), Outcome::Valid)).collect();
+    log.append(&mut batch).unwrap();
+    let mut f = EventFilter {
+        workspace_id: "ws_a".into(),
+        owner_id: Some("o".into()),
+        owner_keys: keys[..40].to_vec(),
+        limit: 30,
+        ..EventFilter::default()
+    };
+    let wanted: Vec<i64> =
+        batch.iter().rev().filter(|e| keys[..40].iter().any(|k| Some(k) == e.key_id.as_ref())).map(|e| e.id).collect();
+    let mut got = Vec::new();
+    loop {
+        let page = log.query(&f).unwrap();
+        got.extend(page.iter().map(|e| e.id));
+        match page.last() {
+            Some(e) if page.len() == 30 => f.before_id = Some(e.id),
+            _ => break,
+        }
+    }
+    assert_eq!(got, wanted);
+}
