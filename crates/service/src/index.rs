@@ -227,8 +227,8 @@ pub struct KeyPolicy {
 #[derive(Default)]
 struct Interner {
     strings: HashMap<Box<str>, Arc<str>>,
-    scopes: HashMap<Arc<KeyScope>, ()>,
-    policies: HashMap<Arc<KeyPolicy>, ()>,
+    scopes: std::collections::HashSet<Arc<KeyScope>>,
+    policies: std::collections::HashSet<Arc<KeyPolicy>>,
 }
 
 impl Interner {
@@ -243,20 +243,20 @@ impl Interner {
 
     fn scope(&mut self, workspace_id: &str, keyspace_id: &str) -> Arc<KeyScope> {
         let s = KeyScope { workspace_id: workspace_id.into(), keyspace_id: keyspace_id.into() };
-        if let Some((a, _)) = self.scopes.get_key_value(&s) {
+        if let Some(a) = self.scopes.get(&s) {
             return a.clone();
         }
         let a = Arc::new(s);
-        self.scopes.insert(a.clone(), ());
+        self.scopes.insert(a.clone());
         a
     }
 
     fn policy(&mut self, p: KeyPolicy) -> Arc<KeyPolicy> {
-        if let Some((a, _)) = self.policies.get_key_value(&p) {
+        if let Some(a) = self.policies.get(&p) {
             return a.clone();
         }
         let a = Arc::new(p);
-        self.policies.insert(a.clone(), ());
+        self.policies.insert(a.clone());
         a
     }
 }
@@ -429,8 +429,10 @@ impl KeyIndex {
             refill: record.refill,
             refilled_at: record.refilled_at.unwrap_or(record.created_at),
         });
-        // A limiter in use carries over, with the record's quota or its own live one.
-        let limiter = old.as_ref().and_then(|c| c.limiter.get().cloned()).inspect(|l| {
+        // The old version's limiter carries over, with the record's quota or its
+        // own live one. It is made here if it was not yet: a verify racing this
+        // put on the old version then meets the same limiter, and loses no use.
+        let limiter = old.as_ref().map(|c| c.limiter().clone()).inspect(|l| {
             let mut g = l.lock();
             if quota == QuotaFrom::Record || record_quota.is_none() {
                 g.quota = record_quota;
