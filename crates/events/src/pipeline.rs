@@ -1,10 +1,10 @@
 //! The bounded queue and the batch writer.
 //!
 //! Producers (the verify path) only try to enqueue. When the queue is full
-//! they wait up to `enqueue_timeout` for room; past that the event is dropped,
+//! they wait up to `enqueue_timeout_ms` for room; past that the event is dropped,
 //! counted in `keyward_events_dropped_total` and logged (at most once a
 //! second). The writer thread appends whatever has arrived every
-//! `flush_interval` (or sooner, at `batch_max` events) in one transaction: a
+//! `flush_interval_ms` (or sooner, at `batch_max` events) in one transaction: a
 //! crash loses at most the events of the last interval. Usage reports ride
 //! the same queue, behind the event they amend.
 
@@ -19,23 +19,29 @@ use keyward_core::event::{UsageEvent, UsageReport};
 use keyward_core::time::now_ms;
 use keyward_store::events::SqliteEventLog;
 
-/// Tunables of the pipeline.
-#[derive(Debug, Clone)]
+/// Tunables of the pipeline: the `[events]` section of the config file, so
+/// each default is defined here once.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Events that may wait in memory for the writer.
+    /// Events waiting in memory for the writer. Default 100000.
     pub queue_capacity: usize,
-    /// Most events per transaction.
+    /// Most events per write transaction. Default 20000.
     pub batch_max: usize,
-    /// Longest an event waits before its batch is written: the crash-loss bound.
-    pub flush_interval: Duration,
-    /// How long a producer waits for room in a full queue before dropping.
-    pub enqueue_timeout: Duration,
-    /// Events older than this are purged.
-    pub retention: Duration,
-    /// How often the purge runs.
-    pub purge_interval: Duration,
-    /// Request ids remembered for usage reports.
+    /// Longest an event waits to be written, ms: the crash-loss bound.
+    /// Default 100. Env `KEYWARD_EVENTS_FLUSH_MS`.
+    pub flush_interval_ms: u64,
+    /// How long a verify waits for room in a full queue before the event is
+    /// dropped (and counted), ms. Default 50.
+    pub enqueue_timeout_ms: u64,
+    /// Days events are kept. Default 90. Env `KEYWARD_RETENTION_DAYS`.
+    pub retention_days: u64,
+    /// How often old events are purged, ms. Default 3600000.
+    pub purge_interval_ms: u64,
+    /// Request ids remembered for late usage reports. Default 200000.
     pub recent_requests: usize,
+    /// Host name in exported events. Default: the machine's.
+    pub hostname: Option<String>,
 }
 
 impl Default for PipelineConfig {
@@ -43,12 +49,41 @@ impl Default for PipelineConfig {
         PipelineConfig {
             queue_capacity: 100_000,
             batch_max: 20_000,
-            flush_interval: Duration::from_millis(100),
-            enqueue_timeout: Duration::from_millis(50),
-            retention: Duration::from_secs(90 * 24 * 3600),
-            purge_interval: Duration::from_secs(3600),
+            flush_interval_ms: 100,
+            enqueue_timeout_ms: 50,
+            retention_days: 90,
+            purge_interval_ms: 3_600_000,
             recent_requests: 200_000,
+            hostname: None,
         }
+    }
+}
+
+impl PipelineConfig {
+    fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    fn purge_interval(&self) -> Duration {
+        Duration::from_millis(self.purge_interval_ms)
+    }
+
+    /// Every problem with these values, each with its key path.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.queue_capacity == 0 || self.batch_max == 0 || self.recent_requests == 0 {
+            p.push("events: queue_capacity, batch_max and recent_requests must be positive".into());
+        }
+        if !(1..=60_000).contains(&self.flush_interval_ms) {
+            p.push("events.flush_interval_ms: must be between 1 and 60000".into());
+        }
+        if self.retention_days == 0 || self.retention_days > 36_500 {
+            p.push("events.retention_days: must be between 1 and 36500".into());
+        }
+        if self.purge_interval_ms < 1000 {
+            p.push("events.purge_interval_ms: must be at least 1000".into());
+        }
+        p
     }
 }
 
@@ -100,7 +135,7 @@ impl EventPipeline {
         stats.last_id.store(last, Ordering::Relaxed);
         let (written, _) = tokio::sync::watch::channel(last);
         let stopping = Arc::new(AtomicBool::new(false));
-        let enqueue_timeout = cfg.enqueue_timeout;
+        let enqueue_timeout = Duration::from_millis(cfg.enqueue_timeout_ms);
         let writer = {
             let (log, stats, written, stopping) = (log.clone(), stats.clone(), written.clone(), stopping.clone());
             std::thread::Builder::new()
@@ -249,7 +284,7 @@ impl Writer {
             stats,
             written,
             batch: Vec::with_capacity(cfg.batch_max.min(65_536)),
-            next_purge: Instant::now() + Duration::from_secs(5).min(cfg.purge_interval),
+            next_purge: Instant::now() + Duration::from_secs(5).min(cfg.purge_interval()),
             cfg,
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
@@ -263,8 +298,8 @@ impl Writer {
         let mut first_at: Option<Instant> = None;
         loop {
             let wait = match first_at {
-                Some(t) => self.cfg.flush_interval.saturating_sub(t.elapsed()),
-                None => self.cfg.flush_interval.max(Duration::from_millis(250)),
+                Some(t) => self.cfg.flush_interval().saturating_sub(t.elapsed()),
+                None => self.cfg.flush_interval().max(Duration::from_millis(250)),
             };
             match rx.recv_timeout(wait) {
                 Ok(Msg::Event(e)) => {
@@ -293,7 +328,7 @@ impl Writer {
             if !self.updates.is_empty() && first_at.is_none() {
                 first_at = Some(Instant::now());
             }
-            let due = first_at.is_some_and(|t| t.elapsed() >= self.cfg.flush_interval);
+            let due = first_at.is_some_and(|t| t.elapsed() >= self.cfg.flush_interval());
             if self.batch.len() >= self.cfg.batch_max || due {
                 self.write_batch();
                 first_at = None;
@@ -403,8 +438,8 @@ impl Writer {
     /// Deletes events past retention, a chunk at a time, so a large purge
     /// never holds the writer for long.
     fn purge(&mut self) {
-        self.next_purge = Instant::now() + self.cfg.purge_interval;
-        let cutoff = now_ms() - self.cfg.retention.as_millis() as i64;
+        self.next_purge = Instant::now() + self.cfg.purge_interval();
+        let cutoff = now_ms() - (self.cfg.retention_days * 24 * 3600 * 1000) as i64;
         let started = Instant::now();
         let mut total = 0;
         loop {

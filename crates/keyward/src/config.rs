@@ -22,9 +22,11 @@ pub struct Config {
     pub pepper: PepperConfig,
     /// Limits of the HTTP listener (see `keyward_server::HttpConfig`).
     pub http: keyward_server::HttpConfig,
-    pub cache: CacheSection,
+    /// The verify path's caches (see `keyward_service::ServiceConfig`).
+    pub cache: keyward_service::ServiceConfig,
     pub last_used: LastUsedSection,
-    pub events: EventsSection,
+    /// The usage-event pipeline (see `keyward_events::PipelineConfig`).
+    pub events: keyward_events::PipelineConfig,
     pub lifecycle: LifecycleSection,
     pub github: GithubSection,
     /// Exporters of usage events, each a `[[sinks]]` table.
@@ -61,42 +63,6 @@ pub struct LifecycleSection {
 impl Default for LifecycleSection {
     fn default() -> Self {
         LifecycleSection { check_interval_ms: 60_000, recheck_revoked_days: 30 }
-    }
-}
-
-/// The usage-event pipeline.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventsSection {
-    /// Events waiting in memory for the writer. Default 100000.
-    pub queue_capacity: usize,
-    /// Most events per write transaction. Default 20000.
-    pub batch_max: usize,
-    /// Longest an event waits to be written, ms: the crash-loss bound.
-    /// Default 100. Env `KEYWARD_EVENTS_FLUSH_MS`.
-    pub flush_interval_ms: u64,
-    /// How long a verify waits for room in a full queue before the event is
-    /// dropped (and counted), ms. Default 50.
-    pub enqueue_timeout_ms: u64,
-    /// Days events are kept. Default 90. Env `KEYWARD_RETENTION_DAYS`.
-    pub retention_days: u64,
-    /// How often old events are purged, ms. Default 3600000.
-    pub purge_interval_ms: u64,
-    /// Host name in exported events. Default: the machine's.
-    pub hostname: Option<String>,
-}
-
-impl Default for EventsSection {
-    fn default() -> Self {
-        EventsSection {
-            queue_capacity: 100_000,
-            batch_max: 20_000,
-            flush_interval_ms: 100,
-            enqueue_timeout_ms: 50,
-            retention_days: 90,
-            purge_interval_ms: 3_600_000,
-            hostname: None,
-        }
     }
 }
 
@@ -137,15 +103,6 @@ pub struct PreviousPepper {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CacheSection {
-    /// Unknown-key hashes remembered. Default 100000.
-    pub negative_capacity: usize,
-    /// How long an unknown hash is remembered, ms. Default 30000.
-    pub negative_ttl_ms: i64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct LastUsedSection {
     /// How often last-use marks are written, ms. Default 5000.
     /// Env `KEYWARD_LAST_USED_FLUSH_MS`.
@@ -164,9 +121,9 @@ impl Default for Config {
             log: LogConfig::default(),
             pepper: PepperConfig::default(),
             http: keyward_server::HttpConfig::default(),
-            cache: CacheSection::default(),
+            cache: keyward_service::ServiceConfig::default(),
             last_used: LastUsedSection::default(),
-            events: EventsSection::default(),
+            events: keyward_events::PipelineConfig::default(),
             lifecycle: LifecycleSection::default(),
             github: GithubSection::default(),
             sinks: Vec::new(),
@@ -177,12 +134,6 @@ impl Default for Config {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: "text".into(), level: "info".into() }
-    }
-}
-
-impl Default for CacheSection {
-    fn default() -> Self {
-        CacheSection { negative_capacity: 100_000, negative_ttl_ms: 30_000 }
     }
 }
 
@@ -355,28 +306,14 @@ impl Config {
             p.push("http.max_bulk_body_bytes: must be between 1024 and 268435456".into());
         }
         p.extend(self.http.problems());
-        if self.cache.negative_capacity == 0 || self.cache.negative_ttl_ms <= 0 {
-            p.push("cache: negative_capacity and negative_ttl_ms must be positive".into());
-        }
+        p.extend(self.cache.problems());
         if !(100..=3_600_000).contains(&self.last_used.flush_interval_ms) {
             p.push("last_used.flush_interval_ms: must be between 100 and 3600000".into());
         }
         if !(10..=60_000).contains(&self.last_used.quota_flush_interval_ms) {
             p.push("last_used.quota_flush_interval_ms: must be between 10 and 60000".into());
         }
-        let e = &self.events;
-        if e.queue_capacity == 0 || e.batch_max == 0 {
-            p.push("events: queue_capacity and batch_max must be positive".into());
-        }
-        if !(1..=60_000).contains(&e.flush_interval_ms) {
-            p.push("events.flush_interval_ms: must be between 1 and 60000".into());
-        }
-        if e.retention_days == 0 || e.retention_days > 36_500 {
-            p.push("events.retention_days: must be between 1 and 36500".into());
-        }
-        if e.purge_interval_ms < 1000 {
-            p.push("events.purge_interval_ms: must be at least 1000".into());
-        }
+        p.extend(self.events.problems());
         if self.lifecycle.check_interval_ms < 100 {
             p.push("lifecycle.check_interval_ms: must be at least 100".into());
         }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keyward_core::{KeyHasher, Pepper};
-use keyward_events::{EventPipeline, PipelineConfig, Sinks};
-use keyward_service::{Service, ServiceConfig};
+use keyward_events::{EventPipeline, Sinks};
+use keyward_service::Service;
 use keyward_store::events::SqliteEventLog;
 use keyward_store::sqlite::SqliteStore;
 
@@ -34,23 +34,8 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
     }
     let pepper = load_pepper(cfg)?;
     let store = SqliteStore::open(&dir.join("keyward.db")).context("opening the embedded store")?;
-    let service_cfg = ServiceConfig {
-        negative_cache_capacity: cfg.cache.negative_capacity,
-        negative_cache_ttl_ms: cfg.cache.negative_ttl_ms,
-        ..ServiceConfig::default()
-    };
     let log = SqliteEventLog::open(&dir.join("events.db")).context("opening the event log")?;
-    let e = &cfg.events;
-    let pipeline_cfg = PipelineConfig {
-        queue_capacity: e.queue_capacity,
-        batch_max: e.batch_max,
-        flush_interval: Duration::from_millis(e.flush_interval_ms),
-        enqueue_timeout: Duration::from_millis(e.enqueue_timeout_ms),
-        retention: Duration::from_secs(e.retention_days * 24 * 3600),
-        purge_interval: Duration::from_millis(e.purge_interval_ms),
-        ..PipelineConfig::default()
-    };
-    let events = EventPipeline::start(Arc::new(log), pipeline_cfg).context("starting the event writer")?;
+    let events = EventPipeline::start(Arc::new(log), cfg.events.clone()).context("starting the event writer")?;
     let older = cfg
         .pepper
         .previous
@@ -67,7 +52,7 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let service =
-        Service::open(Arc::new(store), KeyHasher::new(&pepper, &older), service_cfg)?.with_events(events.clone());
+        Service::open(Arc::new(store), KeyHasher::new(&pepper, &older), cfg.cache.clone())?.with_events(events.clone());
     Ok(DataDir { service: Arc::new(service), events, _lock: lock })
 }
 

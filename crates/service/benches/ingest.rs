@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
                 let log = Arc::new(SqliteEventLog::open(&dir.path().join("events.db")).unwrap());
                 let cfg = PipelineConfig {
                     queue_capacity: 200_000,
-                    enqueue_timeout: Duration::from_secs(5),
+                    enqueue_timeout_ms: 5_000,
                     ..Default::default()
                 };
                 let pipeline = EventPipeline::start(log.clone(), cfg).unwrap();

@@ -37,20 +37,34 @@ pub use verify::{Decision, RequestCtx, VerifyInput};
 /// Result of a use case.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-/// Tunables of the service layer; the binary fills them from configuration.
-#[derive(Debug, Clone)]
+/// Tunables of the service layer: the `[cache]` section of the config file,
+/// so each default is defined here once.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     /// Unknown key hashes remembered, to spare the store repeated lookups.
-    pub negative_cache_capacity: usize,
-    /// How long an unknown hash is remembered, in milliseconds.
-    pub negative_cache_ttl_ms: i64,
-    /// Store lookups for index misses allowed at once.
+    /// Default 100000.
+    pub negative_capacity: usize,
+    /// How long an unknown hash is remembered, ms. Default 30000.
+    pub negative_ttl_ms: i64,
+    /// Store lookups for index misses allowed at once. Default 4.
     pub miss_lookup_concurrency: usize,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        ServiceConfig { negative_cache_capacity: 100_000, negative_cache_ttl_ms: 30_000, miss_lookup_concurrency: 4 }
+        ServiceConfig { negative_capacity: 100_000, negative_ttl_ms: 30_000, miss_lookup_concurrency: 4 }
+    }
+}
+
+impl ServiceConfig {
+    /// Every problem with these values, each with its key path.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.negative_capacity == 0 || self.negative_ttl_ms <= 0 || self.miss_lookup_concurrency == 0 {
+            p.push("cache: negative_capacity, negative_ttl_ms and miss_lookup_concurrency must be positive".into());
+        }
+        p
     }
 }
 
@@ -134,7 +148,7 @@ impl Service {
             store,
             hasher,
             index,
-            negative: NegativeCache::new(config.negative_cache_capacity, config.negative_cache_ttl_ms),
+            negative: NegativeCache::new(config.negative_capacity, config.negative_ttl_ms),
             roots: RwLock::new(roots),
             keyspaces: RwLock::new(keyspaces),
             miss_lookups: tokio::sync::Semaphore::new(config.miss_lookup_concurrency.max(1)),

@@ -72,7 +72,7 @@ async fn lifecycle_is_decided_from_memory() {
 async fn unknown_keys_are_remembered_in_a_bounded_cache() {
     let (svc, actor, _) = setup().await;
     let prefix = keyward_core::KeyPrefix::new("kw_live").unwrap();
-    let cap = ServiceConfig::default().negative_cache_capacity;
+    let cap = ServiceConfig::default().negative_capacity;
     for _ in 0..3 {
         let k = keyward_core::RawKey::generate(&prefix);
         let d = svc.verify(&actor.workspace_id, &VerifyInput::key(k.expose()), &RequestCtx::default()).await.unwrap();

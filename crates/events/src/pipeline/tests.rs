@@ -97,8 +97,8 @@ async fn a_full_queue_drops_and_counts_after_a_short_wait() {
     let cfg = PipelineConfig {
         queue_capacity: 10,
         batch_max: 10,
-        flush_interval: Duration::from_secs(5),
-        enqueue_timeout: Duration::from_millis(5),
+        flush_interval_ms: 5_000,
+        enqueue_timeout_ms: 5,
         ..Default::default()
     };
     let p = EventPipeline::start(log.clone(), cfg).unwrap();
@@ -124,9 +124,9 @@ async fn old_events_are_purged() {
     let mut old: Vec<UsageEvent> = (0..20).map(|n| UsageEvent { ts: 1000, ..event(n, "ws") }).collect();
     log.append(&mut old).unwrap();
     let cfg = PipelineConfig {
-        retention: Duration::from_secs(3600),
-        purge_interval: Duration::from_millis(10),
-        flush_interval: Duration::from_millis(10),
+        retention_days: 1,
+        purge_interval_ms: 10,
+        flush_interval_ms: 10,
         ..Default::default()
     };
     let p = EventPipeline::start(log.clone(), cfg).unwrap();
