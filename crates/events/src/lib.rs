@@ -18,4 +18,4 @@ pub mod sinks;
 
 pub use error::SinkError;
 pub use pipeline::{EventPipeline, PipelineConfig, PipelineStats};
-pub use sinks::{SinkConfig, SinkHealth, SinkKind, SinkSettings, Sinks};
+pub use sinks::{SinkConfig, SinkHealth, SinkKind, Sinks};

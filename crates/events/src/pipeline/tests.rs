@@ -123,12 +123,7 @@ async fn old_events_are_purged() {
     let (_dir, log) = open();
     let mut old: Vec<UsageEvent> = (0..20).map(|n| UsageEvent { ts: 1000, ..event(n, "ws") }).collect();
     log.append(&mut old).unwrap();
-    let cfg = PipelineConfig {
-        retention_days: 1,
-        purge_interval_ms: 10,
-        flush_interval_ms: 10,
-        ..Default::default()
-    };
+    let cfg = PipelineConfig { retention_days: 1, purge_interval_ms: 10, flush_interval_ms: 10, ..Default::default() };
     let p = EventPipeline::start(log.clone(), cfg).unwrap();
     p.emit(event(99, "ws")).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

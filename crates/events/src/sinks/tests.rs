@@ -1,13 +1,12 @@
 use super::*;
 
-fn cfg(kind: SinkKind) -> SinkSettings {
-    SinkSettings { name: "s".into(), ..SinkSettings::blank(kind) }
+fn parse(toml_text: &str) -> Result<SinkConfig, String> {
+    toml::from_str::<SinkConfig>(toml_text).map_err(|e| e.to_string())
 }
 
 /// Options of another kind, or a missing required one, do not parse.
 #[test]
 fn sink_tables_are_typed_by_kind() {
-    let parse = |t: &str| toml::from_str::<SinkConfig>(t).map_err(|e| e.to_string());
     assert!(parse("kind = \"file\"\nname = \"f\"\npath = \"/tmp/x\"").is_ok());
     let e = parse("kind = \"file\"\nname = \"f\"\npath = \"/tmp/x\"\ntoken = \"t\"").unwrap_err();
     assert!(e.contains("unknown field `token`"), "{e}");
@@ -19,25 +18,33 @@ fn sink_tables_are_typed_by_kind() {
 
 #[test]
 fn config_problems_name_the_field() {
-    assert_eq!(cfg(SinkKind::File).problems("sinks[0]"), ["sinks[0].path: required for kind File"]);
-    let mut s = cfg(SinkKind::Splunk);
-    s.url = Some("ftp://x".into());
-    let p = s.problems("sinks[1]");
-    assert!(p.iter().any(|m| m.starts_with("sinks[1].token")), "{p:?}");
-    assert!(p.iter().any(|m| m.starts_with("sinks[1].url")), "{p:?}");
-    let mut s = cfg(SinkKind::Syslog);
-    s.address = Some("nowhere".into());
-    assert!(s.problems("x").iter().any(|m| m.contains("host:port")));
+    let splunk = parse("kind = \"splunk\"\nname = \"s p\"\nurl = \"ftp://x\"\ntoken = \"\"\nbatch_size = 0").unwrap();
+    let p = splunk.problems("sinks[1]");
+    for field in ["name", "batch_size", "url", "token"] {
+        assert!(p.iter().any(|m| m.starts_with(&format!("sinks[1].{field}:"))), "{field}: {p:?}");
+    }
+    let syslog = parse("kind = \"syslog\"\nname = \"s\"\naddress = \"nowhere\"\nfacility = 24").unwrap();
+    let p = syslog.problems("x");
+    assert!(p.iter().any(|m| m.contains("host:port")) && p.iter().any(|m| m.starts_with("x.facility")), "{p:?}");
+    let http = parse("kind = \"http\"\nname = \"h\"\nurl = \"https://x\"\nca_file = \"/nonexistent.pem\"").unwrap();
+    assert!(http.problems("y").iter().any(|m| m.starts_with("y.ca_file")));
+    assert_eq!(parse("kind = \"file\"\nname = \"f\"\npath = \"/tmp/x\"").unwrap().problems("z"), Vec::<String>::new());
 }
 
 #[test]
 fn file_output_rotates_by_size_and_keeps_n() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(SinkKind::File);
-    c.path = Some(dir.path().join("events.ndjson"));
-    c.max_bytes = Some(2000);
-    c.keep = Some(2);
-    let mut out = Output::new(&c, "h");
+    let cfg = SinkConfig::File(FileSink {
+        name: "f".into(),
+        path: dir.path().join("events.ndjson"),
+        format: None,
+        max_bytes: Some(2000),
+        rotate_daily: None,
+        keep: Some(2),
+        batch_size: None,
+        from_beginning: None,
+    });
+    let mut out = cfg.output("h");
     let e = crate::pipeline::tests::event(1, "ws");
     for _ in 0..10 {
         out.ship(std::slice::from_ref(&e)).unwrap();
