@@ -32,6 +32,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order of the API reference.
+    pub const ALL: [Outcome; 11] = [
+        Outcome::Valid,
+        Outcome::Malformed,
+        Outcome::NotFound,
+        Outcome::Disabled,
+        Outcome::Expired,
+        Outcome::Revoked,
+        Outcome::Rotated,
+        Outcome::IpNotAllowed,
+        Outcome::Forbidden,
+        Outcome::RateLimited,
+        Outcome::UsageExceeded,
+    ];
+
+    /// The outcome a code spells (`"NOT_FOUND"`), if any.
+    pub fn parse(code: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == code)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Valid => "VALID",
@@ -56,5 +76,19 @@ impl Outcome {
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_parse_back_and_match_serde() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        assert_eq!(Outcome::parse("valid"), None);
     }
 }

@@ -87,11 +87,7 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
                 let log = Arc::new(SqliteEventLog::open(&dir.path().join("events.db")).unwrap());
-                let cfg = PipelineConfig {
-                    queue_capacity: 200_000,
-                    enqueue_timeout_ms: 5_000,
-                    ..Default::default()
-                };
+                let cfg = PipelineConfig { queue_capacity: 200_000, enqueue_timeout_ms: 5_000, ..Default::default() };
                 let pipeline = EventPipeline::start(log.clone(), cfg).unwrap();
                 let (svc, ws, key) = verifier(pipeline.clone());
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

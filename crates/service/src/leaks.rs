@@ -6,7 +6,6 @@
 
 use keyward_core::event::scrub;
 use keyward_core::id::new_id;
-use keyward_core::key::check_format;
 use keyward_core::time::{now_ms, to_rfc3339};
 use keyward_core::{Permission, Role};
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,7 @@ use utoipa::ToSchema;
 use crate::api::{RevokeKey, RevokeReason};
 use crate::incidents::{IncidentFields, IncidentStatus};
 use crate::validate::invalid;
+use crate::verify::Presented;
 use crate::{Actor, Result, Service};
 
 #[derive(Deserialize, ToSchema)]
@@ -88,13 +88,15 @@ impl Service {
         let mut live: Vec<(String, String, usize)> = Vec::new();
         for (index, s) in keys.iter().enumerate() {
             let s = s.trim();
-            let imported = self.imported_lookup(s);
-            if check_format(s).is_err() && imported.is_none() {
-                results.push(LeakResult { index, status: LeakStatus::Malformed, key_id: None, hint: None });
-                continue;
-            }
-            let found = self.hasher.hash_all(s).find_map(|(_, h)| self.index.get(&h)).or(imported);
-            let found = found.filter(|k| actor.is_none_or(|a| a.workspace_id == k.workspace_id()));
+            let k = match self.presented(s) {
+                Presented::Malformed => {
+                    results.push(LeakResult { index, status: LeakStatus::Malformed, key_id: None, hint: None });
+                    continue;
+                }
+                Presented::Known(k) => Some(k),
+                Presented::Unknown { .. } => None,
+            };
+            let found = k.filter(|k| actor.is_none_or(|a| a.workspace_id == k.workspace_id()));
             let Some(k) = found else {
                 results.push(LeakResult { index, status: LeakStatus::Unknown, key_id: None, hint: None });
                 continue;

@@ -17,8 +17,44 @@ use crate::verify::VerifyInput;
 use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
 
 /// Whether a revocation check's code means the key is rejected as it should be.
-pub fn revocation_ok(code: &str) -> bool {
-    matches!(code, "REVOKED" | "ROTATED")
+/// What the revocation health check found for one revoked key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The verify path refuses the key, as it must: `REVOKED` or `ROTATED`.
+    Refused(Outcome),
+    /// The verify path answers something else (`VALID`, `DISABLED`, `NOT_FOUND`, …): a failure.
+    NotRefused(Outcome),
+    /// The store itself holds no revocation for the key: a failure.
+    NotRevokedInStore,
+}
+
+impl Revocation {
+    fn of(decision: Outcome) -> Revocation {
+        match decision {
+            Outcome::Revoked | Outcome::Rotated => Revocation::Refused(decision),
+            other => Revocation::NotRefused(other),
+        }
+    }
+
+    /// Reads a code as stored beside the key.
+    pub fn from_code(code: &str) -> Option<Revocation> {
+        if code == "NOT_REVOKED_IN_STORE" {
+            return Some(Revocation::NotRevokedInStore);
+        }
+        Outcome::parse(code).map(Revocation::of)
+    }
+
+    /// The code stored and shown: the verify outcome, or `NOT_REVOKED_IN_STORE`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Revocation::Refused(o) | Revocation::NotRefused(o) => o.as_str(),
+            Revocation::NotRevokedInStore => "NOT_REVOKED_IN_STORE",
+        }
+    }
+
+    pub fn ok(self) -> bool {
+        matches!(self, Revocation::Refused(_))
+    }
 }
 
 /// Default rotation overlap: 24 hours.
@@ -254,24 +290,25 @@ impl Service {
         let mut results = Vec::with_capacity(stored.len());
         let mut marks = Vec::with_capacity(stored.len());
         for k in &stored {
-            let code = match self.index.get(&k.hash) {
-                // The decision a presented key would get, from the lookup on; cost 0 consumes nothing.
-                Some(c) => {
-                    self.decide_cached(&k.workspace_id, c, &VerifyInput { cost: 0, ..VerifyInput::key("") }, now)
-                        .outcome
-                }
-                None => Outcome::NotFound,
+            let found = if k.revoked_at.is_none() {
+                Revocation::NotRevokedInStore
+            } else {
+                // The decision the key would get presented bare, from the lookup on;
+                // a probe consumes nothing.
+                Revocation::of(match self.index.get(&k.hash) {
+                    Some(cached) => self.decide_cached(&k.workspace_id, cached, &VerifyInput::probe(), now).outcome,
+                    None => Outcome::NotFound,
+                })
             };
-            let code = if k.revoked_at.is_none() { "NOT_REVOKED_IN_STORE" } else { code.as_str() };
-            let ok = revocation_ok(code);
-            if ok {
+            let code = found.code();
+            if found.ok() {
                 tracing::debug!(key_id = %k.id, code, "Revocation check passed.");
             } else {
                 metrics::counter!("keyward_revocation_check_failures_total").increment(1);
                 tracing::error!(key_id = %k.id, code, "REVOCATION CHECK FAILED: a revoked key is not rejected.");
             }
             marks.push((k.id.clone(), now, code.to_owned()));
-            results.push(RevocationCheck { at: to_rfc3339(now), code: code.to_owned(), ok });
+            results.push(RevocationCheck { at: to_rfc3339(now), code: code.to_owned(), ok: found.ok() });
         }
         let n = marks.len();
         if let Err(e) = self.blocking(move |s| s.record_revocation_checks(&marks)).await {

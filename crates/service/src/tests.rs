@@ -136,3 +136,21 @@ async fn debug_output_never_shows_a_key() {
     }
     assert!(printed.contains("[redacted]"));
 }
+
+#[test]
+fn revocation_results_read_back_from_their_codes() {
+    use crate::lifecycle::Revocation;
+    for r in [
+        Revocation::Refused(Outcome::Revoked),
+        Revocation::Refused(Outcome::Rotated),
+        Revocation::NotRefused(Outcome::Valid),
+        Revocation::NotRefused(Outcome::NotFound),
+        Revocation::NotRevokedInStore,
+    ] {
+        assert_eq!(Revocation::from_code(r.code()), Some(r));
+    }
+    assert!(Revocation::from_code("REVOKED").unwrap().ok());
+    assert!(!Revocation::from_code("DISABLED").unwrap().ok());
+    assert!(!Revocation::from_code("NOT_REVOKED_IN_STORE").unwrap().ok());
+    assert_eq!(Revocation::from_code("bogus"), None);
+}

@@ -48,6 +48,26 @@ impl<'a> VerifyInput<'a> {
     pub fn key(key: &'a str) -> Self {
         VerifyInput { key, ip: None, method: None, path: None, scopes: &[], cost: 1 }
     }
+
+    /// The checks after the lookup, for a key found by hash (the revocation
+    /// health check): no request context, cost 0, so nothing is consumed.
+    pub(crate) fn probe() -> Self {
+        VerifyInput { cost: 0, ..VerifyInput::key("") }
+    }
+}
+
+/// A presented key, looked up in memory: the one lookup verify, leak reports
+/// and secret scanning share.
+pub(crate) enum Presented {
+    /// In the index: a keyward key under the current or an older pepper, or
+    /// an imported key.
+    Known(Arc<CachedKey>),
+    /// Well-formed but not in the index. `hash` (under the current pepper) is
+    /// given for a keyward key, which the store may still know (made on
+    /// another node); an imported key's shape needs no store lookup.
+    Unknown { hash: Option<KeyHash> },
+    /// Neither a keyward key (format, checksum) nor an imported one's shape.
+    Malformed,
 }
 
 /// Where a verification came from, for its usage event.
@@ -99,25 +119,31 @@ impl Service {
     /// Decides from memory alone: format and checksum, index by hash,
     /// negative cache. No store access, no allocation on a hit.
     pub fn verify_cached(&self, workspace_id: &str, input: &VerifyInput<'_>, now: UnixMs) -> Cached {
-        if check_format(input.key).is_err() {
+        match self.presented(input.key) {
+            Presented::Known(k) => Cached::Decided(self.decide(workspace_id, k, input, now)),
+            Presented::Malformed => Cached::Decided(Decision::bare(Outcome::Malformed)),
+            Presented::Unknown { hash: Some(hash) } if !self.negative.contains(&hash, now) => Cached::Miss(hash),
+            Presented::Unknown { .. } => Cached::Decided(Decision::bare(Outcome::NotFound)),
+        }
+    }
+
+    /// Finds a presented key in memory: format and checksum, the index by
+    /// hash (current pepper first, then older ones), imported keys.
+    pub(crate) fn presented(&self, key: &str) -> Presented {
+        if check_format(key).is_err() {
             // Keys imported from another system have their own format.
-            if let Some(k) = self.imported_lookup(input.key) {
-                return Cached::Decided(self.decide(workspace_id, k, input, now));
-            }
-            // The shape of an imported key, but no such key: not found, not malformed.
-            let code = if self.imported.matches(input.key) { Outcome::NotFound } else { Outcome::Malformed };
-            return Cached::Decided(Decision::bare(code));
+            return match self.imported_lookup(key) {
+                Some(k) => Presented::Known(k),
+                None if self.imported.matches(key) => Presented::Unknown { hash: None },
+                None => Presented::Malformed,
+            };
         }
-        let hash = self.hasher.hash(input.key);
-        let found =
-            self.index.get(&hash).or_else(|| self.hasher.hash_older(input.key).find_map(|h| self.index.get(&h)));
-        if let Some(k) = found.or_else(|| self.imported_lookup(input.key)) {
-            return Cached::Decided(self.decide(workspace_id, k, input, now));
+        let hash = self.hasher.hash(key);
+        let found = self.index.get(&hash).or_else(|| self.hasher.hash_older(key).find_map(|h| self.index.get(&h)));
+        match found.or_else(|| self.imported_lookup(key)) {
+            Some(k) => Presented::Known(k),
+            None => Presented::Unknown { hash: Some(hash) },
         }
-        if self.negative.contains(&hash, now) {
-            return Cached::Decided(Decision::bare(Outcome::NotFound));
-        }
-        Cached::Miss(hash)
     }
 
     /// Verifies a key for a caller in `workspace_id`, and records one usage

@@ -49,7 +49,11 @@ pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -
         revocation_check: k.revocation_check_at.map(|at| RevocationCheck {
             at: to_rfc3339(at),
             code: k.revocation_check_code.clone().unwrap_or_default(),
-            ok: k.revocation_check_code.as_deref().is_some_and(crate::lifecycle::revocation_ok),
+            ok: k
+                .revocation_check_code
+                .as_deref()
+                .and_then(crate::lifecycle::Revocation::from_code)
+                .is_some_and(crate::lifecycle::Revocation::ok),
         }),
         created_at: to_rfc3339(k.created_at),
         updated_at: to_rfc3339(k.updated_at),
