@@ -46,11 +46,11 @@ fn acceptable(v: &HeaderValue, service: &keyward_service::Service) -> Option<Str
     ok.then(|| s.to_owned())
 }
 
-pub async fn layer(State(st): State<crate::AppState>, mut req: Request, next: Next) -> Response {
+pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
-        .and_then(|v| acceptable(v, &st.service))
+        .and_then(|v| acceptable(v, &state.service))
         .unwrap_or_else(|| keyward_core::id::new_id("req", keyward_core::time::now_ms()));
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
@@ -68,8 +68,8 @@ pub async fn layer(State(st): State<crate::AppState>, mut req: Request, next: Ne
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
 
-    let too_long = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > st.max_uri_bytes;
-    let max_uri = st.max_uri_bytes;
+    let too_long = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > state.max_uri_bytes;
+    let max_uri = state.max_uri_bytes;
     async move {
         let res = if too_long {
             crate::error::problem_response_for(

@@ -21,43 +21,43 @@ const NDJSON: &str = "application/x-ndjson";
         (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("root_key" = [])))]
 pub async fn list(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     headers: HeaderMap,
-    Query(q): Query<EventQuery>,
+    Query(query): Query<EventQuery>,
 ) -> Result<Response, ApiError> {
     let wants_ndjson = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(NDJSON));
     if !wants_ndjson {
-        return Ok(axum::Json(st.service.query_events(&a, q).await?).into_response());
+        return Ok(axum::Json(state.service.query_events(&actor, query).await?).into_response());
     }
-    let mut filter = st.service.event_filter(&a, &q, u32::MAX).await?;
+    let mut filter = state.service.event_filter(&actor, &query, u32::MAX).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
-    let service = st.service.clone();
+    let service = state.service.clone();
     tokio::spawn(async move {
         let mut left = filter.limit;
         loop {
             let page = 1000.min(left);
             filter.limit = page;
             let rows = match service.read_events(filter.clone()).await {
-                Ok(r) => r,
+                Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = %e, "Streaming events failed.");
                     let _ = tx.send(Err(std::io::Error::other("reading events failed"))).await;
                     return;
                 }
             };
-            let n = rows.len() as u32;
-            let Some(last) = rows.last().map(|e| e.id) else { return };
+            let got = rows.len() as u32;
+            let Some(last) = rows.last().map(|event| event.id) else { return };
             let mut chunk = String::with_capacity(rows.len() * 400);
-            for e in rows {
-                chunk.push_str(&serde_json::to_string(&event_view(e)).unwrap_or_default());
+            for event in rows {
+                chunk.push_str(&serde_json::to_string(&event_view(event)).unwrap_or_default());
                 chunk.push('\n');
             }
             if tx.send(Ok(chunk)).await.is_err() {
                 return; // The client went away.
             }
-            left -= n;
-            if n < page || left == 0 {
+            left -= got;
+            if got < page || left == 0 {
                 return;
             }
             if filter.ascending {
@@ -76,9 +76,9 @@ pub async fn list(
 #[utoipa::path(post, path = "/v1/usage", operation_id = "reportUsage", tag = "events", request_body = UsageRequest,
     responses((status = 202, body = UsageAccepted), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn report(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Json(req): Json<UsageRequest>,
 ) -> Result<(StatusCode, axum::Json<UsageAccepted>), ApiError> {
-    Ok((StatusCode::ACCEPTED, axum::Json(st.service.report_usage(&a, req).await?)))
+    Ok((StatusCode::ACCEPTED, axum::Json(state.service.report_usage(&actor, req).await?)))
 }

@@ -18,57 +18,57 @@ use crate::request_id::RequestId;
 #[utoipa::path(post, path = "/v1/keys", operation_id = "createKey", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Json(req): Json<CreateKey>,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
-    Ok((StatusCode::CREATED, axum::Json(st.service.create_key(&a, req).await?)))
+    Ok((StatusCode::CREATED, axum::Json(state.service.create_key(&actor, req).await?)))
 }
 
 /// List keys, filtered, in pages.
 #[utoipa::path(get, path = "/v1/keys", operation_id = "listKeys", tag = "keys", params(ListKeysQuery),
     responses((status = 200, body = KeyPage), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn list(
-    State(st): State<AppState>,
-    Auth(a): Auth,
-    Query(q): Query<ListKeysQuery>,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(query): Query<ListKeysQuery>,
 ) -> Result<axum::Json<KeyPage>, ApiError> {
-    Ok(axum::Json(st.service.list_keys(&a, q).await?))
+    Ok(axum::Json(state.service.list_keys(&actor, query).await?))
 }
 
 /// Read one key (never the key itself: its hint).
 #[utoipa::path(get, path = "/v1/keys/{id}", operation_id = "getKey", tag = "keys", params(("id" = String, Path)),
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn get(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
-    Ok(axum::Json(st.service.get_key(&a, &id).await?))
+    Ok(axum::Json(state.service.get_key(&actor, &id).await?))
 }
 
 /// Change a key's name, owner, meta, expiry or enabled flag. Takes effect on the next verify.
 #[utoipa::path(patch, path = "/v1/keys/{id}", operation_id = "patchKey", tag = "keys", params(("id" = String, Path)), request_body = PatchKey,
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn patch(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Path(id): Path<String>,
     Json(req): Json<PatchKey>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
-    Ok(axum::Json(st.service.patch_key(&a, &id, req).await?))
+    Ok(axum::Json(state.service.patch_key(&actor, &id, req).await?))
 }
 
 /// Revoke a key, at once and for good; the response carries the revocation health check.
 #[utoipa::path(post, path = "/v1/keys/{id}/revoke", operation_id = "revokeKey", tag = "keys", params(("id" = String, Path)), request_body = RevokeKey,
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn revoke(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Path(id): Path<String>,
     Json(req): Json<RevokeKey>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
-    Ok(axum::Json(st.service.revoke_and_check(&a, &id, req).await?))
+    Ok(axum::Json(state.service.revoke_and_check(&actor, &id, req).await?))
 }
 
 /// Rotate a key: a new key (shown once) with the same settings; the old key keeps
@@ -76,12 +76,12 @@ pub async fn revoke(
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", operation_id = "rotateKey", tag = "keys", params(("id" = String, Path)), request_body = RotateKey,
     responses((status = 201, body = RotatedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn rotate(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Path(id): Path<String>,
     Json(req): Json<RotateKey>,
 ) -> Result<(StatusCode, axum::Json<RotatedKey>), ApiError> {
-    Ok((StatusCode::CREATED, axum::Json(st.service.rotate_key(&a, &id, req).await?)))
+    Ok((StatusCode::CREATED, axum::Json(state.service.rotate_key(&actor, &id, req).await?)))
 }
 
 /// Emergency revocation of every key of an owner, a keyspace and/or created before an
@@ -89,11 +89,11 @@ pub async fn rotate(
 #[utoipa::path(post, path = "/v1/keys/revoke", operation_id = "bulkRevokeKeys", tag = "keys", request_body = BulkRevoke,
     responses((status = 200, body = BulkRevoked), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn bulk_revoke(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Json(req): Json<BulkRevoke>,
 ) -> Result<axum::Json<BulkRevoked>, ApiError> {
-    Ok(axum::Json(st.service.bulk_revoke(&a, req).await?))
+    Ok(axum::Json(state.service.bulk_revoke(&actor, req).await?))
 }
 
 /// Import keys from another system by their SHA-256 hashes (up to 1000 per call),
@@ -101,32 +101,32 @@ pub async fn bulk_revoke(
 #[utoipa::path(post, path = "/v1/keys/import", operation_id = "importKeys", tag = "keys", request_body = ImportKeys,
     responses((status = 201, body = ImportResult), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn import(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Json(req): Json<ImportKeys>,
 ) -> Result<(StatusCode, axum::Json<ImportResult>), ApiError> {
-    Ok((StatusCode::CREATED, axum::Json(st.service.import_keys(&a, req).await?)))
+    Ok((StatusCode::CREATED, axum::Json(state.service.import_keys(&actor, req).await?)))
 }
 
 /// Stored reminders of keys nearing expiry (14, 7 and 1 days before).
 #[utoipa::path(get, path = "/v1/reminders", operation_id = "listReminders", tag = "keys", params(ListRemindersQuery),
     responses((status = 200, body = ReminderPage), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn reminders(
-    State(st): State<AppState>,
-    Auth(a): Auth,
-    Query(q): Query<ListRemindersQuery>,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(query): Query<ListRemindersQuery>,
 ) -> Result<axum::Json<ReminderPage>, ApiError> {
-    Ok(axum::Json(st.service.list_reminders(&a, q).await?))
+    Ok(axum::Json(state.service.list_reminders(&actor, query).await?))
 }
 
 /// Decide whether a key may make a request. Always 200 for a decision: read `valid` and `code`.
 #[utoipa::path(post, path = "/v1/keys/verify", operation_id = "verifyKey", tag = "keys", request_body = VerifyRequest,
     responses((status = 200, body = VerifyResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn verify(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Extension(rid): Extension<RequestId>,
     Json(req): Json<VerifyRequest>,
 ) -> Result<axum::Json<VerifyResponse>, ApiError> {
-    Ok(axum::Json(st.service.verify_request(&a, &req, &rid.0).await?))
+    Ok(axum::Json(state.service.verify_request(&actor, &req, &rid.0).await?))
 }

@@ -12,39 +12,39 @@ use crate::extract::{Auth, Json};
 #[utoipa::path(post, path = "/v1/keyspaces", operation_id = "createKeyspace", tag = "keyspaces", request_body = CreateKeyspace,
     responses((status = 201, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn create(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Json(req): Json<CreateKeyspace>,
 ) -> Result<(StatusCode, axum::Json<KeyspaceView>), ApiError> {
-    Ok((StatusCode::CREATED, axum::Json(st.service.create_keyspace(&a, req).await?)))
+    Ok((StatusCode::CREATED, axum::Json(state.service.create_keyspace(&actor, req).await?)))
 }
 
 /// List the keyspaces of the caller's workspace.
 #[utoipa::path(get, path = "/v1/keyspaces", operation_id = "listKeyspaces", tag = "keyspaces",
     responses((status = 200, body = Vec<KeyspaceView>), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
-pub async fn list(State(st): State<AppState>, Auth(a): Auth) -> Result<axum::Json<Vec<KeyspaceView>>, ApiError> {
-    Ok(axum::Json(st.service.list_keyspaces(&a).await?))
+pub async fn list(State(state): State<AppState>, Auth(actor): Auth) -> Result<axum::Json<Vec<KeyspaceView>>, ApiError> {
+    Ok(axum::Json(state.service.list_keyspaces(&actor).await?))
 }
 
 /// Read one keyspace.
 #[utoipa::path(get, path = "/v1/keyspaces/{id}", operation_id = "getKeyspace", tag = "keyspaces", params(("id" = String, Path)),
     responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn get(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyspaceView>, ApiError> {
-    Ok(axum::Json(st.service.get_keyspace(&a, &id).await?))
+    Ok(axum::Json(state.service.get_keyspace(&actor, &id).await?))
 }
 
 /// Change a keyspace's name, prefix (for new keys) or defaults.
 #[utoipa::path(patch, path = "/v1/keyspaces/{id}", operation_id = "patchKeyspace", tag = "keyspaces", params(("id" = String, Path)), request_body = PatchKeyspace,
     responses((status = 200, body = KeyspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
 pub async fn patch(
-    State(st): State<AppState>,
-    Auth(a): Auth,
+    State(state): State<AppState>,
+    Auth(actor): Auth,
     Path(id): Path<String>,
     Json(req): Json<PatchKeyspace>,
 ) -> Result<axum::Json<KeyspaceView>, ApiError> {
-    Ok(axum::Json(st.service.patch_keyspace(&a, &id, req).await?))
+    Ok(axum::Json(state.service.patch_keyspace(&actor, &id, req).await?))
 }

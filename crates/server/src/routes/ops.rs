@@ -46,59 +46,59 @@ pub async fn healthz() -> axum::Json<Health> {
 /// Readiness: the store answers; also reports the event pipeline and sinks.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn readyz(State(st): State<AppState>) -> Response {
-    if !st.service.ready().await {
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if !state.service.ready().await {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the store is not answering")
             .into_response();
     }
     use std::sync::atomic::Ordering::Relaxed;
-    if let Some(p) = st.service.events()
-        && p.stats().failing.load(Relaxed)
+    if let Some(pipeline) = state.service.events()
+        && pipeline.stats().failing.load(Relaxed)
     {
-        let detail = if p.stats().disk_full.load(Relaxed) {
+        let detail = if pipeline.stats().disk_full.load(Relaxed) {
             "usage events cannot be written: the disk is full; free space in the data dir"
         } else {
             "usage events cannot be written; see the server log"
         };
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", detail).into_response();
     }
-    let events = st.service.events().map(|p| {
-        let s = p.stats();
+    let events = state.service.events().map(|pipeline| {
+        let stats = pipeline.stats();
         PipelineView {
-            enqueued: s.enqueued.load(Relaxed),
-            written: s.written.load(Relaxed),
-            dropped: s.dropped.load(Relaxed),
-            write_errors: s.write_errors.load(Relaxed),
-            durable_through: Some(s.durable_through_ms.load(Relaxed))
-                .filter(|t| *t > 0)
+            enqueued: stats.enqueued.load(Relaxed),
+            written: stats.written.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+            write_errors: stats.write_errors.load(Relaxed),
+            durable_through: Some(stats.durable_through_ms.load(Relaxed))
+                .filter(|at| *at > 0)
                 .map(keyward_core::time::to_rfc3339),
         }
     });
     let usage_durable_through =
-        Some(st.service.usage_durable_through()).filter(|t| *t > 0).map(keyward_core::time::to_rfc3339);
-    let sinks = st.service.sink_health();
+        Some(state.service.usage_durable_through()).filter(|at| *at > 0).map(keyward_core::time::to_rfc3339);
+    let sinks = state.service.sink_health();
     axum::Json(Readiness { status: "ready", events, usage_durable_through, sinks }).into_response()
 }
 
 /// Prometheus metrics, in the text exposition format.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(st): State<AppState>) -> Response {
-    let Some(handle) = &st.ops.metrics else {
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.ops.metrics else {
         return ApiError::new(StatusCode::NOT_FOUND, "not-found", "metrics are not enabled on this server")
             .into_response();
     };
-    if let Some(p) = st.service.events() {
+    if let Some(pipeline) = state.service.events() {
         use std::sync::atomic::Ordering::Relaxed;
-        metrics::gauge!("keyward_events_last_id").set(p.stats().last_id.load(Relaxed) as f64);
+        metrics::gauge!("keyward_events_last_id").set(pipeline.stats().last_id.load(Relaxed) as f64);
     }
-    metrics::gauge!("keyward_keys_cached").set(st.service.index().len() as f64);
-    metrics::gauge!("keyward_negative_cache_entries").set(st.service.negative_cache().len() as f64);
+    metrics::gauge!("keyward_keys_cached").set(state.service.index().len() as f64);
+    metrics::gauge!("keyward_negative_cache_entries").set(state.service.negative_cache().len() as f64);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn openapi(State(st): State<AppState>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], st.openapi.as_ref().clone()).into_response()
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], state.openapi.as_ref().clone()).into_response()
 }
