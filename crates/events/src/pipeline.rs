@@ -87,9 +87,21 @@ impl PipelineConfig {
     }
 }
 
+/// What became of a usage report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// Added to the event of its request.
+    Applied,
+    /// No recent event of that workspace has that request id.
+    NoSuchRequest,
+    /// The verification was refused, and the report says the request
+    /// succeeded (2xx): a contradiction, not recorded.
+    SuccessAfterRefusal,
+}
+
 enum Msg {
     Event(Box<UsageEvent>),
-    Usage(UsageReport, std::sync::mpsc::Sender<bool>),
+    Usage(UsageReport, std::sync::mpsc::Sender<Reported>),
     Flush(std::sync::mpsc::Sender<()>),
 }
 
@@ -217,15 +229,16 @@ impl EventPipeline {
         }
     }
 
-    /// Adds an application's report to the event of `request_id`. Returns
-    /// false when no recent event of that workspace has that request id.
-    pub async fn report(&self, r: UsageReport) -> bool {
-        let Some(tx) = self.sender() else { return false };
+    /// Adds an application's report to the event of `request_id`.
+    pub async fn report(&self, r: UsageReport) -> Reported {
+        let Some(tx) = self.sender() else { return Reported::NoSuchRequest };
         let (reply, answer) = std::sync::mpsc::channel();
         if tx.send(Msg::Usage(r, reply)).is_err() {
-            return false;
+            return Reported::NoSuchRequest;
         }
-        tokio::task::spawn_blocking(move || answer.recv().unwrap_or(false)).await.unwrap_or(false)
+        tokio::task::spawn_blocking(move || answer.recv().unwrap_or(Reported::NoSuchRequest))
+            .await
+            .unwrap_or(Reported::NoSuchRequest)
     }
 
     /// Writes everything enqueued so far, and waits until it is durable.
@@ -263,7 +276,8 @@ struct Writer {
     /// events. Hashes, not strings: no allocation per event. A report's
     /// update also matches workspace and request id in SQL, so a hash
     /// collision can never touch another workspace's event.
-    recent: HashMap<u64, i64>,
+    /// Recent request hashes: the event id and whether its verify admitted.
+    recent: HashMap<u64, (i64, bool)>,
     recent_order: VecDeque<u64>,
     hasher: std::collections::hash_map::RandomState,
     updates: Vec<(i64, UsageReport)>,
@@ -352,14 +366,23 @@ impl Writer {
                     .iter_mut()
                     .rev()
                     .find(|e| e.request_id == r.request_id && e.workspace_id == r.workspace_id);
+                let success = r.http_status.is_some_and(|st| (200..300).contains(&st));
                 let found = if let Some(e) = pending {
-                    e.apply(&r);
-                    true
-                } else if let Some(&id) = self.recent.get(&self.request_hash(&r.workspace_id, &r.request_id)) {
-                    self.updates.push((id, r));
-                    true
+                    if success && !e.outcome.is_valid() {
+                        Reported::SuccessAfterRefusal
+                    } else {
+                        e.apply(&r);
+                        Reported::Applied
+                    }
+                } else if let Some(&(id, valid)) = self.recent.get(&self.request_hash(&r.workspace_id, &r.request_id)) {
+                    if success && !valid {
+                        Reported::SuccessAfterRefusal
+                    } else {
+                        self.updates.push((id, r));
+                        Reported::Applied
+                    }
                 } else {
-                    false
+                    Reported::NoSuchRequest
                 };
                 let _ = reply.send(found);
             }
@@ -411,7 +434,7 @@ impl Writer {
         let mut batch = std::mem::take(&mut self.batch);
         for e in batch.drain(..) {
             let h = self.request_hash(&e.workspace_id, &e.request_id);
-            if self.recent.insert(h, e.id).is_none() {
+            if self.recent.insert(h, (e.id, e.outcome.is_valid())).is_none() {
                 self.recent_order.push_back(h);
             }
             self.stats.last_id.store(e.id, Ordering::Relaxed);

@@ -387,6 +387,9 @@ fn show_secret(conn: &Conn, v: &Value, what: &str) -> anyhow::Result<()> {
     }
     let id = v["id"].as_str().or(v["view"]["id"].as_str()).unwrap_or("-");
     eprintln!("{what} {id}. The key below is shown only this once: store it now.");
+    if let Some(warning) = v["warning"].as_str() {
+        eprintln!("warning: {warning}");
+    }
     println!("{}", v["key"].as_str().unwrap_or_default());
     Ok(())
 }

@@ -317,7 +317,16 @@ pub struct CreatedKey {
     pub key: String,
     #[serde(flatten)]
     pub view: KeyView,
+    /// Said when the key has no scope: a verify that names a method, path or
+    /// scope is then refused `FORBIDDEN` (a bare verify is admitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
+
+/// What a key without scopes means, where the user creates one.
+pub const NO_SCOPE_WARNING: &str = "this key has no scope: a verify that names a method, path or scope is refused \
+    FORBIDDEN (a bare verify is admitted); give it scopes (PATCH /v1/keys/ID with \"scopes\", or \
+    `keyward keys update ID --scope read`), or set the keyspace's default_scopes";
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -508,7 +517,11 @@ impl std::fmt::Debug for VerifyRequest {
 
 impl std::fmt::Debug for CreatedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedKey").field("key", &Redacted).field("view", &self.view).finish()
+        f.debug_struct("CreatedKey")
+            .field("key", &Redacted)
+            .field("view", &self.view)
+            .field("warning", &self.warning)
+            .finish()
     }
 }
 

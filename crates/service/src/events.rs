@@ -5,6 +5,7 @@ use keyward_core::Outcome;
 use keyward_core::Permission;
 use keyward_core::event::{EventKind, UsageEvent, UsageReport, scrub};
 use keyward_core::time::{now_ms, parse_rfc3339, to_rfc3339};
+use keyward_events::Reported;
 use keyward_store::events::EventFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -190,10 +191,16 @@ impl Service {
             bytes_out: req.bytes_out,
             latency_us: req.latency_ms.map(|ms| ms.saturating_mul(1000)),
         };
-        if self.pipeline()?.report(report).await {
-            Ok(UsageAccepted { request_id: req.request_id, accepted: true })
-        } else {
-            Err(ServiceError::not_found("recent verification with request_id", &req.request_id))
+        match self.pipeline()?.report(report).await {
+            Reported::Applied => Ok(UsageAccepted { request_id: req.request_id, accepted: true }),
+            Reported::NoSuchRequest => {
+                Err(ServiceError::not_found("recent verification with request_id", &req.request_id))
+            }
+            Reported::SuccessAfterRefusal => Err(ServiceError::Conflict(format!(
+                "the verification of request {} refused the key, so the request cannot have succeeded: \
+                 report the status your API answered (e.g. 401, 403 or 429)",
+                req.request_id
+            ))),
         }
     }
 

@@ -301,7 +301,8 @@ impl Service {
         self.negative.remove(&rec.hash);
         self.index.put(rec, self.keyspace_cell(&view.keyspace_id), QuotaFrom::Record);
         tracing::info!(key_id = %view.id, keyspace_id = %view.keyspace_id, "Key created.");
-        Ok(CreatedKey { key: raw.expose().to_owned(), view })
+        let warning = view.scopes.is_empty().then(|| crate::api::NO_SCOPE_WARNING.to_owned());
+        Ok(CreatedKey { key: raw.expose().to_owned(), view, warning })
     }
 
     pub(crate) async fn load_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord> {

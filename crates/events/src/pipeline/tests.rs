@@ -49,7 +49,9 @@ async fn events_are_batched_reports_applied_and_flushed_on_shutdown() {
     let (_dir, log) = open();
     let p = EventPipeline::start(log.clone(), PipelineConfig::default()).unwrap();
     for n in 0..1000 {
-        p.emit(event(n, "ws_a")).await;
+        let refused = n == 11 || n == 1005;
+        p.emit(UsageEvent { outcome: if refused { Outcome::NotFound } else { Outcome::Valid }, ..event(n, "ws_a") })
+            .await;
     }
     // A report for an event still in the batch, one for another workspace, one unknown.
     let r = |id: &str, ws: &str| UsageReport {
@@ -60,13 +62,18 @@ async fn events_are_batched_reports_applied_and_flushed_on_shutdown() {
         bytes_out: Some(5),
         latency_us: Some(9),
     };
-    assert!(p.report(r("req_7", "ws_a")).await);
-    assert!(!p.report(r("req_8", "ws_b")).await);
-    assert!(!p.report(r("req_nope", "ws_a")).await);
+    assert_eq!(p.report(r("req_7", "ws_a")).await, Reported::Applied);
+    assert_eq!(p.report(r("req_8", "ws_b")).await, Reported::NoSuchRequest);
+    assert_eq!(p.report(r("req_nope", "ws_a")).await, Reported::NoSuchRequest);
+    // A refused verify cannot have led to a 2xx; a 401 is fine.
+    assert_eq!(p.report(r("req_11", "ws_a")).await, Reported::SuccessAfterRefusal);
     p.flush().await;
     assert_eq!(log.count().unwrap(), 1000);
-    // A report for an event already written.
-    assert!(p.report(r("req_9", "ws_a")).await);
+    // Reports for events already written.
+    assert_eq!(p.report(r("req_9", "ws_a")).await, Reported::Applied);
+    assert_eq!(p.report(r("req_11", "ws_a")).await, Reported::SuccessAfterRefusal);
+    let unauthorized = UsageReport { http_status: Some(401), ..r("req_11", "ws_a") };
+    assert_eq!(p.report(unauthorized).await, Reported::Applied);
     for n in 1000..1010 {
         p.emit(event(n, "ws_a")).await;
     }

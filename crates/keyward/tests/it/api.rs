@@ -272,6 +272,17 @@ fn request_ids_are_kept_or_made() {
     assert_eq!(s.raw("GET", "/readyz", None, None, &[]).status, 200);
 }
 
+/// Small things a person at a terminal notices (issue 9).
+#[test]
+fn healthz_ends_its_line_and_a_redirected_log_has_no_colour_codes() {
+    let s = Server::start();
+    let r = s.raw("GET", "/healthz", None, None, &[]);
+    assert_eq!(r.text, "{\"status\":\"ok\"}\n");
+    let log = s.log.lock().clone();
+    assert!(log.contains("keyward is serving."), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a piped log: {log:?}");
+}
+
 #[test]
 fn listing_filters_and_paginates() {
     let s = Server::start();

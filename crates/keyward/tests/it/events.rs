@@ -114,6 +114,12 @@ fn every_verify_is_one_event_and_queries_filter() {
     });
     s.call("POST", "/v1/usage", Some(json!({"request_id": "never-seen", "status": 200}))).problem(404);
     s.call("POST", "/v1/usage", Some(json!({"request_id": "order-1", "status": 999}))).problem(400);
+    // A refused verify cannot have led to a 2xx (409, nothing recorded); its 403 is fine.
+    let refused = all[3]["request_id"].as_str().unwrap();
+    let p = s.call("POST", "/v1/usage", Some(json!({"request_id": refused, "status": 200}))).problem(409);
+    assert!(p["detail"].as_str().unwrap().contains("refused the key"), "{p}");
+    let r = s.call("POST", "/v1/usage", Some(json!({"request_id": refused, "status": 403})));
+    assert_eq!(r.status, 202, "{}", r.text);
 
     // NDJSON streams the whole range, oldest first when asked.
     let r = s.raw("GET", "/v1/events?order=asc", Some(&root), None, &[("Accept", "application/x-ndjson")]);

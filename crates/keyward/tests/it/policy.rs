@@ -377,3 +377,18 @@ fn quota_survives_restarts_within_the_stated_bound() {
     // (with room for a loaded machine).
     assert!(crash_at - durable < 1000, "quota durable only up to {} ms before the crash", crash_at - durable);
 }
+
+/// A key without scopes says what that means where it is made (issue 9).
+#[test]
+fn a_key_without_scopes_is_created_with_a_warning() {
+    let s = Server::start();
+    let ks = s.keyspace();
+    let bare = s.create("/v1/keys", json!({"keyspace_id": ks}));
+    assert!(bare["warning"].as_str().unwrap().contains("no scope"), "{bare}");
+    let key = bare["key"].as_str().unwrap();
+    assert_eq!(code(&s, json!({"key": key})), "VALID");
+    assert_eq!(code(&s, json!({"key": key, "method": "GET"})), "FORBIDDEN");
+    let scoped = s.create("/v1/keys", json!({"keyspace_id": ks, "scopes": ["read"]}));
+    assert!(scoped.get("warning").is_none(), "{scoped}");
+    assert_eq!(code(&s, json!({"key": scoped["key"], "method": "GET"})), "VALID");
+}
