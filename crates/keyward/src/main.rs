@@ -20,13 +20,16 @@ Examples:
   keyward serve --listen 0.0.0.0:9000 --data-dir /var/lib/keyward
   export KEYWARD_ROOT_KEY=kw_root_...
   keyward keyspaces create --name prod --prefix sk_live
-  keyward keys create --keyspace ks_... --owner-id acme --name 'CI token'
+  keyward keys create --keyspace ks_... --owner-id acme --scope read --ttl 30d
   keyward keys list --owner-id acme --status active
   keyward keys revoke key_... --reason compromised
   keyward events --code NOT_FOUND --follow
-  keyward keys rotate key_... --overlap-ms 3600000
+  keyward keys rotate key_... --overlap 1h
   keyward scan .                        exit 1 when a key is found in the tree
   keyward incident report inc_...
+  keyward root-keys create --name ci --role verifier
+  keyward audit --verify
+  source <(keyward completions bash)
 ";
 
 /// API key management: issue, verify, log, alert, rotate, revoke.
@@ -58,6 +61,23 @@ enum Command {
     /// Incident records on a running server.
     #[command(subcommand)]
     Incident(client::IncidentCmd),
+    /// Root keys of the management API on a running server (admin).
+    #[command(subcommand)]
+    RootKeys(client::RootKeysCmd),
+    /// Workspaces (isolated tenants) on a running server (admin).
+    #[command(subcommand)]
+    Workspaces(client::WorkspacesCmd),
+    /// The admin audit log of a running server; --verify checks its hash chain.
+    Audit(client::AuditCmd),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  source <(keyward completions bash)                       # this shell
+  keyward completions zsh > \"${fpath[1]}/_keyward\"         # zsh, for good
+  keyward completions fish > ~/.config/fish/completions/keyward.fish")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Settings of a local server; each overrides `KEYWARD_*` and the config file.
@@ -111,6 +131,18 @@ fn main() -> ExitCode {
         Command::Keys(c) => client::keys(c),
         Command::Events(c) => client::events(c),
         Command::Incident(c) => client::incident(c),
+        Command::RootKeys(c) => client::root_keys(c),
+        Command::Workspaces(c) => client::workspaces(c),
+        Command::Audit(c) => client::audit(c),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "keyward",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Scan(_) => unreachable!("handled above"),
     };
     match result {

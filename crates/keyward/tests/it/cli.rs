@@ -122,7 +122,7 @@ fn events_command_lists_and_follows() {
     s.verify(&key);
     s.verify("nope");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let (ok, out, err) = cli(&s, &["events", "--code", "VALID"]);
+    let (ok, out, err) = cli(&s, &["events", "--code", "VALID", "--json"]);
     assert!(ok, "{err}");
     let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 1);
@@ -130,7 +130,7 @@ fn events_command_lists_and_follows() {
 
     // --follow prints events as they arrive.
     let mut child = Command::new(BIN)
-        .args(["events", "--follow"])
+        .args(["events", "--follow", "--json"])
         .env("KEYWARD_SERVER", s.url(""))
         .env("KEYWARD_ROOT_KEY", &s.root)
         .stdout(std::process::Stdio::piped())
@@ -239,7 +239,7 @@ fn the_cli_speaks_to_people_and_sets_every_policy() {
     // Show and list for people: the policy is visible, the key is not.
     let (ok, out, _) = cli(&s, &["keys", "show", &id]);
     assert!(
-        ok && out.contains("invoices:write") && out.contains("10.0.0.0/8") && out.contains("minute=100/60000"),
+        ok && out.contains("invoices:write") && out.contains("10.0.0.0/8") && out.contains("minute=100/1m"),
         "{out}"
     );
     assert!(!out.contains(&key));
@@ -254,5 +254,108 @@ fn the_cli_speaks_to_people_and_sets_every_policy() {
     let (ok, _, err) = cli(&s, &["keys", "update", &id]);
     assert!(!ok && err.contains("nothing to change"), "{err}");
     let (ok, _, err) = cli(&s, &["keys", "update", &id, "--ratelimit", "fast"]);
-    assert!(!ok && err.contains("NAME=LIMIT/WINDOW_MS"), "{err}");
+    assert!(!ok && err.contains("NAME=LIMIT/WINDOW"), "{err}");
+}
+
+/// Runs the binary with no root key in its environment.
+fn cli_without_root_key(s: &Server, args: &[&str]) -> (bool, String, String) {
+    let out =
+        Command::new(BIN).args(args).env("KEYWARD_SERVER", s.url("")).env_remove("KEYWARD_ROOT_KEY").output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every subcommand's help has an example; the client commands and the
+/// administration commands work end to end (issue 9).
+#[test]
+fn every_command_has_examples_and_the_admin_commands_work() {
+    // The whole command tree, from the top-level help down.
+    fn commands(path: &[String]) -> Vec<Vec<String>> {
+        let out = Command::new(BIN).args(path).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut found = vec![path.to_vec()];
+        let Some(list) = help.split("Commands:\n").nth(1) else { return found };
+        for line in list.lines().take_while(|l| l.starts_with("  ")) {
+            let name = line.split_whitespace().next().unwrap().to_owned();
+            if name != "help" {
+                found.extend(commands(&[path, &[name]].concat()));
+            }
+        }
+        found
+    }
+    let all = commands(&[]);
+    assert!(all.len() > 25, "{all:?}");
+    for path in &all {
+        let out = Command::new(BIN).args(path).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let leaf = !help.contains("Commands:");
+        assert!(!leaf || help.contains("Example"), "`keyward {} --help` has no example:\n{help}", path.join(" "));
+    }
+
+    let s = Server::start();
+    // A missing root key names the variable to set.
+    let (ok, _, err) = cli_without_root_key(&s, &["keys", "list"]);
+    assert!(!ok && err.contains("KEYWARD_ROOT_KEY"), "{err}");
+
+    // Durations as people write them, and enable/disable.
+    let ks = serde_json::from_str::<Value>(&cli(&s, &["keyspaces", "create", "--name", "p", "--json"]).1).unwrap();
+    let ks = ks["id"].as_str().unwrap();
+    let (ok, out, err) = cli(
+        &s,
+        &["keys", "create", "--keyspace", ks, "--ttl", "30d", "--ratelimit", "burst=10/1s", "--quota", "5", "--json"],
+    );
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert!(created["warning"].as_str().unwrap().contains("no scope"));
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["ratelimits"][0]["window_ms"], 1000);
+    assert_eq!(created["remaining"], 5);
+    let (ok, out, _) = cli(&s, &["keys", "list"]);
+    assert!(ok && out.contains("in 30 days"), "{out}");
+    let (ok, out, _) = cli(&s, &["keys", "disable", id]);
+    assert!(ok && out.contains("disabled"), "{out}");
+    assert_eq!(s.code(created["key"].as_str().unwrap()), "DISABLED");
+    let (ok, out, _) = cli(&s, &["keys", "enable", id]);
+    assert!(ok && out.contains("active"), "{out}");
+    let (ok, _, err) = cli(&s, &["keys", "create", "--keyspace", ks, "--ttl", "soon"]);
+    assert!(!ok && err.contains("30d"), "{err}");
+
+    // Root keys: create (the key alone on stdout), list, use, delete.
+    let (ok, out, err) = cli(&s, &["root-keys", "create", "--name", "ci", "--role", "verifier"]);
+    assert!(ok, "{err}");
+    let verifier = out.trim().to_owned();
+    assert!(verifier.starts_with("kw_root_") && out.lines().count() == 1, "{out}");
+    let (ok, out, _) = cli(&s, &["root-keys", "list"]);
+    assert!(ok && out.starts_with("ID") && out.contains("verifier") && !out.contains(&verifier), "{out}");
+    let rk_id = serde_json::from_str::<Value>(&cli(&s, &["root-keys", "list", "--json"]).1).unwrap()[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.verify_as(&verifier, json!({"key": "nope"}))["code"], "MALFORMED");
+    let (ok, _, err) = cli(&s, &["root-keys", "delete", &rk_id]);
+    assert!(ok, "{err}");
+    let r = s.raw("POST", "/v1/keys/verify", Some(&verifier), Some(r#"{"key": "nope"}"#), &[]);
+    assert_eq!(r.status, 401, "a deleted root key is refused");
+
+    // The audit log and its chain.
+    let (ok, out, _) = cli(&s, &["audit", "--limit", "50"]);
+    assert!(ok && out.contains("root_key.create") && out.contains("key.create"), "{out}");
+    let (ok, out, _) = cli(&s, &["audit", "--verify"]);
+    assert!(ok && out.contains("intact"), "{out}");
+
+    // A workspace: its admin root key alone on stdout, and it works there.
+    let (ok, out, err) = cli(&s, &["workspaces", "create", "--name", "acme"]);
+    assert!(ok && err.contains("Created workspace ws_"), "{err}");
+    let other = out.trim();
+    assert_eq!(s.call_as(other, "GET", "/v1/keys", None).json()["data"].as_array().unwrap().len(), 0);
+
+    // Completions for the three shells people use.
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && script.contains("keyward") && script.contains("root-keys"), "{shell}");
+    }
 }
