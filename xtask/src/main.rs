@@ -1,6 +1,8 @@
 //! Developer tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
 //! Each task is a sequence of ordinary commands, printed before it runs.
 
+mod layers;
+
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -9,7 +11,8 @@ const HELP: &str = "\
 cargo xtask <task>
 
 Tasks:
-  ci      format check, clippy with warnings denied, the whole test suite
+  ci      layers, format check, clippy with warnings denied, the whole test suite
+  layers  no import circle between a crate's modules; the server depends on core and service only
   bench   the criterion benchmarks (verify, event ingest, event queries); figures go to BENCHMARKS.md
   load    verify over HTTP under wrk (scripts/load-verify.sh)
   dist    a release build of the keyward binary, with its path and size
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "ci" => {
+            layers::check(root)?;
             run("cargo", &["fmt", "--all", "--check"])?;
             run("cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
             run("cargo", &["test", "--workspace", "--locked"])
@@ -38,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             run("cargo", &["bench", "-p", "keyward-service"])?;
             run("cargo", &["bench", "-p", "keyward-store"])
         }
+        "layers" => layers::check(root),
         "load" => run("bash", &["scripts/load-verify.sh"]),
         "dist" => {
             run("cargo", &["build", "--release", "-p", "keyward"])?;

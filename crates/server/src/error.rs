@@ -9,6 +9,17 @@ use keyward_service::{AuthError, ServiceError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+tokio::task_local! {
+    /// The id of the request being handled (set by the request-id layer), for
+    /// problem bodies made anywhere in it.
+    pub(crate) static REQUEST_ID: String;
+}
+
+/// The id of the request being handled, inside the request-id layer.
+fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -108,7 +119,7 @@ impl IntoResponse for ApiError {
 
 /// A problem+json response carrying the current request's id.
 pub fn problem_response(status: StatusCode, slug: &str, detail: &str) -> Response {
-    problem_response_for(status, slug, detail, crate::request_id::current())
+    problem_response_for(status, slug, detail, current_request_id())
 }
 
 /// A problem+json response for the given request id.

@@ -15,16 +15,6 @@ use crate::error::problem_response_for;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-tokio::task_local! {
-    /// The id of the request being handled, for problem bodies made anywhere in it.
-    static REQUEST_ID: String;
-}
-
-/// The id of the request being handled, inside the request-id layer.
-pub fn current() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
-}
-
 /// The id of the current request, in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -79,7 +69,7 @@ pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next:
                 Some(id.clone()),
             )
         } else {
-            REQUEST_ID.scope(id.clone(), next.run(req)).await
+            crate::error::REQUEST_ID.scope(id.clone(), next.run(req)).await
         };
         let res = problem_body(res, &id);
         let elapsed = started.elapsed();

@@ -6,15 +6,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use keyward_core::{KeyHasher, Pepper};
-use keyward_service::{Service, ServiceConfig};
+use keyward_service::Service;
 use tower::ServiceExt;
 
 use crate::{HttpConfig, Ops, app};
 
 /// An app over an in-memory store, and its admin root key.
 async fn setup() -> (axum::Router, String) {
-    let store = Arc::new(keyward_store::sqlite::SqliteStore::open_in_memory().unwrap());
-    let service = Service::open(store, KeyHasher::new(&Pepper::generate(1), &[]), ServiceConfig::default()).unwrap();
+    let service = Service::in_memory(KeyHasher::new(&Pepper::generate(1), &[])).unwrap();
     let root = service.bootstrap().await.unwrap().unwrap().key;
     (app(Arc::new(service), &HttpConfig::default(), Ops::default()), root)
 }

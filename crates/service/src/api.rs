@@ -231,6 +231,46 @@ pub struct KeyView {
     pub incident: Option<String>,
 }
 
+/// What the revocation health check found for one revoked key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The verify path refuses the key, as it must: `REVOKED` or `ROTATED`.
+    Refused(Outcome),
+    /// The verify path answers something else (`VALID`, `DISABLED`, `NOT_FOUND`, …): a failure.
+    NotRefused(Outcome),
+    /// The store itself holds no revocation for the key: a failure.
+    NotRevokedInStore,
+}
+
+impl Revocation {
+    pub(crate) fn of(decision: Outcome) -> Revocation {
+        match decision {
+            Outcome::Revoked | Outcome::Rotated => Revocation::Refused(decision),
+            other => Revocation::NotRefused(other),
+        }
+    }
+
+    /// Reads a code as stored beside the key.
+    pub fn from_code(code: &str) -> Option<Revocation> {
+        if code == "NOT_REVOKED_IN_STORE" {
+            return Some(Revocation::NotRevokedInStore);
+        }
+        Outcome::parse(code).map(Revocation::of)
+    }
+
+    /// The code stored and shown: the verify outcome, or `NOT_REVOKED_IN_STORE`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Revocation::Refused(o) | Revocation::NotRefused(o) => o.as_str(),
+            Revocation::NotRevokedInStore => "NOT_REVOKED_IN_STORE",
+        }
+    }
+
+    pub fn ok(self) -> bool {
+        matches!(self, Revocation::Refused(_))
+    }
+}
+
 /// The result of re-verifying a revoked key through the verify path.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RevocationCheck {

@@ -10,8 +10,9 @@ use keyward_store::events::EventFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::decision::Decision;
 use crate::validate::invalid;
-use crate::verify::{Decision, RequestCtx, VerifyInput};
+use crate::verify::{RequestCtx, VerifyInput};
 use crate::{Actor, Result, Service, ServiceError};
 
 /// Most keys an owner filter of the event log reads through.

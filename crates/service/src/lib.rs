@@ -9,6 +9,7 @@
 //!   logged or put in an error.
 
 pub mod api;
+mod decision;
 pub mod error;
 pub mod events;
 pub mod github;
@@ -29,10 +30,11 @@ use keyward_core::hash::{self, KeyHash, KeyHasher};
 use keyward_core::{Permission, Role};
 use keyward_store::{RootKeyRecord, Store, StoreError};
 
+pub use decision::Decision;
 pub use error::{AuthError, ServiceError};
 pub use index::{CachedKey, KeyIndex, KeyspaceCell, KeyspacePolicy, NegativeCache, QuotaFrom};
 pub use keyward_events::SinkHealth;
-pub use verify::{Decision, RequestCtx, VerifyInput};
+pub use verify::{RequestCtx, VerifyInput};
 
 /// Result of a use case.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -108,6 +110,14 @@ pub struct Service {
 
 impl Service {
     /// Checks the pepper against the data dir and loads every key and root key.
+    /// A service over a fresh in-memory store, with no event pipeline: for
+    /// tests of the layers above (the server's handler tests), so they need
+    /// not depend on the store crate.
+    pub fn in_memory(hasher: KeyHasher) -> Result<Self> {
+        let store = keyward_store::sqlite::SqliteStore::open_in_memory()?;
+        Service::open(Arc::new(store), hasher, ServiceConfig::default())
+    }
+
     pub fn open(store: Arc<dyn Store>, hasher: KeyHasher, config: ServiceConfig) -> Result<Self> {
         check_pepper(store.as_ref(), &hasher)?;
         let keyspaces: std::collections::HashMap<String, Arc<KeyspaceCell>> = store

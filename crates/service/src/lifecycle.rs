@@ -8,8 +8,8 @@ use keyward_store::{KeyFilter, KeyRecord, Reminder};
 use serde_json::json;
 
 use crate::api::{
-    BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage, ReminderView, RevocationCheck, RevokeKey, RotateKey,
-    RotatedKey,
+    BulkRevoke, BulkRevoked, ListRemindersQuery, ReminderPage, ReminderView, Revocation, RevocationCheck, RevokeKey,
+    RotateKey, RotatedKey,
 };
 use crate::index::QuotaFrom;
 use crate::validate::{check_opt_text, invalid, page_limit, parse_instant, to_value};
@@ -17,46 +17,6 @@ use crate::verify::VerifyInput;
 use crate::{Actor, Result, Service, ServiceError, current_hash_kind};
 
 /// Whether a revocation check's code means the key is rejected as it should be.
-/// What the revocation health check found for one revoked key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revocation {
-    /// The verify path refuses the key, as it must: `REVOKED` or `ROTATED`.
-    Refused(Outcome),
-    /// The verify path answers something else (`VALID`, `DISABLED`, `NOT_FOUND`, …): a failure.
-    NotRefused(Outcome),
-    /// The store itself holds no revocation for the key: a failure.
-    NotRevokedInStore,
-}
-
-impl Revocation {
-    fn of(decision: Outcome) -> Revocation {
-        match decision {
-            Outcome::Revoked | Outcome::Rotated => Revocation::Refused(decision),
-            other => Revocation::NotRefused(other),
-        }
-    }
-
-    /// Reads a code as stored beside the key.
-    pub fn from_code(code: &str) -> Option<Revocation> {
-        if code == "NOT_REVOKED_IN_STORE" {
-            return Some(Revocation::NotRevokedInStore);
-        }
-        Outcome::parse(code).map(Revocation::of)
-    }
-
-    /// The code stored and shown: the verify outcome, or `NOT_REVOKED_IN_STORE`.
-    pub fn code(self) -> &'static str {
-        match self {
-            Revocation::Refused(o) | Revocation::NotRefused(o) => o.as_str(),
-            Revocation::NotRevokedInStore => "NOT_REVOKED_IN_STORE",
-        }
-    }
-
-    pub fn ok(self) -> bool {
-        matches!(self, Revocation::Refused(_))
-    }
-}
-
 /// Default rotation overlap: 24 hours.
 pub const DEFAULT_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 /// Longest rotation overlap: 30 days.

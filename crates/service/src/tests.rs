@@ -139,7 +139,7 @@ async fn debug_output_never_shows_a_key() {
 
 #[test]
 fn revocation_results_read_back_from_their_codes() {
-    use crate::lifecycle::Revocation;
+    use crate::api::Revocation;
     for r in [
         Revocation::Refused(Outcome::Revoked),
         Revocation::Refused(Outcome::Rotated),

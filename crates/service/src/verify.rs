@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::key::check_format;
-use keyward_core::policy::{ScopeRequest, WindowReport, ip_allowed, missing_scopes};
+use keyward_core::policy::{ScopeRequest, ip_allowed, missing_scopes};
 use keyward_core::time::{UnixMs, now_ms};
 use keyward_core::verify::check_lifecycle;
 use keyward_core::{KeyHash, Outcome};
 
+use crate::decision::Decision;
 use crate::index::CachedKey;
 use crate::{Result, Service, ServiceError};
 
@@ -77,34 +78,6 @@ pub struct RequestCtx<'a> {
     pub request_id: &'a str,
     /// The end client's user agent, as the caller saw it.
     pub user_agent: Option<&'a str>,
-}
-
-/// The decision, with the key's cached record when one was found.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub outcome: Outcome,
-    pub key: Option<Arc<CachedKey>>,
-    /// Why the key was refused, for people.
-    pub message: Option<String>,
-    /// The most constrained rate-limit window, when the key has any.
-    pub window: Option<WindowReport>,
-    /// Quota left, when the key has one.
-    pub remaining: Option<i64>,
-}
-
-impl Decision {
-    fn bare(outcome: Outcome) -> Self {
-        Decision { outcome, key: None, message: None, window: None, remaining: None }
-    }
-
-    fn refuse(outcome: Outcome, key: Arc<CachedKey>, message: String) -> Self {
-        Decision { outcome, key: Some(key), message: Some(message), window: None, remaining: None }
-    }
-
-    /// For an admitted old key inside its rotation overlap: when it stops working.
-    pub fn deprecated_until(&self) -> Option<UnixMs> {
-        self.key.as_ref().and_then(|k| k.lifecycle().overlap_until).filter(|_| self.outcome.is_valid())
-    }
 }
 
 /// The result of looking in memory only.

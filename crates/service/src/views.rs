@@ -52,8 +52,8 @@ pub(crate) fn key_view(k: &KeyRecord, cached: Option<&CachedKey>, now: UnixMs) -
             ok: k
                 .revocation_check_code
                 .as_deref()
-                .and_then(crate::lifecycle::Revocation::from_code)
-                .is_some_and(crate::lifecycle::Revocation::ok),
+                .and_then(crate::api::Revocation::from_code)
+                .is_some_and(crate::api::Revocation::ok),
         }),
         created_at: to_rfc3339(k.created_at),
         updated_at: to_rfc3339(k.updated_at),
@@ -134,7 +134,7 @@ pub(crate) fn diff(before: &Value, after: &Value) -> (Value, Value) {
 }
 
 /// The answer to `POST /v1/keys/verify` for a decision.
-pub(crate) fn verify_response(d: crate::verify::Decision) -> VerifyResponse {
+pub(crate) fn verify_response(d: crate::decision::Decision) -> VerifyResponse {
     let outcome = d.outcome;
     let deprecated_until = d.deprecated_until();
     let k = d.key.as_deref();
