@@ -17,6 +17,7 @@ pub mod redact;
 pub mod role;
 pub mod time;
 pub mod verify;
+pub mod window;
 
 pub use error::{KeyFormatError, PrefixError};
 pub use hash::{KeyHash, KeyHasher, Pepper};

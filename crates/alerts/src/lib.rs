@@ -1,0 +1,9 @@
+//! keyward's detection: rules over the usage stream (`rules`: what each rule
+//! measures and its defaults; `engine`: bounded state per key and per source
+//! address, evaluated event by event), the alert lifecycle (`tracker`: one
+//! alert per rule and subject, escalated, resolved after a quiet period) and
+//! webhook signatures (`webhook`, Standard Webhooks).
+
+pub mod rules;
+
+pub use rules::{Level, RuleId, RulePatch, RuleSet, RuleSettings, Severity};
