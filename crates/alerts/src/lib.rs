@@ -4,6 +4,8 @@
 //! alert per rule and subject, escalated, resolved after a quiet period) and
 //! webhook signatures (`webhook`, Standard Webhooks).
 
+pub mod engine;
 pub mod rules;
 
+pub use engine::{Engine, EngineConfig, Finding, Learned, RuleBook, Signal, Subject};
 pub use rules::{Level, RuleId, RulePatch, RuleSet, RuleSettings, Severity};

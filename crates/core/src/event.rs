@@ -57,6 +57,12 @@ pub struct UsageEvent {
     pub bytes_out: Option<u64>,
     /// Latency of the whole request in microseconds, when reported or proxied.
     pub latency_us: Option<u64>,
+    /// In memory only, for the rules engine (not stored): an admitted old key
+    /// in its rotation overlap.
+    pub deprecated: bool,
+    /// In memory only, for the rules engine (not stored): the scopes the
+    /// request asked for (given, and required by the keyspace's path rules).
+    pub scopes: Vec<String>,
 }
 
 /// What an application reports about a request it verified.

@@ -215,6 +215,8 @@ mod tests {
             bytes_in: Some(10),
             bytes_out: Some(20),
             latency_us: Some(1500),
+            deprecated: false,
+            scopes: Vec::new(),
         }
     }
 

@@ -42,6 +42,8 @@ fn event(n: u64) -> UsageEvent {
         bytes_in: Some(512),
         bytes_out: Some(2048),
         latency_us: Some(1500),
+        deprecated: false,
+        scopes: Vec::new(),
     }
 }
 

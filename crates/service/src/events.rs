@@ -4,6 +4,7 @@
 use keyward_core::Outcome;
 use keyward_core::Permission;
 use keyward_core::event::{EventKind, UsageEvent, UsageReport, scrub};
+use keyward_core::policy::{ScopeRequest, missing_scopes};
 use keyward_core::time::{now_ms, parse_rfc3339, to_rfc3339};
 use keyward_events::Reported;
 use keyward_store::events::EventFilter;
@@ -162,6 +163,19 @@ impl Service {
             bytes_in: None,
             bytes_out: None,
             latency_us: None,
+            deprecated: d.deprecated_until().is_some(),
+            scopes: match k {
+                // What the request needed (given, and by the keyspace's path rules), for
+                // the rules engine's sensitive-scope rule.
+                Some(k)
+                    if d.outcome.is_valid()
+                        && (input.method.is_some() || input.path.is_some() || !input.scopes.is_empty()) =>
+                {
+                    let req = ScopeRequest { method: input.method, path: input.path, scopes: input.scopes };
+                    missing_scopes(&[], &k.keyspace.get().path_rules, &req)
+                }
+                _ => Vec::new(),
+            },
         }
     }
 

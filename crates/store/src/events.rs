@@ -229,6 +229,8 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<UsageEvent> {
         bytes_in: r.get::<_, Option<i64>>(17)?.map(|b| b as u64),
         bytes_out: r.get::<_, Option<i64>>(18)?.map(|b| b as u64),
         latency_us: r.get::<_, Option<i64>>(19)?.map(|b| b as u64),
+        deprecated: false,
+        scopes: Vec::new(),
     })
 }
 

@@ -29,6 +29,8 @@ pub fn event(n: u64, ws: &str) -> UsageEvent {
         bytes_in: None,
         bytes_out: None,
         latency_us: None,
+        deprecated: false,
+        scopes: Vec::new(),
     }
 }
 

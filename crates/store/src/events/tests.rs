@@ -25,6 +25,8 @@ pub fn event(ts: i64, ws: &str, key: Option<&str>, code: Outcome) -> UsageEvent 
         bytes_in: None,
         bytes_out: None,
         latency_us: None,
+        deprecated: false,
+        scopes: Vec::new(),
     }
 }
 
