@@ -14,7 +14,14 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, sanitize};
 use crate::request_id::RequestId;
-use crate::{AppState, BodyTimeout};
+use crate::{AppState, BodyLimit, BodyTimeout};
+
+/// Past its limit, a declared body up to this size is still read (and
+/// dropped) before the 413 is sent: a client that writes its whole body
+/// before reading the answer (most HTTP libraries) then sees the 413 instead
+/// of a broken pipe. Larger bodies are refused at once and the connection
+/// closed (nginx's lingering close does the same).
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// A JSON body; unknown fields, wrong types, bad syntax, a missing
 /// `Content-Type` or an oversized body each get a 4xx saying which.
@@ -25,6 +32,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let timeout = req.extensions().get::<BodyTimeout>().map_or(Duration::from_secs(10), |t| t.0);
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+        let declared =
+            req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if let (Some(limit), Some(declared)) = (limit, declared)
+            && declared > limit
+        {
+            if declared <= LINGER_BYTES {
+                let drain = axum::body::to_bytes(req.into_body(), LINGER_BYTES);
+                let _ = tokio::time::timeout(timeout, drain).await;
+            }
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!("the body is {declared} bytes; this call accepts at most {limit} (see http.max_body_bytes)"),
+            ));
+        }
         // A body that stalls is the client's fault: 408, not the 503 of the
         // request timeout.
         match tokio::time::timeout(timeout, axum::Json::<T>::from_request(req, state)).await {

@@ -121,6 +121,10 @@ impl HttpConfig {
     }
 }
 
+/// The body limit of the route, for the `Json` extractor's lingering read.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 /// How long a request body may stall, for the `Json` extractor.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyTimeout(pub Duration);
@@ -162,7 +166,8 @@ fn routes(bulk_body_bytes: usize) -> (axum::Router<AppState>, utoipa::openapi::O
         .routes(routes!(keys::import))
         .routes(routes!(lifecycle::report_leaks))
         .routes(routes!(lifecycle::github_secret_scanning))
-        .layer(DefaultBodyLimit::max(bulk_body_bytes));
+        .layer(DefaultBodyLimit::max(bulk_body_bytes))
+        .layer(axum::Extension(BodyLimit(bulk_body_bytes)));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -211,6 +216,7 @@ pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
     router
         .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(axum::Extension(BodyLimit(http.max_body_bytes)))
         .layer(axum::Extension(BodyTimeout(Duration::from_millis(http.body_read_timeout_ms))))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
