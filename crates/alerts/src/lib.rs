@@ -6,6 +6,8 @@
 
 pub mod engine;
 pub mod rules;
+pub mod tracker;
 
 pub use engine::{Engine, EngineConfig, Finding, Learned, RuleBook, Signal, Subject};
 pub use rules::{Level, RuleId, RulePatch, RuleSet, RuleSettings, Severity};
+pub use tracker::{Alert, AlertStatus, Change, ChangeKind, Tracker, TrackerConfig};
