@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod rules;
 pub mod tracker;
+pub mod webhook;
 
 pub use engine::{Engine, EngineConfig, Finding, Learned, RuleBook, Signal, Subject};
 pub use rules::{Level, RuleId, RulePatch, RuleSet, RuleSettings, Severity};
