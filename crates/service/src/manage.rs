@@ -41,6 +41,7 @@ impl Service {
             after,
             seq: 0,
             hash: String::new(),
+            notify: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! * A call returns only after its transaction is committed with
 //!   `synchronous=FULL`: what the API acknowledges survives a crash.
 
+pub mod alerts;
 pub mod error;
 pub mod events;
 pub mod model;
@@ -20,7 +21,7 @@ pub use model::*;
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Durable state. Calls block: async callers run them on a blocking thread.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: alerts::AlertStore + Send + Sync + 'static {
     /// A named server setting (e.g. the pepper check value).
     fn get_setting(&self, name: &str) -> Result<Option<String>>;
     fn put_setting(&self, name: &str, value: &str) -> Result<()>;

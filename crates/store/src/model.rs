@@ -191,6 +191,8 @@ pub struct AuditEntry {
     pub seq: i64,
     /// Hex SHA-256 over the previous hash and this entry; set by the store.
     pub hash: String,
+    /// Notifications of this change, enqueued in its transaction (not part of the entry).
+    pub notify: Vec<crate::alerts::Notice>,
 }
 
 /// The status filter of key listings.

@@ -138,7 +138,88 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX incidents_ws ON incidents(workspace_id, id);
     "#,
+    // 5: alerts, rule overrides, learned key state, webhooks and their outbox.
+    r#"
+    CREATE TABLE alerts (
+        id            TEXT PRIMARY KEY,
+        workspace_id  TEXT NOT NULL,
+        rule          TEXT NOT NULL,
+        severity      TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        key_id        TEXT,
+        first_seen    INTEGER NOT NULL,
+        last_seen     INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        body          TEXT NOT NULL
+    );
+    CREATE INDEX alerts_ws ON alerts(workspace_id, id);
+    CREATE INDEX alerts_live ON alerts(status, updated_at);
+    CREATE INDEX alerts_key ON alerts(key_id) WHERE key_id IS NOT NULL;
+    CREATE TABLE alert_rules (
+        workspace_id  TEXT NOT NULL,
+        level         TEXT NOT NULL,
+        target_id     TEXT NOT NULL,
+        keyspace_id   TEXT,
+        rules         TEXT NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, level, target_id)
+    );
+    CREATE TABLE alert_learned (
+        key_id        TEXT PRIMARY KEY,
+        workspace_id  TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE TABLE webhooks (
+        id            TEXT PRIMARY KEY,
+        workspace_id  TEXT NOT NULL,
+        url           TEXT NOT NULL,
+        events        TEXT NOT NULL,
+        description   TEXT,
+        secret        TEXT NOT NULL,
+        format        TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        deleted_at    INTEGER
+    );
+    CREATE INDEX webhooks_ws ON webhooks(workspace_id, id);
+    CREATE TABLE webhook_messages (
+        id            TEXT PRIMARY KEY,
+        workspace_id  TEXT NOT NULL,
+        event_type    TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        id              TEXT PRIMARY KEY,
+        workspace_id    TEXT NOT NULL,
+        webhook_id      TEXT NOT NULL,
+        message_id      TEXT NOT NULL,
+        event_type      TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at INTEGER,
+        last_attempt_at INTEGER,
+        last_status     INTEGER,
+        last_error      TEXT,
+        created_at      INTEGER NOT NULL,
+        delivered_at    INTEGER
+    );
+    CREATE INDEX deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_hook ON webhook_deliveries(webhook_id, id);
+    CREATE TABLE webhook_attempts (
+        delivery_id   TEXT NOT NULL,
+        n             INTEGER NOT NULL,
+        at            INTEGER NOT NULL,
+        status        INTEGER,
+        error         TEXT,
+        duration_ms   INTEGER NOT NULL,
+        PRIMARY KEY (delivery_id, n)
+    );
+    "#,
 ];
+
+mod alerts;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -272,7 +353,7 @@ fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<()> {
     let seq = tx.last_insert_rowid();
     let hash = audit_hash(&prev, seq, e, before.as_deref(), after.as_deref());
     tx.execute("UPDATE audit SET hash = ?1 WHERE seq = ?2", params![hash, seq])?;
-    Ok(())
+    alerts::enqueue(tx, &e.notify)
 }
 
 const KEY_COLS: &str = "id, workspace_id, keyspace_id, name, owner_id, meta, hash, hash_kind, hint, enabled,
@@ -396,6 +477,7 @@ fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
         before: parse(r.get(10)?),
         after: parse(r.get(11)?),
         hash: r.get(12)?,
+        notify: Vec::new(),
     })
 }
 

@@ -18,6 +18,7 @@ fn audit(ws: &str, id: &str, action: &str) -> AuditEntry {
         after: Some(json!({"a": 1})),
         seq: 0,
         hash: String::new(),
+        notify: Vec::new(),
     }
 }
 
@@ -179,4 +180,173 @@ fn migration_one_databases_upgrade_with_defaults() {
         vec![keyward_core::policy::RateLimit { name: "default".into(), limit: 1000, window_ms: 60_000 }]
     );
     assert!(ks.path_rules.is_empty());
+}
+
+mod outbox {
+    use super::*;
+    use crate::alerts::*;
+
+    fn hook(id: &str, events: &[&str]) -> WebhookRow {
+        WebhookRow {
+            id: id.into(),
+            workspace_id: "ws_1".into(),
+            url: format!("http://127.0.0.1:9/{id}"),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            description: None,
+            secret: "whsec_x".into(),
+            format: "webhook".into(),
+            created_at: 1,
+            deleted_at: None,
+        }
+    }
+
+    fn notice(id: &str, event_type: &str) -> Notice {
+        Notice {
+            id: id.into(),
+            workspace_id: "ws_1".into(),
+            event_type: event_type.into(),
+            body: json!({"type": event_type}),
+            created_at: 10,
+        }
+    }
+
+    fn alert(id: &str, status: &str, updated_at: i64) -> AlertRow {
+        AlertRow {
+            id: id.into(),
+            workspace_id: "ws_1".into(),
+            rule: "leak".into(),
+            severity: "critical".into(),
+            status: status.into(),
+            subject: "key:key_1".into(),
+            key_id: Some("key_1".into()),
+            first_seen: 5,
+            last_seen: 6,
+            updated_at,
+            body: json!({"id": id}),
+        }
+    }
+
+    #[test]
+    fn notices_fan_out_to_the_endpoints_that_take_them_in_the_same_transaction() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        seed(&s);
+        s.insert_webhook(&hook("wh_all", &[]), &audit("ws_1", "aud_w1", "webhook.create")).unwrap();
+        s.insert_webhook(&hook("wh_keys", &["key.revoked"]), &audit("ws_1", "aud_w2", "webhook.create")).unwrap();
+        // An alert change: to the endpoint taking everything only.
+        s.write_alerts(&[alert("alr_1", "open", 10)], &[notice("msg_1", "alert.opened")]).unwrap();
+        // A management change: its audit entry carries the notice.
+        let mut revoke = audit("ws_1", "aud_r", "key.revoke");
+        revoke.notify = vec![notice("msg_2", "key.revoked")];
+        s.put_incident(
+            &IncidentRecord {
+                id: "inc_1".into(),
+                workspace_id: "ws_1".into(),
+                body: json!({}),
+                created_at: 1,
+                updated_at: 1,
+            },
+            &revoke,
+        )
+        .unwrap();
+        let due = s.due_deliveries(10, 100).unwrap();
+        let mut pairs: Vec<(String, String)> =
+            due.iter().map(|d| (d.delivery.webhook_id.clone(), d.delivery.event_type.clone())).collect();
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            [
+                ("wh_all".into(), "alert.opened".into()),
+                ("wh_all".into(), "key.revoked".into()),
+                ("wh_keys".into(), "key.revoked".into())
+            ]
+        );
+        assert!(s.due_deliveries(9, 100).unwrap().is_empty(), "not due before it was made");
+        assert_eq!(s.pending_deliveries().unwrap(), 3);
+
+        // Attempts: a failure retried later, then delivered; another goes dead.
+        let first = &due[0].delivery;
+        let fail = AttemptRow {
+            delivery_id: first.id.clone(),
+            n: 1,
+            at: 11,
+            status: Some(503),
+            error: Some("busy".into()),
+            duration_ms: 3,
+        };
+        s.record_attempt(&fail, AttemptNext::RetryAt(100)).unwrap();
+        assert!(s.due_deliveries(50, 100).unwrap().iter().all(|d| d.delivery.id != first.id));
+        assert!(s.due_deliveries(100, 100).unwrap().iter().any(|d| d.delivery.id == first.id));
+        s.record_attempt(
+            &AttemptRow { n: 2, at: 101, status: Some(200), error: None, ..fail.clone() },
+            AttemptNext::Delivered,
+        )
+        .unwrap();
+        let listed = s.list_deliveries("ws_1", &first.webhook_id, None, 10).unwrap();
+        let done = listed.iter().find(|d| d.id == first.id).unwrap();
+        assert_eq!((done.status.as_str(), done.attempts, done.delivered_at), ("delivered", 2, Some(101)));
+        assert_eq!(s.delivery_attempts(&first.id).unwrap().len(), 2);
+        // Manual redelivery puts it back; deleting the endpoint ends its pending ones.
+        assert!(s.redeliver("ws_1", &first.id, 200).unwrap());
+        assert!(!s.redeliver("ws_2", &first.id, 200).unwrap(), "another workspace's delivery");
+        s.delete_webhook("ws_1", &first.webhook_id, 300, &audit("ws_1", "aud_d", "webhook.delete")).unwrap();
+        assert!(s.due_deliveries(1000, 100).unwrap().iter().all(|d| d.delivery.webhook_id != first.webhook_id));
+        assert!(s.delete_webhook("ws_1", &first.webhook_id, 300, &audit("ws_1", "aud_d2", "webhook.delete")).is_err());
+    }
+
+    #[test]
+    fn alerts_list_by_filter_and_live_ones_come_back() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        seed(&s);
+        s.write_alerts(
+            &[alert("alr_1", "open", 10), alert("alr_2", "resolved", 20), alert("alr_3", "resolved", 5)],
+            &[],
+        )
+        .unwrap();
+        let open = s
+            .list_alerts(&AlertFilter {
+                workspace_id: "ws_1".into(),
+                status: Some("open".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(open.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["alr_1"]);
+        let all = s.list_alerts(&AlertFilter { workspace_id: "ws_1".into(), limit: 2, ..Default::default() }).unwrap();
+        assert_eq!(all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["alr_3", "alr_2"], "newest id first");
+        let next = s
+            .list_alerts(&AlertFilter {
+                workspace_id: "ws_1".into(),
+                before_id: Some("alr_2".into()),
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(next.len(), 1);
+        let mut live: Vec<String> = s.live_alerts(10).unwrap().into_iter().map(|a| a.id).collect();
+        live.sort();
+        assert_eq!(live, ["alr_1", "alr_2"]);
+        // An update keeps the row, changes the status.
+        s.write_alerts(&[alert("alr_1", "acknowledged", 30)], &[]).unwrap();
+        assert_eq!(s.get_alert("ws_1", "alr_1").unwrap().unwrap().status, "acknowledged");
+        assert!(s.get_alert("ws_2", "alr_1").unwrap().is_none());
+        // Learned state and rule overrides round-trip.
+        s.save_learned(&[("key_1".into(), "ws_1".into(), json!({"first_use": 1}))], 40).unwrap();
+        assert_eq!(s.load_learned("key_1").unwrap(), Some(json!({"first_use": 1})));
+        let row = RuleOverrideRow {
+            workspace_id: "ws_1".into(),
+            level: "keyspace".into(),
+            target_id: "ks_1".into(),
+            keyspace_id: None,
+            rules: json!({"leak": {"enabled": false}}),
+            updated_at: 1,
+        };
+        s.put_rule_overrides(&row, &audit("ws_1", "aud_o", "alert_rules.update")).unwrap();
+        assert_eq!(s.rule_overrides().unwrap(), std::slice::from_ref(&row));
+        s.put_rule_overrides(
+            &RuleOverrideRow { rules: json!({}), ..row },
+            &audit("ws_1", "aud_o2", "alert_rules.update"),
+        )
+        .unwrap();
+        assert!(s.rule_overrides().unwrap().is_empty(), "an empty object clears");
+    }
 }
