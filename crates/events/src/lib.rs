@@ -17,5 +17,5 @@ pub mod pipeline;
 pub mod sinks;
 
 pub use error::SinkError;
-pub use pipeline::{EventPipeline, PipelineConfig, PipelineStats, Reported};
+pub use pipeline::{EventObserver, EventPipeline, PipelineConfig, PipelineStats, Reported};
 pub use sinks::{SinkConfig, SinkHealth, SinkKind, Sinks};

@@ -87,6 +87,16 @@ impl PipelineConfig {
     }
 }
 
+/// Told of every batch the writer has made durable, in log order (the rules
+/// engine): the same stream the log gets, not a poll of the database. Must
+/// not block the writer: hand the batch to another thread.
+pub trait EventObserver: Send + Sync {
+    /// Events just written, ids set.
+    fn written(&self, events: Vec<UsageEvent>);
+    /// Reports that reached events already written: (key id, report).
+    fn reported(&self, reports: Vec<(String, UsageReport)>);
+}
+
 /// What became of a usage report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reported {
@@ -136,7 +146,11 @@ pub struct EventPipeline {
     /// Wakes sinks when new events are written.
     written: tokio::sync::watch::Sender<i64>,
     stopping: Arc<AtomicBool>,
+    observer: ObserverSlot,
 }
+
+/// Where the writer finds its observer (set once the rules engine is up).
+type ObserverSlot = Arc<parking_lot::RwLock<Option<Arc<dyn EventObserver>>>>;
 
 impl EventPipeline {
     /// Starts the writer thread over `log` (fails only when the OS refuses a thread).
@@ -148,11 +162,13 @@ impl EventPipeline {
         let (written, _) = tokio::sync::watch::channel(last);
         let stopping = Arc::new(AtomicBool::new(false));
         let enqueue_timeout = Duration::from_millis(cfg.enqueue_timeout_ms);
+        let observer: ObserverSlot = Arc::default();
         let writer = {
             let (log, stats, written, stopping) = (log.clone(), stats.clone(), written.clone(), stopping.clone());
+            let observer = observer.clone();
             std::thread::Builder::new()
                 .name("keyward-event-writer".into())
-                .spawn(move || Writer::new(log, stats, written, cfg, stopping).run(rx))?
+                .spawn(move || Writer::new(log, stats, written, cfg, stopping, observer).run(rx))?
         };
         Ok(Arc::new(EventPipeline {
             tx: Mutex::new(Some(tx)),
@@ -162,7 +178,13 @@ impl EventPipeline {
             writer: Mutex::new(Some(writer)),
             written,
             stopping,
+            observer,
         }))
+    }
+
+    /// Tells `observer` of every batch written from now on.
+    pub fn observe(&self, observer: Arc<dyn EventObserver>) {
+        *self.observer.write() = Some(observer);
     }
 
     pub fn stats(&self) -> &PipelineStats {
@@ -283,6 +305,7 @@ struct Writer {
     updates: Vec<(i64, UsageReport)>,
     next_purge: Instant,
     stopping: Arc<AtomicBool>,
+    observer: ObserverSlot,
 }
 
 impl Writer {
@@ -292,6 +315,7 @@ impl Writer {
         written: tokio::sync::watch::Sender<i64>,
         cfg: PipelineConfig,
         stopping: Arc<AtomicBool>,
+        observer: ObserverSlot,
     ) -> Self {
         Writer {
             log,
@@ -299,6 +323,7 @@ impl Writer {
             written,
             batch: Vec::with_capacity(cfg.batch_max.min(65_536)),
             next_purge: Instant::now() + Duration::from_secs(5).min(cfg.purge_interval()),
+            observer,
             cfg,
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
@@ -402,13 +427,23 @@ impl Writer {
             return;
         }
         let mut backoff = Duration::from_millis(50);
-        loop {
-            let res = self.log.append(&mut self.batch).and_then(|_| self.log.apply_usage(&self.updates));
+        // The append and the late reports are two transactions: once the
+        // append is in, a retry repeats only the reports (never the events).
+        let mut appended = false;
+        let reported = loop {
+            let res = match appended {
+                true => Ok(()),
+                false => self.log.append(&mut self.batch),
+            }
+            .and_then(|_| {
+                appended = true;
+                self.log.apply_usage(&self.updates)
+            });
             match res {
-                Ok(()) => {
+                Ok(keys) => {
                     self.stats.failing.store(false, Ordering::Relaxed);
                     self.stats.disk_full.store(false, Ordering::Relaxed);
-                    break;
+                    break keys;
                 }
                 Err(e) => {
                     self.stats.failing.store(true, Ordering::Relaxed);
@@ -426,20 +461,32 @@ impl Writer {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-        }
+        };
         let n = self.batch.len() as u64;
         self.stats.written.fetch_add(n, Ordering::Relaxed);
         metrics::counter!("keyward_events_written_total").increment(n);
-        self.updates.clear();
-        let mut batch = std::mem::take(&mut self.batch);
-        for e in batch.drain(..) {
+        let updates = std::mem::take(&mut self.updates);
+        for e in &self.batch {
             let h = self.request_hash(&e.workspace_id, &e.request_id);
             if self.recent.insert(h, (e.id, e.outcome.is_valid())).is_none() {
                 self.recent_order.push_back(h);
             }
             self.stats.last_id.store(e.id, Ordering::Relaxed);
         }
-        self.batch = batch;
+        let observer = self.observer.read().clone();
+        match observer {
+            // The batch moves to the observer whole (no copy); the writer starts a new one.
+            Some(o) => {
+                let capacity = self.batch.capacity();
+                o.written(std::mem::replace(&mut self.batch, Vec::with_capacity(capacity)));
+                let late: Vec<(String, UsageReport)> =
+                    updates.into_iter().zip(reported).filter_map(|((_, r), key)| Some((key?, r))).collect();
+                if !late.is_empty() {
+                    o.reported(late);
+                }
+            }
+            None => self.batch.clear(),
+        }
         while self.recent_order.len() > self.cfg.recent_requests {
             if let Some(old) = self.recent_order.pop_front() {
                 self.recent.remove(&old);

@@ -317,34 +317,42 @@ impl SqliteEventLog {
     }
 
     /// Adds reported status, bytes and latency to written events, by id.
-    pub fn apply_usage(&self, updates: &[(i64, UsageReport)]) -> Result<()> {
+    pub fn apply_usage(&self, updates: &[(i64, UsageReport)]) -> Result<Vec<Option<String>>> {
         if updates.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
+        let mut keys = Vec::with_capacity(updates.len());
         {
             let mut st = tx.prepare_cached(
                 "UPDATE events SET status = COALESCE(?2, status), status_no = COALESCE(?8, status_no),
                         bytes_in = COALESCE(?3, bytes_in), bytes_out = COALESCE(?4, bytes_out),
                         latency_us = COALESCE(?5, latency_us)
-                 WHERE id = ?1 AND request_id = ?6 AND workspace_id = ?7",
+                 WHERE id = ?1 AND request_id = ?6 AND workspace_id = ?7
+                 RETURNING key_id",
             )?;
             for (id, r) in updates {
-                st.execute(params![
-                    id,
-                    r.http_status.map(i64::from),
-                    r.bytes_in.map(|b| b as i64),
-                    r.bytes_out.map(|b| b as i64),
-                    r.latency_us.map(|b| b as i64),
-                    r.request_id,
-                    r.workspace_id,
-                    r.http_status.map(|st| scoped_no(&r.workspace_id, Some(&status_class(st)))),
-                ])?;
+                let key: Option<Option<String>> = st
+                    .query_row(
+                        params![
+                            id,
+                            r.http_status.map(i64::from),
+                            r.bytes_in.map(|b| b as i64),
+                            r.bytes_out.map(|b| b as i64),
+                            r.latency_us.map(|b| b as i64),
+                            r.request_id,
+                            r.workspace_id,
+                            r.http_status.map(|st| scoped_no(&r.workspace_id, Some(&status_class(st)))),
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                keys.push(key.flatten());
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(keys)
     }
 
     /// The smallest id whose event is at or after `ts`, by binary search

@@ -143,3 +143,43 @@ async fn old_events_are_purged() {
     assert_eq!(p.stats().purged.load(Ordering::Relaxed), 20);
     p.shutdown();
 }
+
+/// The observer gets every written event once, in log order, and the late
+/// reports with their key ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_sees_the_written_stream_and_late_reports() {
+    #[derive(Default)]
+    struct Seen {
+        events: parking_lot::Mutex<Vec<i64>>,
+        reports: parking_lot::Mutex<Vec<(String, Option<u16>)>>,
+    }
+    impl EventObserver for Seen {
+        fn written(&self, events: Vec<UsageEvent>) {
+            self.events.lock().extend(events.iter().map(|e| e.id));
+        }
+        fn reported(&self, reports: Vec<(String, UsageReport)>) {
+            self.reports.lock().extend(reports.into_iter().map(|(k, r)| (k, r.http_status)));
+        }
+    }
+    let (_dir, log) = open();
+    let p = EventPipeline::start(log.clone(), PipelineConfig::default()).unwrap();
+    let seen = Arc::new(Seen::default());
+    p.observe(seen.clone());
+    for n in 0..500 {
+        p.emit(event(n, "ws_a")).await;
+    }
+    p.flush().await;
+    let report = UsageReport {
+        request_id: "req_3".into(),
+        workspace_id: "ws_a".into(),
+        http_status: Some(502),
+        bytes_in: None,
+        bytes_out: None,
+        latency_us: None,
+    };
+    assert_eq!(p.report(report).await, Reported::Applied);
+    p.shutdown();
+    let ids = seen.events.lock().clone();
+    assert_eq!(ids, (1..=500).collect::<Vec<i64>>());
+    assert_eq!(*seen.reports.lock(), [("key_1".to_owned(), Some(502))]);
+}
