@@ -108,6 +108,39 @@ impl RuleBook {
     }
 }
 
+/// Builds the book from stored overrides: a workspace's lie over the
+/// defaults, a keyspace's over its workspace's, a key's over its keyspace's.
+impl RuleBook {
+    pub fn build(rows: &[keyward_store::alerts::RuleOverrideRow]) -> RuleBook {
+        use crate::rules::Overrides;
+        let parse = |row: &keyward_store::alerts::RuleOverrideRow| -> Overrides {
+            serde_json::from_value(row.rules.clone()).unwrap_or_else(|e| {
+                tracing::error!(workspace_id = %row.workspace_id, target = %row.target_id, error = %e, "Stored alert rules do not parse; ignoring them.");
+                Overrides::new()
+            })
+        };
+        let mut book = RuleBook::default();
+        for row in rows.iter().filter(|r| r.level == "workspace") {
+            book.workspaces.insert(row.workspace_id.clone(), Arc::new(book.default.patched(&parse(row))));
+        }
+        for row in rows.iter().filter(|r| r.level == "keyspace") {
+            let base = book.workspaces.get(&row.workspace_id).cloned().unwrap_or_else(|| book.default.clone());
+            book.keyspaces.insert(row.target_id.clone(), Arc::new(base.patched(&parse(row))));
+        }
+        for row in rows.iter().filter(|r| r.level == "key") {
+            let base = row
+                .keyspace_id
+                .as_ref()
+                .and_then(|ks| book.keyspaces.get(ks))
+                .or_else(|| book.workspaces.get(&row.workspace_id))
+                .cloned()
+                .unwrap_or_else(|| book.default.clone());
+            book.keys.insert(row.target_id.clone(), Arc::new(base.patched(&parse(row))));
+        }
+        book
+    }
+}
+
 /// Reads a key's learned state from where it was persisted, on the key's
 /// first use since the start (or since it was dropped from memory).
 pub type LearnedLoader = Box<dyn FnMut(&str) -> Option<Learned> + Send>;
