@@ -27,6 +27,12 @@ pub enum Permission {
     RootKeysWrite,
     AuditRead,
     WorkspacesCreate,
+    /// Read alerts, alert rules, webhooks and their deliveries.
+    AlertsRead,
+    /// Acknowledge and resolve alerts.
+    AlertsWrite,
+    /// Change alert rules and webhook endpoints.
+    AlertsConfigure,
 }
 
 impl Role {
@@ -34,8 +40,8 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::KeyManager => matches!(p, KeysRead | KeysWrite),
-            Role::Auditor => matches!(p, KeysRead | RootKeysRead | AuditRead),
+            Role::KeyManager => matches!(p, KeysRead | KeysWrite | AlertsRead | AlertsWrite),
+            Role::Auditor => matches!(p, KeysRead | RootKeysRead | AuditRead | AlertsRead),
             Role::Verifier => matches!(p, Verify),
         }
     }

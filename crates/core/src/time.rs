@@ -7,10 +7,19 @@ use time::format_description::well_known::Rfc3339;
 /// Milliseconds since 1970-01-01T00:00:00Z.
 pub type UnixMs = i64;
 
+/// Added to the clock: 0 except in tests that move time (the binary sets it
+/// from `KEYWARD_TEST_CLOCK_FILE`, and says so loudly at start).
+static SKEW_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Moves this process's clock `ms` ahead of the system's (tests only).
+pub fn set_skew_ms(ms: i64) {
+    SKEW_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The current instant.
 pub fn now_ms() -> UnixMs {
     let now = OffsetDateTime::now_utc();
-    (now.unix_timestamp_nanos() / 1_000_000) as UnixMs
+    (now.unix_timestamp_nanos() / 1_000_000) as UnixMs + SKEW_MS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// RFC 3339 in UTC with exactly three fraction digits, e.g.

@@ -31,6 +31,10 @@ pub struct Config {
     pub github: GithubSection,
     /// Exporters of usage events, each a `[[sinks]]` table.
     pub sinks: Vec<keyward_events::SinkConfig>,
+    /// The rules engine and the alert lifecycle (see `keyward_alerts::MonitorConfig`).
+    pub alerts: keyward_alerts::MonitorConfig,
+    /// Webhook delivery (see `keyward_alerts::DeliveryConfig`).
+    pub webhooks: keyward_alerts::DeliveryConfig,
 }
 
 /// GitHub secret scanning (partner program): the public keys GitHub signs
@@ -127,6 +131,8 @@ impl Default for Config {
             lifecycle: LifecycleSection::default(),
             github: GithubSection::default(),
             sinks: Vec::new(),
+            alerts: keyward_alerts::MonitorConfig::default(),
+            webhooks: keyward_alerts::DeliveryConfig::default(),
         }
     }
 }
@@ -235,7 +241,8 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks";
+        const KNOWN: &str =
+            "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks";
         let mut cfg = Config::default();
         for (key, value) in table {
             fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
@@ -254,6 +261,8 @@ impl Config {
                 "lifecycle" => take(value, &mut cfg.lifecycle),
                 "github" => take(value, &mut cfg.github),
                 "sinks" => take(value, &mut cfg.sinks),
+                "alerts" => take(value, &mut cfg.alerts),
+                "webhooks" => take(value, &mut cfg.webhooks),
                 other => {
                     problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
                     continue;
@@ -325,6 +334,8 @@ impl Config {
                 p.push(format!("github.public_keys[{i}].pem: not a P-256 public key in PEM ({e})"));
             }
         }
+        p.extend(self.alerts.problems());
+        p.extend(self.webhooks.problems());
         for (i, s) in self.sinks.iter().enumerate() {
             p.extend(s.problems(&format!("sinks[{i}]")));
             if self.sinks[..i].iter().any(|o| o.name() == s.name()) {

@@ -22,6 +22,8 @@ use crate::config::{Config, Overrides};
 struct DataDir {
     service: Arc<Service>,
     events: Arc<keyward_events::EventPipeline>,
+    /// The store, as the alerting side sees it.
+    alert_store: Arc<dyn keyward_store::alerts::AlertStore>,
     _lock: File,
 }
 
@@ -33,7 +35,7 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         bail!("another keyward process is using data dir {}; stop it first or pass another --data-dir", dir.display());
     }
     let pepper = load_pepper(cfg)?;
-    let store = SqliteStore::open(&dir.join("keyward.db")).context("opening the embedded store")?;
+    let store = Arc::new(SqliteStore::open(&dir.join("keyward.db")).context("opening the embedded store")?);
     let log = SqliteEventLog::open(&dir.join("events.db")).context("opening the event log")?;
     let events = EventPipeline::start(Arc::new(log), cfg.events.clone()).context("starting the event writer")?;
     let older = cfg
@@ -51,9 +53,9 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
             Pepper::from_hex(p.version, &text).with_context(|| format!("previous pepper v{}", p.version))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let service =
-        Service::open(Arc::new(store), KeyHasher::new(&pepper, &older), cfg.cache.clone())?.with_events(events.clone());
-    Ok(DataDir { service: Arc::new(service), events, _lock: lock })
+    let alert_store: Arc<dyn keyward_store::alerts::AlertStore> = store.clone();
+    let service = Service::open(store, KeyHasher::new(&pepper, &older), cfg.cache.clone())?.with_events(events.clone());
+    Ok(DataDir { service: Arc::new(service), events, alert_store, _lock: lock })
 }
 
 /// The pepper from hex, from its file, or made and saved on first start.
@@ -135,7 +137,27 @@ pub fn serve(flags: &Overrides) -> anyhow::Result<()> {
     runtime()?.block_on(run(cfg))
 }
 
+/// Tests that move time (rule learning periods, quiet periods) write a skew
+/// in ms to the file named by `KEYWARD_TEST_CLOCK_FILE`; it is read every 20 ms.
+fn follow_test_clock() {
+    let Some(path) = std::env::var_os("KEYWARD_TEST_CLOCK_FILE") else { return };
+    tracing::warn!(path = %Path::new(&path).display(), "TEST CLOCK: this process's clock follows a file. Never in production.");
+    let read = move || std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<i64>().ok());
+    if let Some(ms) = read() {
+        keyward_core::time::set_skew_ms(ms);
+    }
+    let _ = std::thread::Builder::new().name("keyward-test-clock".into()).spawn(move || {
+        loop {
+            if let Some(ms) = read() {
+                keyward_core::time::set_skew_ms(ms);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    follow_test_clock();
     let dd = open(&cfg)?;
     let service = dd.service.clone();
     if let Some(root) = service.bootstrap().await? {
@@ -163,6 +185,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)
     .context("github.public_keys")?;
     service.attach_sinks(sinks.clone());
+    // The rules engine takes the written stream from the event writer; webhooks go out from the outbox.
+    let monitor = if cfg.alerts.enabled {
+        let monitor = keyward_alerts::Monitor::start(dd.alert_store.clone(), cfg.alerts.clone(), None)
+            .context("starting the alert monitor")?;
+        dd.events.observe(monitor.clone());
+        service.attach_monitor(monitor.clone());
+        Some(monitor)
+    } else {
+        tracing::warn!("Alerting is off (alerts.enabled = false): no rule runs.");
+        None
+    };
+    let deliverer = keyward_alerts::Deliverer::start(dd.alert_store.clone(), cfg.webhooks.clone())
+        .context("starting webhook delivery")?;
     let ops = keyward_server::Ops { metrics: Some(metrics), github_keys };
     let app = keyward_server::app(service.clone(), &http, ops);
 
@@ -220,6 +255,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let n = service.flush_last_used().await?;
     let events = dd.events.clone();
     tokio::task::spawn_blocking(move || events.shutdown()).await.ok();
+    // After the events: the monitor sees the last batch, writes its alerts, then stops.
+    if let Some(m) = monitor {
+        tokio::task::spawn_blocking(move || m.stop()).await.ok();
+    }
+    tokio::task::spawn_blocking(move || deliverer.stop()).await.ok();
     let sinks2 = sinks.clone();
     tokio::task::spawn_blocking(move || sinks2.stop(Duration::from_secs(3))).await.ok();
     use std::sync::atomic::Ordering::Relaxed;

@@ -110,16 +110,24 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let app = AppState::from_ref(state);
         let header = parts.headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
-        let token = header
+        let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let authenticated = header
             .to_str()
             .ok()
             .and_then(|v| v.split_once(' '))
             // The scheme is case-insensitive (RFC 9110, section 11.1).
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or(AuthError::Malformed)?;
-        let (workspace_id, root_key_id, role) = app.service.authenticate(token)?;
-        let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+            .ok_or(AuthError::Malformed)
+            .and_then(|token| app.service.authenticate(token));
+        let (workspace_id, root_key_id, role) = match authenticated {
+            Ok(who) => who,
+            Err(e) => {
+                // A wrong root key: the rules engine watches for floods of them.
+                app.service.note_auth_failure(source_ip.as_deref());
+                return Err(e.into());
+            }
+        };
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         tracing::Span::current().record("root_key_id", root_key_id.as_str());
         Ok(Auth(Actor { workspace_id, root_key_id, role, source_ip, request_id }))

@@ -160,7 +160,7 @@ impl Modify for RootKeyAuth {
 
 /// The routes and the OpenAPI document, built from the same registrations.
 fn routes(bulk_body_bytes: usize) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{admin, events, keys, keyspaces, lifecycle, ops};
+    use routes::{admin, alerts, events, keys, keyspaces, lifecycle, ops};
     // Calls that carry up to 1000 items take larger bodies than the rest.
     let bulk = OpenApiRouter::new()
         .routes(routes!(keys::import))
@@ -191,6 +191,15 @@ fn routes(bulk_body_bytes: usize) -> (axum::Router<AppState>, utoipa::openapi::O
         .routes(routes!(admin::delete_root_key))
         .routes(routes!(admin::list_audit))
         .routes(routes!(admin::verify_audit))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::get))
+        .routes(routes!(alerts::ack))
+        .routes(routes!(alerts::resolve))
+        .routes(routes!(alerts::rules, alerts::put_rules))
+        .routes(routes!(alerts::create_webhook, alerts::list_webhooks))
+        .routes(routes!(alerts::delete_webhook))
+        .routes(routes!(alerts::deliveries))
+        .routes(routes!(alerts::redeliver))
         .merge(bulk)
         .split_for_parts()
 }

@@ -107,6 +107,17 @@ impl Service {
             if !dead && !live.iter().any(|(_, id, _)| **id == *k.id) {
                 live.push((k.workspace_id().to_owned(), k.id.to_string(), index));
             }
+            self.signal(keyward_alerts::Signal::Leak {
+                workspace_id: k.workspace_id().to_owned(),
+                subject: keyward_alerts::Subject::Key {
+                    key_id: k.id.to_string(),
+                    key_hint: Some(k.hint()),
+                    keyspace_id: Some(k.keyspace_id().to_owned()),
+                    owner_id: k.owner_id.as_deref().map(str::to_owned),
+                },
+                source: source.chars().take(200).collect(),
+                ts: now,
+            });
             results.push(LeakResult { index, status, key_id: Some(k.id.to_string()), hint: Some(k.hint()) });
         }
         let mut incident_id = None;

@@ -8,6 +8,7 @@
 //! * A raw key is made here (create) and handed back once; it is never stored,
 //!   logged or put in an error.
 
+pub mod alerts;
 pub mod api;
 mod decision;
 pub mod error;
@@ -101,6 +102,8 @@ pub struct Service {
     events: Option<Arc<keyward_events::EventPipeline>>,
     /// The running exporters, for readiness.
     sinks: std::sync::OnceLock<Arc<keyward_events::Sinks>>,
+    /// The rules engine, once started: use cases send it their signals.
+    monitor: std::sync::OnceLock<Arc<keyward_alerts::Monitor>>,
     /// Prefixes of keys imported from other systems (see `import`).
     imported: import::ImportedPrefixes,
     usage_durable_through: std::sync::atomic::AtomicI64,
@@ -164,6 +167,7 @@ impl Service {
             miss_lookups: tokio::sync::Semaphore::new(config.miss_lookup_concurrency.max(1)),
             events: None,
             sinks: std::sync::OnceLock::new(),
+            monitor: std::sync::OnceLock::new(),
             imported,
             usage_durable_through: std::sync::atomic::AtomicI64::new(0),
             reminded: Default::default(),

@@ -119,6 +119,13 @@ impl Service {
                 "ended_overlaps": ended.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
             })),
         );
+        let mut audit = audit;
+        audit.notify.push(crate::alerts::key_notice(
+            "key.rotated",
+            &old,
+            json!({"new_key_id": new.id, "new_key_hint": new.hint, "overlap_until": to_rfc3339(now + overlap)}),
+            now,
+        ));
         let n = new.clone();
         let changed: Vec<KeyRecord> = std::iter::once(old.clone()).chain(ended.iter().cloned()).collect();
         self.blocking(move |s| s.rotate_key(&n, &changed, &audit)).await?;
@@ -200,6 +207,14 @@ impl Service {
                 "key_ids": key_ids,
             })),
         );
+        let mut audit = audit;
+        audit.notify = matched
+            .iter()
+            .map(|k| {
+                let extra = json!({"reason": req.reason.as_str(), "bulk": true, "incident": req.incident});
+                crate::alerts::key_notice("key.revoked", k, extra, now)
+            })
+            .collect();
         let keys = matched.clone();
         self.blocking(move |s| s.update_keys(&keys, &audit)).await?;
         for k in matched {
@@ -266,6 +281,12 @@ impl Service {
             } else {
                 metrics::counter!("keyward_revocation_check_failures_total").increment(1);
                 tracing::error!(key_id = %k.id, code, "REVOCATION CHECK FAILED: a revoked key is not rejected.");
+                self.signal(keyward_alerts::Signal::RevocationCheckFailed {
+                    workspace_id: k.workspace_id.clone(),
+                    subject: crate::alerts::key_subject(k),
+                    code: code.to_owned(),
+                    ts: now,
+                });
             }
             marks.push((k.id.clone(), now, code.to_owned()));
             results.push(RevocationCheck { at: to_rfc3339(now), code: code.to_owned(), ok: found.ok() });
@@ -323,7 +344,62 @@ impl Service {
             return Ok(0);
         }
         let marks: Vec<(String, i64, i64)> = due.iter().map(|r| (r.key_id.clone(), r.days, r.expires_at)).collect();
-        let n = self.blocking(move |s| s.insert_reminders(&due)).await?;
+        // One notice per key and run: for its nearest threshold.
+        let nearest = |r: &Reminder| !due.iter().any(|o| o.key_id == r.key_id && o.days < r.days);
+        let keys: std::collections::HashMap<String, std::sync::Arc<crate::index::CachedKey>> = self
+            .index
+            .all()
+            .into_iter()
+            .filter(|k| due.iter().any(|r| *r.key_id == *k.id))
+            .map(|k| (k.id.to_string(), k))
+            .collect();
+        let subject_of = |r: &Reminder| {
+            keys.get(&r.key_id).map(|k| keyward_alerts::Subject::Key {
+                key_id: r.key_id.clone(),
+                key_hint: Some(k.hint()),
+                keyspace_id: Some(k.keyspace_id().to_owned()),
+                owner_id: k.owner_id.as_deref().map(str::to_owned),
+            })
+        };
+        let notices: Vec<Option<keyward_store::alerts::Notice>> = due
+            .iter()
+            .map(|r| {
+                let Some(keyward_alerts::Subject::Key { key_hint, keyspace_id, owner_id, .. }) =
+                    subject_of(r).filter(|_| nearest(r))
+                else {
+                    return None;
+                };
+                let data = serde_json::json!({"key_id": r.key_id, "key_hint": key_hint, "keyspace_id": keyspace_id,
+                    "owner_id": owner_id, "days": r.days, "expires_at": to_rfc3339(r.expires_at)});
+                Some(keyward_alerts::view::message(&r.workspace_id, "key.expiring", data, now))
+            })
+            .collect();
+        let signals: Vec<keyward_alerts::Signal> = due
+            .iter()
+            .filter(|r| nearest(r))
+            .filter_map(|r| {
+                Some(keyward_alerts::Signal::Expiring {
+                    workspace_id: r.workspace_id.clone(),
+                    subject: subject_of(r)?,
+                    days: r.days,
+                    expires_at: to_rfc3339(r.expires_at),
+                    ts: now,
+                })
+            })
+            .collect();
+        let key_of: Vec<(String, i64)> = due.iter().map(|r| (r.key_id.clone(), r.days)).collect();
+        let new = self.blocking(move |s| s.insert_reminders(&due, &notices)).await?;
+        let n = new.iter().filter(|b| **b).count();
+        for s in signals {
+            let keyward_alerts::Signal::Expiring { subject, days, .. } = &s else { continue };
+            let fresh = key_of
+                .iter()
+                .zip(&new)
+                .any(|((k, d), inserted)| *inserted && Some(k.as_str()) == subject.key_id() && d == days);
+            if fresh {
+                self.signal(s);
+            }
+        }
         self.reminded.lock().extend(marks);
         if n > 0 {
             tracing::info!(new_reminders = n, "Keys are nearing expiry.");

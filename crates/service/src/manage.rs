@@ -465,8 +465,17 @@ impl Service {
             k.refilled_at = Some(mark.refilled_at);
         }
         let after = key_view(&k, None, now);
+        let was_enabled = before["enabled"] != false;
         let (b, a) = diff(&before, &to_value(&after));
-        let audit = self.audit_entry(actor, action, "key", &k.id, Some(b), Some(a));
+        let mut audit = self.audit_entry(actor, action, "key", &k.id, Some(b), Some(a));
+        // Connected systems hear of a deactivation (webhooks), in the same transaction.
+        if action == "key.revoke" {
+            let extra =
+                serde_json::json!({"reason": k.revoke_reason, "note": k.revoke_note, "incident": k.incident_id});
+            audit.notify.push(crate::alerts::key_notice("key.revoked", &k, extra, now));
+        } else if was_enabled && !k.enabled {
+            audit.notify.push(crate::alerts::key_notice("key.disabled", &k, serde_json::json!({}), now));
+        }
         let rec = k.clone();
         self.blocking(move |s| s.update_key(&rec, &audit)).await?;
         let cell = self.keyspace_cell(&k.keyspace_id);

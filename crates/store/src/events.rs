@@ -576,6 +576,24 @@ impl SqliteEventLog {
         })
     }
 
+    /// Events of one workspace by id (an alert's evidence), in id order; ids
+    /// purged or of another workspace are left out.
+    pub fn by_ids(&self, workspace_id: &str, ids: &[i64]) -> Result<Vec<UsageEvent>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM events WHERE id = ?1 AND workspace_id = ?2"))?;
+            let mut out = Vec::with_capacity(ids.len());
+            let mut sorted = ids.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            for id in sorted {
+                if let Some(e) = st.query_row(params![id, workspace_id], event_from_row).optional()? {
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The id of the newest event (0 for an empty log).
     pub fn max_id(&self) -> Result<i64> {
         self.read(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?))

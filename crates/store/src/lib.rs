@@ -57,7 +57,10 @@ pub trait Store: alerts::AlertStore + Send + Sync + 'static {
     /// Records revocation health checks (key id, instant, code) in one transaction.
     fn record_revocation_checks(&self, checks: &[(String, i64, String)]) -> Result<()>;
     /// Stores reminders, skipping ones already stored; returns how many were new.
-    fn insert_reminders(&self, reminders: &[Reminder]) -> Result<usize>;
+    /// Stores the reminders not stored yet (once per key, threshold and
+    /// expiry); `notices[i]`, when given, is enqueued only if `reminders[i]`
+    /// was new. Returns which were new.
+    fn insert_reminders(&self, reminders: &[Reminder], notices: &[Option<alerts::Notice>]) -> Result<Vec<bool>>;
     fn list_reminders(
         &self,
         workspace_id: &str,

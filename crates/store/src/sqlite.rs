@@ -776,17 +776,24 @@ impl Store for SqliteStore {
         })
     }
 
-    fn insert_reminders(&self, reminders: &[Reminder]) -> Result<usize> {
+    fn insert_reminders(&self, reminders: &[Reminder], notices: &[Option<crate::alerts::Notice>]) -> Result<Vec<bool>> {
         self.tx(|tx| {
             let mut st = tx.prepare_cached(
                 "INSERT OR IGNORE INTO reminders (id, workspace_id, key_id, days, expires_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            let mut n = 0;
-            for r in reminders {
-                n += st.execute(params![r.id, r.workspace_id, r.key_id, r.days, r.expires_at, r.created_at])?;
+            let mut new = Vec::with_capacity(reminders.len());
+            let mut to_send = Vec::new();
+            for (i, r) in reminders.iter().enumerate() {
+                let inserted =
+                    st.execute(params![r.id, r.workspace_id, r.key_id, r.days, r.expires_at, r.created_at])? > 0;
+                if inserted && let Some(Some(n)) = notices.get(i) {
+                    to_send.push(n.clone());
+                }
+                new.push(inserted);
             }
-            Ok(n)
+            alerts::enqueue(tx, &to_send)?;
+            Ok(new)
         })
     }
 

@@ -3,6 +3,7 @@
 //! (see `crate::app`), so the document and the routes cannot drift apart.
 
 pub mod admin;
+pub mod alerts;
 pub mod events;
 pub mod keys;
 pub mod keyspaces;
