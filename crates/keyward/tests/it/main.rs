@@ -2,6 +2,7 @@
 //! `util::Server`) and talks to it over HTTP. One test binary, so the
 //! harness is compiled and linked once.
 
+mod alerts;
 mod api;
 mod authz;
 mod cli;
@@ -13,4 +14,5 @@ mod policy;
 mod readme;
 mod regression;
 mod schemathesis;
+mod traffic;
 mod util;

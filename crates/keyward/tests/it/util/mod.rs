@@ -503,3 +503,30 @@ fn serve_one<S: Read + std::io::Write>(
     );
     let _ = stream.flush();
 }
+
+/// A Python venv under `target/` with `packages` installed, made once (tests
+/// run in threads of one process: a lock keeps two from making it at once).
+/// Returns its `python`.
+pub fn python_venv(name: &str, packages: &[&str], skip_var: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock();
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target").join(name);
+    let python = venv.join("bin/python");
+    let pinned = venv.join(format!(".pinned-{}", packages.join("-")));
+    if python.exists() && pinned.exists() {
+        return python;
+    }
+    let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
+    assert!(
+        made.is_ok_and(|s| s.success()),
+        "this test needs python3 with venv (Debian: apt-get install python3-venv), or set {skip_var}=1"
+    );
+    let pip = std::process::Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet"])
+        .args(packages)
+        .status()
+        .expect("running pip");
+    assert!(pip.success(), "installing {packages:?} from PyPI failed (network?), or set {skip_var}=1");
+    std::fs::write(&pinned, "").unwrap();
+    python
+}
