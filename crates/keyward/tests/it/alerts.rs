@@ -239,3 +239,187 @@ fn attacks_raise_exactly_the_expected_alerts_and_normal_traffic_none() {
         assert!(!text.contains(k.as_str()));
     }
 }
+
+/// Headers of a captured request, by lower-case name.
+fn headers_of(raw: &str) -> std::collections::BTreeMap<String, String> {
+    raw.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Checks every captured delivery with the Standard Webhooks reference
+/// library for Python (`standardwebhooks` from PyPI): what receivers use.
+fn verify_with_the_reference_library(secret: &str, deliveries: &[(String, String, String)]) {
+    if std::env::var_os("KEYWARD_SKIP_PYTHON").is_some() {
+        eprintln!("KEYWARD_SKIP_PYTHON is set: signatures checked with keyward's own verifier only");
+        return;
+    }
+    let python = python_venv("webhooks-venv", &["standardwebhooks==1.1.0"], "KEYWARD_SKIP_PYTHON");
+    let input = json!({
+        "secret": secret,
+        "deliveries": deliveries.iter().map(|(_, h, b)| json!({"headers": headers_of(h), "body": b})).collect::<Vec<_>>(),
+    });
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+job = json.load(sys.stdin)
+wh = Webhook(job["secret"])
+for d in job["deliveries"]:
+    wh.verify(d["body"], d["headers"])
+# A changed body, and a replayed old timestamp, must both fail.
+d = job["deliveries"][0]
+for bad in [dict(d, body=d["body"] + " "), dict(d, headers=dict(d["headers"], **{"webhook-timestamp": "1000000000"}))]:
+    try:
+        wh.verify(bad["body"], bad["headers"])
+        sys.exit("a tampered delivery verified")
+    except Exception:
+        pass
+print(len(job["deliveries"]))
+"#;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "standardwebhooks refused a delivery: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), deliveries.len().to_string());
+}
+
+#[test]
+fn webhooks_are_signed_and_nothing_is_lost_across_an_outage_and_a_restart() {
+    let hooks = Capture::start();
+    let chat = Capture::start();
+    hooks.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let config = "[webhooks]\npoll_ms = 50\nfirst_retry_ms = 200\nmax_retry_ms = 1000\n";
+    let mut s = Server::start_full(&[], Some(config));
+    let created =
+        s.create("/v1/webhooks", json!({"url": format!("{}/keyward", hooks.url()), "description": "on-call"}));
+    let (hook, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
+    assert!(secret.starts_with("whsec_"), "{created}");
+    s.create(
+        "/v1/webhooks",
+        json!({"url": format!("{}/slack", chat.url()), "format": "slack", "events": ["alert.opened"]}),
+    );
+    // Bad endpoints are refused with a reason.
+    let p = s.call("POST", "/v1/webhooks", Some(json!({"url": "ftp://x"}))).problem(400);
+    assert!(p["detail"].as_str().unwrap().contains("http"), "{p}");
+    let p = s.call("POST", "/v1/webhooks", Some(json!({"url": "https://x", "events": ["key.exploded"]}))).problem(400);
+    assert!(p["detail"].as_str().unwrap().contains("alert.opened"), "{p}");
+    let listed = s.call("GET", "/v1/webhooks", None).json();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(!listed.to_string().contains(&secret), "secrets are shown once");
+
+    let ks = keyspace(&s, "prod");
+    let (_, flood_key) = s.key(json!({"keyspace_id": ks}));
+    let (revoked, _) = s.key(json!({"keyspace_id": ks}));
+    let (rotated, _) = s.key(json!({"keyspace_id": ks}));
+    let (disabled, _) = s.key(json!({"keyspace_id": ks}));
+    // A burst over 1,000 a minute opens two alerts (and escalates one); three key lifecycle changes.
+    let started = Instant::now();
+    assert_eq!(Client::new(&s, &flood_key, "203.0.113.40").burst(1100), 1100);
+    let stored = eventually(10, "the flood's alerts", || {
+        let a = alerts(&s);
+        (a.len() == 2 && a.iter().any(|x| x["severity"] == "critical")).then_some(a)
+    });
+    eprintln!("flood of 1,100 verifies to both alerts stored: {:?}", started.elapsed());
+    s.call("POST", &format!("/v1/keys/{revoked}/revoke"), Some(json!({"reason": "compromised"}))).json();
+    s.call("POST", &format!("/v1/keys/{rotated}/rotate"), Some(json!({}))).json();
+    s.call("PATCH", &format!("/v1/keys/{disabled}"), Some(json!({"enabled": false}))).json();
+    // The endpoint is down: attempts fail and are retried.
+    let deliveries = |s: &Server| {
+        s.call("GET", &format!("/v1/webhooks/{hook}/deliveries"), None).json()["data"].as_array().unwrap().clone()
+    };
+    eventually(10, "failed attempts while the endpoint is down", || {
+        let d = deliveries(&s);
+        (d.len() == 6 && d.iter().all(|x| x["attempts"].as_u64() >= Some(1) && x["status"] == "pending")).then_some(())
+    });
+    // A restart with deliveries pending loses none of them.
+    s.restart();
+    hooks.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let got = eventually(20, "every delivery after the outage", || {
+        let r = hooks.requests.lock().clone();
+        (r.len() >= 6).then_some(r)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let got_now = hooks.requests.lock().clone();
+    assert_eq!(got_now.len(), 6, "each message once: {:?}", got_now.iter().map(|(_, _, b)| b).collect::<Vec<_>>());
+    let mut types: Vec<String> = got
+        .iter()
+        .map(|(_, _, body)| serde_json::from_str::<Value>(body).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        ["alert.escalated", "alert.opened", "alert.opened", "key.disabled", "key.revoked", "key.rotated"]
+    );
+    let ids: BTreeSet<String> = got.iter().map(|(_, h, _)| headers_of(h)["webhook-id"].clone()).collect();
+    assert_eq!(ids.len(), 6, "a webhook-id per message");
+    for (path, headers, body) in &got {
+        assert_eq!(path, "/keyward");
+        let h = headers_of(headers);
+        let ts: i64 = h["webhook-timestamp"].parse().unwrap();
+        keyward_alerts::webhook::verify(
+            &secret,
+            &h["webhook-id"],
+            &h["webhook-timestamp"],
+            &h["webhook-signature"],
+            body.as_bytes(),
+            ts,
+        )
+        .unwrap();
+    }
+    let revoked_msg = got
+        .iter()
+        .map(|(_, _, b)| serde_json::from_str::<Value>(b).unwrap())
+        .find(|m| m["type"] == "key.revoked")
+        .unwrap();
+    assert_eq!(
+        (revoked_msg["data"]["key_id"].as_str(), revoked_msg["data"]["reason"].as_str()),
+        (Some(revoked.as_str()), Some("compromised"))
+    );
+    verify_with_the_reference_library(&secret, &got);
+    // The attempts are on record: 503s while down, then a delivery.
+    let d = deliveries(&s);
+    assert!(d.iter().all(|x| x["status"] == "delivered" && x["attempts"].as_u64() >= Some(2)), "{d:?}");
+    let log = d[0]["attempt_log"].as_array().unwrap();
+    assert_eq!(log[0]["status"], 503);
+    assert_eq!(log.last().unwrap()["status"], 200);
+    // A person resolves an alert: that is delivered too; a redelivery repeats a message under the same id.
+    let rpm = stored.iter().find(|a| a["rule"] == "requests_per_minute").unwrap()["id"].as_str().unwrap().to_owned();
+    let resolved = s.call("POST", &format!("/v1/alerts/{rpm}/resolve"), Some(json!({"note": "load test"}))).json();
+    assert_eq!((resolved["status"].as_str(), resolved["resolved_by"].is_string()), (Some("resolved"), true));
+    s.call("POST", &format!("/v1/alerts/{rpm}/resolve"), Some(json!({}))).problem(409);
+    let first = d.last().unwrap()["id"].as_str().unwrap().to_owned();
+    let r = s.call("POST", &format!("/v1/webhooks/{hook}/deliveries/{first}/redeliver"), None);
+    assert_eq!(r.status, 202, "{}", r.text);
+    let again = eventually(10, "the resolution and the redelivery", || {
+        let r = hooks.requests.lock().clone();
+        (r.len() >= 8).then_some(r)
+    });
+    let resolved_types: Vec<String> = again[6..]
+        .iter()
+        .map(|(_, _, b)| serde_json::from_str::<Value>(b).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(resolved_types.contains(&"alert.resolved".to_owned()), "{resolved_types:?}");
+    let redelivered_ids: BTreeSet<String> =
+        again[6..].iter().map(|(_, h, _)| headers_of(h)["webhook-id"].clone()).collect();
+    assert!(redelivered_ids.iter().any(|id| ids.contains(id)), "the redelivery keeps its webhook-id");
+    // The chat endpoint got the openings as text.
+    let texts: Vec<String> = chat
+        .requests
+        .lock()
+        .iter()
+        .map(|(_, _, b)| serde_json::from_str::<Value>(b).unwrap()["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts.iter().all(|t| t.starts_with("keyward alert.opened: [")), "{texts:?}");
+    // The audit log has the webhook and the resolution; the secret is in no log.
+    let audit = s.call("GET", "/v1/audit?limit=100", None).json().to_string();
+    assert!(audit.contains("webhook.create") && audit.contains("alert.resolve"));
+    assert!(!s.log.lock().contains(&secret[6..]), "the signing secret reached the log");
+}
