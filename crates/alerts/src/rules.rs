@@ -76,8 +76,7 @@ enum Knobs {
 macro_rules! rules {
     ($( $id:ident = $name:literal, $subject:ident, $knobs:ident, $doc:literal; )*) => {
         /// Every rule keyward evaluates.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-        #[serde(rename_all = "snake_case")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         pub enum RuleId { $( #[doc = $doc] #[serde(rename = $name)] $id, )* }
 
         impl RuleId {
@@ -127,6 +126,19 @@ rules! {
     DeniedBurstIp = "denied_burst_ip", Ip, Count, "A burst of refused verifications from one address.";
     RootAuthFailures = "root_auth_failures", Ip, Count, "Failed root-key authentications against the management API from one address.";
 }
+
+// By hand: the derive would spell `RequestsPer5Minutes` its own way, not as serde does.
+impl utoipa::PartialSchema for RuleId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(RuleId::ALL.iter().map(|r| r.as_str())))
+            .description(Some("Every rule keyward evaluates (see GET /v1/alert-rules for what each watches)."))
+            .into()
+    }
+}
+
+impl ToSchema for RuleId {}
 
 impl RuleId {
     pub fn parse(s: &str) -> Option<RuleId> {

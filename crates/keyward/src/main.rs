@@ -29,6 +29,8 @@ Examples:
   keyward incident report inc_...
   keyward root-keys create --name ci --role verifier
   keyward audit --verify
+  keyward alerts --follow               print alerts as they are raised
+  keyward webhooks create --url https://ops.example.com/keyward
   source <(keyward completions bash)
 ";
 
@@ -61,6 +63,11 @@ enum Command {
     /// Incident records on a running server.
     #[command(subcommand)]
     Incident(client::IncidentCmd),
+    /// Alerts raised by the rules engine: list, follow, show, acknowledge, resolve; the rules in force.
+    Alerts(client::AlertsCmd),
+    /// Webhook endpoints notified of alerts and key lifecycle changes, and their deliveries.
+    #[command(subcommand)]
+    Webhooks(client::WebhooksCmd),
     /// Root keys of the management API on a running server (admin).
     #[command(subcommand)]
     RootKeys(client::RootKeysCmd),
@@ -131,6 +138,8 @@ fn main() -> ExitCode {
         Command::Keys(c) => client::keys(c),
         Command::Events(c) => client::events(c),
         Command::Incident(c) => client::incident(c),
+        Command::Alerts(c) => client::alerts(c),
+        Command::Webhooks(c) => client::webhooks(c),
         Command::RootKeys(c) => client::root_keys(c),
         Command::Workspaces(c) => client::workspaces(c),
         Command::Audit(c) => client::audit(c),

@@ -28,12 +28,10 @@ use crate::{Actor, Result, Service, ServiceError};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AlertQuery {
-    /// `open`, `acknowledged` or `resolved`.
-    pub status: Option<String>,
-    /// `notice`, `medium`, `warning`, `high` or `critical`.
-    pub severity: Option<String>,
+    pub status: Option<AlertStatus>,
+    pub severity: Option<keyward_alerts::Severity>,
     /// A rule id, e.g. `requests_per_minute`.
-    pub rule: Option<String>,
+    pub rule: Option<RuleId>,
     pub key_id: Option<String>,
     /// Alerts last seen at or after this RFC 3339 instant.
     pub since: Option<String>,
@@ -254,21 +252,6 @@ impl Service {
     pub async fn list_alerts(&self, actor: &Actor, q: AlertQuery) -> Result<AlertPage> {
         actor.require(Permission::AlertsRead, "read alerts")?;
         let limit = page_limit(q.limit)?;
-        if let Some(s) = &q.status
-            && AlertStatus::parse(s).is_none()
-        {
-            return Err(invalid("status must be open, acknowledged or resolved"));
-        }
-        if let Some(s) = &q.severity
-            && keyward_alerts::Severity::parse(s).is_none()
-        {
-            return Err(invalid("severity must be notice, medium, warning, high or critical"));
-        }
-        if let Some(r) = &q.rule
-            && RuleId::parse(r).is_none()
-        {
-            return Err(invalid("rule must be a rule id such as requests_per_minute (see GET /v1/alert-rules)"));
-        }
         crate::validate::id_cursor("alr", q.cursor.as_deref())?;
         let since = q
             .since
@@ -277,9 +260,9 @@ impl Service {
             .transpose()?;
         let filter = AlertFilter {
             workspace_id: actor.workspace_id.clone(),
-            status: q.status,
-            severity: q.severity,
-            rule: q.rule,
+            status: q.status.map(|s| s.as_str().to_owned()),
+            severity: q.severity.map(|s| s.as_str().to_owned()),
+            rule: q.rule.map(|r| r.as_str().to_owned()),
             key_id: q.key_id,
             since,
             before_id: q.cursor,

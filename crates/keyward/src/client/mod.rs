@@ -5,6 +5,7 @@
 //! with `--json`.
 
 mod admin;
+mod alerts;
 mod events;
 mod keys;
 mod output;
@@ -12,6 +13,7 @@ mod output;
 pub use admin::{
     AuditCmd, IncidentCmd, KeyspacesCmd, RootKeysCmd, WorkspacesCmd, audit, incident, keyspaces, root_keys, workspaces,
 };
+pub use alerts::{AlertsCmd, WebhooksCmd, alerts, webhooks};
 pub use events::{EventsCmd, events};
 pub use keys::{KeysCmd, keys};
 

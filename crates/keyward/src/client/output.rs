@@ -57,8 +57,12 @@ impl Paint {
     pub fn status(self, word: &str) -> String {
         let code = match word {
             "active" | "VALID" | "ok" | "admin" => "32",
-            "revoked" | "REFUSED" | "REVOKED" | "MALFORMED" | "NOT_FOUND" | "BROKEN" => "31",
-            "disabled" | "expired" | "deprecated" | "ROTATED" | "DISABLED" | "EXPIRED" => "33",
+            "revoked" | "REFUSED" | "REVOKED" | "MALFORMED" | "NOT_FOUND" | "BROKEN" | "critical" | "high" | "dead" => {
+                "31"
+            }
+            "disabled" | "expired" | "deprecated" | "ROTATED" | "DISABLED" | "EXPIRED" | "warning" | "medium"
+            | "pending" => "33",
+            "delivered" => "32",
             _ if word.ends_with("LIMITED") || word.ends_with("EXCEEDED") || word.ends_with("ALLOWED") => "33",
             "FORBIDDEN" => "33",
             _ => return word.to_owned(),

@@ -393,6 +393,15 @@ fn openapi_document_matches_the_routes() {
         "/v1/root-keys/{id}",
         "/v1/audit",
         "/v1/audit/verify",
+        "/v1/alerts",
+        "/v1/alerts/{id}",
+        "/v1/alerts/{id}/ack",
+        "/v1/alerts/{id}/resolve",
+        "/v1/alert-rules",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}",
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
     ];
     let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
     listed.sort();

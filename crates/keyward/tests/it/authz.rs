@@ -18,6 +18,7 @@ fn allowed_roles(op: &str) -> Option<&'static [&'static str]> {
     const AUDIT: &[&str] = &["admin", "auditor"];
     const VERIFY: &[&str] = &["admin", "verifier"];
     const ADMIN: &[&str] = &["admin"];
+    const READ_ALERTS: &[&str] = &["admin", "key_manager", "auditor"];
     Some(match op {
         "healthz" | "readyz" | "metrics" | "openapi" | "githubSecretScanning" => return None,
         "listEvents" | "listAudit" | "verifyAudit" => AUDIT,
@@ -29,6 +30,9 @@ fn allowed_roles(op: &str) -> Option<&'static [&'static str]> {
         "createKey" | "patchKey" | "revokeKey" | "rotateKey" | "bulkRevokeKeys" | "importKeys" | "createKeyspace"
         | "patchKeyspace" | "createIncident" | "patchIncident" | "reportLeaks" => WRITE_KEYS,
         "createWorkspace" | "createRootKey" | "deleteRootKey" => ADMIN,
+        "listAlerts" | "getAlert" | "getAlertRules" | "listWebhooks" | "listDeliveries" => READ_ALERTS,
+        "ackAlert" | "resolveAlert" => WRITE_KEYS,
+        "putAlertRules" | "createWebhook" | "deleteWebhook" | "redeliver" => ADMIN,
         other => panic!("operation {other} has no entry in the authorization matrix: add it"),
     })
 }
@@ -51,6 +55,9 @@ fn body_for(op: &str, ids: &Ids) -> Option<Value> {
         "createRootKey" => json!({"name": "r", "role": "auditor"}),
         "verifyKey" => json!({"key": "kw_live_nothing"}),
         "reportUsage" => json!({"request_id": "req_unknown"}),
+        "ackAlert" | "resolveAlert" => json!({}),
+        "putAlertRules" => json!({"rules": {}}),
+        "createWebhook" => json!({"url": "http://127.0.0.1:9/hook"}),
         _ => return None,
     })
 }
@@ -61,6 +68,9 @@ struct Ids {
     key: String,
     incident: String,
     root_key: String,
+    alert: String,
+    webhook: String,
+    delivery: String,
 }
 
 fn make_ids(s: &Server, root: &str) -> Ids {
@@ -75,7 +85,25 @@ fn make_ids(s: &Server, root: &str) -> Ids {
         .as_str()
         .unwrap()
         .to_owned();
-    Ids { keyspace: ks, key, incident, root_key }
+    // A webhook, then a leak report on a key of this workspace: an alert, and a delivery of it.
+    let webhook =
+        s.create_as(root, "/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook"}))["id"].as_str().unwrap().to_owned();
+    let (_, leaked) = {
+        let v = s.create_as(root, "/v1/keys", json!({"keyspace_id": ks}));
+        (v["id"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned())
+    };
+    s.call_as(root, "POST", "/v1/leaks", Some(json!({"keys": [leaked]}))).json();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (alert, delivery) = loop {
+        let alerts = s.call_as(root, "GET", "/v1/alerts", None).json();
+        let deliveries = s.call_as(root, "GET", &format!("/v1/webhooks/{webhook}/deliveries"), None).json();
+        if let (Some(a), Some(d)) = (alerts["data"][0]["id"].as_str(), deliveries["data"][0]["id"].as_str()) {
+            break (a.to_owned(), d.to_owned());
+        }
+        assert!(std::time::Instant::now() < deadline, "the leak raised no alert or no delivery");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Ids { keyspace: ks, key, incident, root_key, alert, webhook, delivery }
 }
 
 fn concrete(path: &str, ids: &Ids) -> String {
@@ -85,10 +113,14 @@ fn concrete(path: &str, ids: &Ids) -> String {
         &ids.key
     } else if path.starts_with("/v1/incidents/") {
         &ids.incident
+    } else if path.starts_with("/v1/alerts/") {
+        &ids.alert
+    } else if path.starts_with("/v1/webhooks/") {
+        &ids.webhook
     } else {
         &ids.root_key
     };
-    path.replace("{id}", id)
+    path.replace("{id}", id).replace("{delivery_id}", &ids.delivery)
 }
 
 /// (method, path template, operationId) of every documented operation.

@@ -51,6 +51,15 @@ const REFUSED_FOR_A_REASON: &[(&str, &str)] = &[
     ("POST /v1/usage", "request_id must name a recent verification of this workspace"),
     ("POST /v1/workspaces", "name without control characters"),
     ("DELETE /v1/root-keys/{id}", "the id must name a root key; the last admin key cannot be deleted"),
+    ("GET /v1/alerts", "cursor must be an alert id this API returned; since an RFC 3339 instant"),
+    ("GET /v1/alert-rules", "keyspace_id or key_id must name one of this workspace"),
+    ("PUT /v1/alert-rules", "each rule takes only its own settings, within bounds; the level must exist"),
+    ("POST /v1/alerts/{id}/ack", "the id must name an alert; an alert is acknowledged once, not after resolution"),
+    ("POST /v1/alerts/{id}/resolve", "the id must name an alert; an alert is resolved once"),
+    ("POST /v1/webhooks", "url http(s) without a key; event types from the documented list; format webhook or slack"),
+    ("GET /v1/webhooks/{id}/deliveries", "the id must name an endpoint; cursor must be a delivery id"),
+    ("POST /v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", "the delivery must be one of this endpoint's"),
+    ("DELETE /v1/webhooks/{id}", "the id must name an endpoint of this workspace"),
     ("Stateful tests", "sequences built from the operations above meet the same rules"),
 ];
 
