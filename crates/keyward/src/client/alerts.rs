@@ -173,11 +173,7 @@ pub fn alerts(cmd: AlertsCmd) -> anyhow::Result<()> {
                 let on = if r["enabled"] == true { "yes" } else { "off" };
                 table.row(vec![text(r, "rule"), on.to_owned(), window, levels.join(", ")]);
             }
-            println!(
-                "{} {}",
-                paint.dim("rules in force for the"),
-                format!("{} {}", text(&rules, "level"), text(&rules, "target_id"))
-            );
+            println!("{} {} {}", paint.dim("rules in force for the"), text(&rules, "level"), text(&rules, "target_id"));
             table.print(paint);
             Ok(())
         }
@@ -227,7 +223,7 @@ fn list(cmd: AlertList) -> anyhow::Result<()> {
         if cmd.follow && cmd.status.is_none() {
             rows.extend(fetch(&Some("resolved".into()))?["data"].as_array().cloned().unwrap_or_default());
         }
-        rows.sort_by(|a, b| text(a, "id").cmp(&text(b, "id")));
+        rows.sort_by_key(|a| text(a, "id"));
         if !cmd.follow {
             if conn.json {
                 return print_json(&json!({ "data": rows }));
