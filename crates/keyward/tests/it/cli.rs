@@ -278,7 +278,8 @@ fn every_command_has_examples_and_the_admin_commands_work() {
         let help = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut found = vec![path.to_vec()];
         let Some(list) = help.split("Commands:\n").nth(1) else { return found };
-        for line in list.lines().take_while(|l| l.starts_with("  ")) {
+        // Command lines are indented by two; wrapped descriptions by more.
+        for line in list.lines().take_while(|l| l.starts_with("  ")).filter(|l| !l.starts_with("   ")) {
             let name = line.split_whitespace().next().unwrap().to_owned();
             if name != "help" {
                 found.extend(commands(&[path, &[name]].concat()));
@@ -358,4 +359,53 @@ fn every_command_has_examples_and_the_admin_commands_work() {
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && script.contains("keyward") && script.contains("root-keys"), "{shell}");
     }
+}
+
+/// `keyward alerts` and `keyward webhooks` against a running server (issue 10).
+#[test]
+fn the_alerts_and_webhooks_commands() {
+    let s = Server::start();
+    let ks = serde_json::from_str::<Value>(&cli(&s, &["keyspaces", "create", "--name", "p", "--json"]).1).unwrap();
+    let created: Value =
+        serde_json::from_str(&cli(&s, &["keys", "create", "--keyspace", ks["id"].as_str().unwrap(), "--json"]).1)
+            .unwrap();
+    let (ok, secret, err) =
+        cli(&s, &["webhooks", "create", "--url", "http://127.0.0.1:9/hook", "--event", "alert.opened"]);
+    assert!(ok && secret.trim().starts_with("whsec_") && err.contains("shown only this once"), "{secret}{err}");
+    let (ok, out, _) = cli(&s, &["webhooks", "list"]);
+    assert!(ok && out.contains("alert.opened") && !out.contains(secret.trim()), "{out}");
+    // A leak report raises a critical alert.
+    s.call("POST", "/v1/leaks", Some(json!({"keys": [created["key"]]}))).json();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let (ok, out, err) = cli(&s, &["alerts"]);
+        assert!(ok, "{err}");
+        if out.contains("leak") {
+            break out;
+        }
+        assert!(std::time::Instant::now() < deadline, "no alert listed: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(out.starts_with("ID") && out.contains("critical") && out.contains("open"), "{out}");
+    let id = out.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let (ok, out, _) = cli(&s, &["alerts", "show", &id]);
+    assert!(ok && out.contains("key found leaked"), "{out}");
+    let (ok, out, _) = cli(&s, &["alerts", "ack", &id, "--note", "on it"]);
+    assert!(ok && out.contains("acknowledged"), "{out}");
+    let (ok, out, _) = cli(&s, &["alerts", "resolve", &id]);
+    assert!(ok && out.contains("resolved"), "{out}");
+    let (ok, _, err) = cli(&s, &["alerts", "resolve", &id]);
+    assert!(!ok && err.contains("409") && err.contains("already resolved"), "{err}");
+    let (ok, out, _) = cli(&s, &["alerts", "--status", "resolved", "--json"]);
+    assert!(ok && serde_json::from_str::<Value>(&out).unwrap()["data"][0]["id"] == id.as_str(), "{out}");
+    let (ok, out, _) = cli(&s, &["alerts", "rules"]);
+    assert!(ok && out.contains("requests_per_minute") && out.contains("critical > 1000"), "{out}");
+    let hook = serde_json::from_str::<Value>(&cli(&s, &["webhooks", "list", "--json"]).1).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, out, _) = cli(&s, &["webhooks", "deliveries", &hook]);
+    assert!(ok && out.contains("alert.opened"), "{out}");
+    let (ok, out, _) = cli(&s, &["webhooks", "delete", &hook]);
+    assert!(ok && out.contains("deleted"), "{out}");
 }
