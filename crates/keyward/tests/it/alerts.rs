@@ -423,3 +423,33 @@ fn webhooks_are_signed_and_nothing_is_lost_across_an_outage_and_a_restart() {
     assert!(audit.contains("webhook.create") && audit.contains("alert.resolve"));
     assert!(!s.log.lock().contains(&secret[6..]), "the signing secret reached the log");
 }
+
+/// Detection latency, crossing event → alert stored → webhook received: the
+/// figures for BENCHMARKS.md (`cargo test -p keyward --test it -- alerts::detection --nocapture`).
+/// The bound asserted is loose (machines here are noisy); the goal is 1 s.
+#[test]
+fn detection_latency_from_the_crossing_event_to_the_webhook() {
+    let hooks = Capture::start();
+    let s = Server::start_full(&[], Some("[webhooks]\npoll_ms = 20\n"));
+    s.create("/v1/webhooks", json!({"url": format!("{}/keyward", hooks.url()), "events": ["alert.escalated"]}));
+    let ks = keyspace(&s, "prod");
+    let (_, key) = s.key(json!({"keyspace_id": ks}));
+    let client = Client::new(&s, &key, "203.0.113.9");
+    assert_eq!(client.burst(1000), 1000);
+    let mut stored_ms = Vec::new();
+    let mut sent_ms = Vec::new();
+    // The 1,001st request crosses the critical level.
+    let crossing = Instant::now();
+    client.verify(json!({}));
+    let stored = eventually(10, "the escalation stored", || {
+        alerts(&s).iter().any(|a| a["rule"] == "requests_per_minute" && a["severity"] == "critical").then(Instant::now)
+    });
+    let sent = eventually(10, "the escalation delivered", || (!hooks.requests.lock().is_empty()).then(Instant::now));
+    stored_ms.push((stored - crossing).as_millis());
+    sent_ms.push((sent - crossing).as_millis());
+    eprintln!(
+        "detection latency: alert stored {} ms, webhook received {} ms after the crossing verify",
+        stored_ms[0], sent_ms[0]
+    );
+    assert!(sent - crossing < Duration::from_secs(5), "detection took {:?}", sent - crossing);
+}
