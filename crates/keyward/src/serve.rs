@@ -187,7 +187,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     service.attach_sinks(sinks.clone());
     // The rules engine takes the written stream from the event writer; webhooks go out from the outbox.
     let monitor = if cfg.alerts.enabled {
-        let monitor = keyward_alerts::Monitor::start(dd.alert_store.clone(), cfg.alerts.clone(), None)
+        let responder = keyward_service::alerts::AutoResponse::new(&service, tokio::runtime::Handle::current());
+        let monitor = keyward_alerts::Monitor::start(dd.alert_store.clone(), cfg.alerts.clone(), Some(responder))
             .context("starting the alert monitor")?;
         dd.events.observe(monitor.clone());
         service.attach_monitor(monitor.clone());

@@ -562,3 +562,62 @@ impl Service {
         Ok(())
     }
 }
+
+/// Automatic response, off by default and set per keyspace
+/// (`auto_disable_on_critical`): a critical alert about a key of such a
+/// keyspace disables the key. The change is audited as
+/// `key.auto_disable` by `system:auto-response:<alert id>`, notifies
+/// `key.disabled`, and an `enabled: true` undoes it.
+pub struct AutoResponse {
+    service: std::sync::Weak<Service>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl AutoResponse {
+    pub fn new(service: &Arc<Service>, runtime: tokio::runtime::Handle) -> Arc<AutoResponse> {
+        Arc::new(AutoResponse { service: Arc::downgrade(service), runtime })
+    }
+}
+
+impl keyward_alerts::Responder for AutoResponse {
+    fn alert_changed(&self, change: &keyward_alerts::Change) {
+        use keyward_alerts::ChangeKind;
+        let a = &change.alert;
+        let raised = matches!(change.kind, ChangeKind::Opened | ChangeKind::Reopened | ChangeKind::Escalated);
+        let (true, keyward_alerts::Severity::Critical, Some(key_id)) = (raised, a.severity, a.subject.key_id()) else {
+            return;
+        };
+        let Some(service) = self.service.upgrade() else { return };
+        let (ws, key_id, alert_id) = (a.workspace_id.clone(), key_id.to_owned(), a.id.clone());
+        self.runtime.spawn(async move {
+            if let Err(e) = service.auto_disable(&ws, &key_id, &alert_id).await {
+                tracing::error!(key_id = %key_id, alert_id = %alert_id, error = %e, "Automatic response failed.");
+            }
+        });
+    }
+}
+
+impl Service {
+    /// Disables `key_id` for `alert_id` when its keyspace asks for it.
+    async fn auto_disable(&self, workspace_id: &str, key_id: &str, alert_id: &str) -> Result<()> {
+        let (ws, id) = (workspace_id.to_owned(), key_id.to_owned());
+        let Some(mut k) = self.blocking(move |s| s.get_key(&ws, &id)).await? else { return Ok(()) };
+        if !self.keyspace_cell(&k.keyspace_id).get().auto_disable_on_critical || !k.enabled || k.revoked_at.is_some() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let before = to_value(&crate::views::key_view(&k, None, now));
+        k.enabled = false;
+        k.updated_at = now;
+        let actor = Actor {
+            workspace_id: workspace_id.to_owned(),
+            root_key_id: format!("system:auto-response:{alert_id}"),
+            role: keyward_core::Role::Admin,
+            source_ip: None,
+            request_id: None,
+        };
+        self.save_key(&actor, k, before, "key.auto_disable", now, crate::index::QuotaFrom::Live).await?;
+        tracing::warn!(key_id, alert_id, "Key disabled by automatic response to a critical alert.");
+        Ok(())
+    }
+}

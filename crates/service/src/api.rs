@@ -37,6 +37,9 @@ pub struct CreateKeyspace {
     /// Longest lifetime of a key, ms: new keys expire by then (e.g. 7776000000 = 90 days).
     #[schema(minimum = 1)]
     pub max_age_ms: Option<i64>,
+    /// Automatic response: a critical alert about one of its keys disables the key
+    /// (audited with the alert id; `enabled: true` undoes it). Default false.
+    pub auto_disable_on_critical: Option<bool>,
 }
 
 impl CreateKeyspace {
@@ -67,6 +70,8 @@ pub struct PatchKeyspace {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<i64>)]
     pub max_age_ms: Option<Option<i64>>,
+    /// Automatic response on critical alerts, from the next alert on.
+    pub auto_disable_on_critical: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -81,6 +86,7 @@ pub struct KeyspaceView {
     pub path_rules: Vec<PathRule>,
     pub pseudonymize_ips: bool,
     pub max_age_ms: Option<i64>,
+    pub auto_disable_on_critical: bool,
     pub created_at: String,
     pub updated_at: String,
 }

@@ -114,6 +114,7 @@ pub struct KeyspacePolicy {
     pub ratelimits: Vec<RateLimit>,
     pub path_rules: Vec<PathRule>,
     pub pseudonymize_ips: bool,
+    pub auto_disable_on_critical: bool,
 }
 
 impl KeyspacePolicy {
@@ -123,6 +124,7 @@ impl KeyspacePolicy {
             ratelimits: ks.default_ratelimits.clone(),
             path_rules: ks.path_rules.clone(),
             pseudonymize_ips: ks.pseudonymize_ips,
+            auto_disable_on_critical: ks.auto_disable_on_critical,
         }
     }
 }

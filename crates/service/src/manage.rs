@@ -148,6 +148,7 @@ impl Service {
             default_ratelimits,
             path_rules,
             pseudonymize_ips: req.pseudonymize_ips.unwrap_or(false),
+            auto_disable_on_critical: req.auto_disable_on_critical.unwrap_or(false),
             max_age_ms: req.max_age_ms,
         };
         let view = keyspace_view(&ks);
@@ -206,6 +207,9 @@ impl Service {
         if let Some(mut v) = req.path_rules {
             check_rules(&mut v)?;
             ks.path_rules = v;
+        }
+        if let Some(v) = req.auto_disable_on_critical {
+            ks.auto_disable_on_critical = v;
         }
         if let Some(v) = req.pseudonymize_ips {
             ks.pseudonymize_ips = v;
@@ -448,7 +452,7 @@ impl Service {
     /// Writes a changed key to the store with its audit diff, then the index.
     /// Unless the change sets the quota, the live in-memory quota is what is
     /// written, so a PATCH never hands back consumed units.
-    async fn save_key(
+    pub(crate) async fn save_key(
         &self,
         actor: &Actor,
         mut k: KeyRecord,

@@ -36,6 +36,8 @@ pub struct Keyspace {
     pub pseudonymize_ips: bool,
     /// Longest lifetime of a key: new keys expire by then.
     pub max_age_ms: Option<i64>,
+    /// Automatic response: a critical alert about a key of this keyspace disables it.
+    pub auto_disable_on_critical: bool,
 }
 
 /// One API key, by hash.

@@ -217,6 +217,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (delivery_id, n)
     );
     "#,
+    // 6: automatic response per keyspace.
+    r#"
+    ALTER TABLE keyspaces ADD COLUMN auto_disable_on_critical INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 mod alerts;
@@ -419,7 +423,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 }
 
 const KS_COLS: &str = "id, workspace_id, name, prefix, default_ttl_ms, created_at, updated_at, default_scopes,
-    default_ip_allowlist, default_ratelimits, path_rules, pseudonymize_ips, max_age_ms";
+    default_ip_allowlist, default_ratelimits, path_rules, pseudonymize_ips, max_age_ms, auto_disable_on_critical";
 
 fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
     Ok(Keyspace {
@@ -436,6 +440,7 @@ fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
         path_rules: json_col(r, 10)?,
         pseudonymize_ips: r.get(11)?,
         max_age_ms: r.get(12)?,
+        auto_disable_on_critical: r.get(13)?,
     })
 }
 
@@ -627,7 +632,7 @@ impl Store for SqliteStore {
         self.tx(|tx| {
             tx.execute(
                 &format!(
-                    "INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                    "INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ),
                 params![
                     ks.id,
@@ -642,7 +647,8 @@ impl Store for SqliteStore {
                     to_json(&ks.default_ratelimits),
                     to_json(&ks.path_rules),
                     ks.pseudonymize_ips,
-                    ks.max_age_ms
+                    ks.max_age_ms,
+                    ks.auto_disable_on_critical
                 ],
             )
             .map_err(|e| map_unique(e, "keyspace"))?;
@@ -655,7 +661,7 @@ impl Store for SqliteStore {
             let n = tx.execute(
                 "UPDATE keyspaces SET name = ?3, prefix = ?4, default_ttl_ms = ?5, updated_at = ?6,
                         default_scopes = ?7, default_ip_allowlist = ?8, default_ratelimits = ?9, path_rules = ?10,
-                        pseudonymize_ips = ?11, max_age_ms = ?12
+                        pseudonymize_ips = ?11, max_age_ms = ?12, auto_disable_on_critical = ?13
                  WHERE workspace_id = ?1 AND id = ?2",
                 params![
                     ks.workspace_id,
@@ -669,7 +675,8 @@ impl Store for SqliteStore {
                     to_json(&ks.default_ratelimits),
                     to_json(&ks.path_rules),
                     ks.pseudonymize_ips,
-                    ks.max_age_ms
+                    ks.max_age_ms,
+                    ks.auto_disable_on_critical
                 ],
             )?;
             if n == 0 {

@@ -453,3 +453,34 @@ fn detection_latency_from_the_crossing_event_to_the_webhook() {
     );
     assert!(sent - crossing < Duration::from_secs(5), "detection took {:?}", sent - crossing);
 }
+
+/// Automatic response (issue 10): off by default; where a keyspace opts in, a
+/// critical alert about one of its keys disables the key, audited with the
+/// alert's id, and an enable undoes it.
+#[test]
+fn a_critical_alert_disables_the_key_where_the_keyspace_opts_in() {
+    let s = Server::start();
+    let guarded = keyspace(&s, "guarded");
+    let open = keyspace(&s, "open");
+    let p =
+        s.call("PATCH", &format!("/v1/keyspaces/{guarded}"), Some(json!({"auto_disable_on_critical": true}))).json();
+    assert_eq!(p["auto_disable_on_critical"], true);
+    let (guarded_id, guarded_key) = s.key(json!({"keyspace_id": guarded}));
+    let (_, open_key) = s.key(json!({"keyspace_id": open}));
+    for key in [&guarded_key, &open_key] {
+        assert_eq!(Client::new(&s, key, "203.0.113.60").burst(1001), 1001);
+    }
+    let code = |key: &str| Client::new(&s, key, "203.0.113.60").verify(json!({}))["code"].as_str().unwrap().to_owned();
+    eventually(10, "the guarded key disabled", || (code(&guarded_key) == "DISABLED").then_some(()));
+    assert_eq!(code(&open_key), "VALID", "a keyspace that did not opt in keeps its key working");
+    let critical = alerts(&s)
+        .into_iter()
+        .find(|a| a["severity"] == "critical" && a["subject"]["key_id"] == guarded_id.as_str())
+        .unwrap();
+    let audit = s.call("GET", &format!("/v1/audit?target_id={guarded_id}"), None).json();
+    let entry = audit["data"].as_array().unwrap().iter().find(|e| e["action"] == "key.auto_disable").expect("audited");
+    assert_eq!(entry["actor"], format!("system:auto-response:{}", critical["id"].as_str().unwrap()));
+    // Undone by a person.
+    s.call("PATCH", &format!("/v1/keys/{guarded_id}"), Some(json!({"enabled": true}))).json();
+    assert_eq!(code(&guarded_key), "VALID");
+}

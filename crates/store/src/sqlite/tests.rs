@@ -50,6 +50,7 @@ fn seed(s: &SqliteStore) {
         path_rules: vec![],
         pseudonymize_ips: false,
         max_age_ms: None,
+        auto_disable_on_critical: false,
     };
     s.insert_keyspace(&ks, &audit("ws_1", "aud_2", "keyspace.create")).unwrap();
 }
