@@ -1,5 +1,6 @@
 //! Every metric keyward exports, with its help text. Labels stay bounded:
-//! outcome codes, route templates, status codes, configured sink names.
+//! outcome codes, route templates, status codes, configured sink names, rule
+//! ids and severities (never a key, an address or an alert id).
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -33,4 +34,19 @@ pub fn describe() {
     describe_counter!("keyward_sink_failures_total", "Failed shipments, by sink.");
     describe_gauge!("keyward_sink_up", "1 when the sink's last shipment succeeded, else 0.");
     describe_gauge!("keyward_sink_backlog", "Usage events written but not yet shipped, by sink.");
+    describe_counter!(
+        "keyward_alerts_total",
+        "Alert changes, by rule, severity and change (opened, reopened, escalated, resolved)."
+    );
+    describe_counter!(
+        "keyward_alert_events_dropped_total",
+        "Usage events the rules engine could not take in time (its queue was full)."
+    );
+    describe_gauge!("keyward_alert_keys_tracked", "Keys with state in the rules engine.");
+    describe_gauge!("keyward_alert_ips_tracked", "Source addresses with state in the rules engine.");
+    describe_counter!(
+        "keyward_webhook_attempts_total",
+        "Webhook delivery attempts, by outcome (delivered, retry, dead)."
+    );
+    describe_gauge!("keyward_webhook_deliveries_pending", "Webhook deliveries waiting to be sent or retried.");
 }

@@ -452,6 +452,45 @@ fn detection_latency_from_the_crossing_event_to_the_webhook() {
         stored_ms[0], sent_ms[0]
     );
     assert!(sent - crossing < Duration::from_secs(5), "detection took {:?}", sent - crossing);
+    // Counted in /metrics by rule, severity and change (bounded labels, no key).
+    let metrics = s.raw("GET", "/metrics", None, None, &[]).text;
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("keyward_alerts_total{")
+                && l.contains("rule=\"requests_per_minute\"")
+                && l.contains("change=\"escalated\"")
+        })
+        .unwrap_or_else(|| panic!("no keyward_alerts_total line:\n{metrics}"));
+    assert!(line.contains("severity=\"critical\"") && line.ends_with(" 1"), "{line}");
+    assert!(!metrics.contains(&key));
+}
+
+/// Keys nearing expiry: one `key.expiring` message per key and run (for the
+/// nearest threshold), and a notice alert.
+#[test]
+fn expiring_keys_are_notified_once() {
+    let hooks = Capture::start();
+    let s = Server::start_full(&[], Some("[lifecycle]\ncheck_interval_ms = 200\n[webhooks]\npoll_ms = 20\n"));
+    s.create("/v1/webhooks", json!({"url": format!("{}/keyward", hooks.url()), "events": ["key.expiring"]}));
+    let ks = keyspace(&s, "prod");
+    let (id, _) = s.key(json!({"keyspace_id": ks, "ttl_ms": 12 * HOUR}));
+    let got = eventually(10, "the expiry notice", || {
+        let r = hooks.requests.lock().clone();
+        (!r.is_empty()).then_some(r)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(hooks.requests.lock().len(), 1, "once, not once per threshold or per run");
+    let msg: Value = serde_json::from_str(&got[0].2).unwrap();
+    assert_eq!(
+        (msg["type"].as_str(), msg["data"]["key_id"].as_str(), msg["data"]["days"].as_i64()),
+        (Some("key.expiring"), Some(id.as_str()), Some(1))
+    );
+    let expiring = eventually(10, "the expiring alert", || {
+        alerts(&s).into_iter().find(|a| a["rule"] == "expiring" && a["subject"]["key_id"] == id.as_str())
+    });
+    assert_eq!(expiring["severity"], "notice");
+    assert!(expiring["detail"].as_str().unwrap().contains("within 1 day"), "{expiring}");
 }
 
 /// Automatic response (issue 10): off by default; where a keyspace opts in, a
