@@ -523,3 +523,38 @@ fn a_critical_alert_disables_the_key_where_the_keyspace_opts_in() {
     s.call("PATCH", &format!("/v1/keys/{guarded_id}"), Some(json!({"enabled": true}))).json();
     assert_eq!(code(&guarded_key), "VALID");
 }
+
+/// A restart forgets no open alert and learned nothing twice: the same attack
+/// after it updates the same alert, and addresses a key used before it are
+/// not new after it.
+#[test]
+fn a_restart_keeps_open_alerts_and_what_keys_learned() {
+    let mut s = Server::start_full(&[], Some("[alerts]\nsave_learned_ms = 100\n"));
+    let ks = keyspace(&s, "prod");
+    let (id, key) = s.key(json!({"keyspace_id": ks}));
+    // No learning period for this key, so that new addresses count at once.
+    s.call("PUT", "/v1/alert-rules", Some(json!({"key_id": id, "rules": {"new_ip": {"learning_ms": 0}}}))).json();
+    assert_eq!(Client::new(&s, &key, "203.0.113.70").burst(600), 600);
+    let before = eventually(10, "the flood's alert", || {
+        alerts(&s).into_iter().find(|a| a["rule"] == "requests_per_minute" && a["subject"]["key_id"] == id.as_str())
+    });
+    // The first use was from .70 with no learning: that one address raised new_ip once.
+    std::thread::sleep(Duration::from_millis(300));
+    s.restart();
+    assert_eq!(Client::new(&s, &key, "203.0.113.70").burst(600), 600);
+    let stranger = Client::new(&s, &key, "198.51.100.77");
+    stranger.burst(1);
+    let after = eventually(10, "the new address after the restart", || {
+        let a = alerts(&s);
+        a.iter().any(|x| x["rule"] == "new_ip" && x["count"].as_u64() >= Some(2)).then_some(a)
+    });
+    let rpm: Vec<&Value> = after.iter().filter(|a| a["rule"] == "requests_per_minute").collect();
+    assert_eq!(rpm.len(), 1, "the same alert, not a twin: {rpm:?}");
+    assert_eq!(rpm[0]["id"], before["id"]);
+    assert!(rpm[0]["count"].as_u64().unwrap() > before["count"].as_u64().unwrap(), "updated after the restart");
+    let new_ip: Vec<&Value> = after.iter().filter(|a| a["rule"] == "new_ip").collect();
+    assert_eq!(new_ip.len(), 1);
+    // Two findings: the very first address, and the stranger; not .70 again after the restart.
+    assert_eq!(new_ip[0]["count"], 2, "{new_ip:?}");
+    assert!(new_ip[0]["detail"].as_str().unwrap().contains("198.51.100.77"));
+}
