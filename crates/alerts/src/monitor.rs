@@ -309,9 +309,10 @@ impl Run {
             }
         }
         let notices: Vec<_> = changes.iter().filter_map(|c| view::notice(c, now)).collect();
+        let history: Vec<_> = changes.iter().filter_map(|c| view::change_row(c, now)).collect();
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.store.write_alerts(&rows, &notices) {
+            match self.store.write_alerts(&rows, &history, &notices) {
                 Ok(()) => break,
                 Err(e) => {
                     self.stats.write_errors.fetch_add(1, Ordering::Relaxed);

@@ -151,6 +151,29 @@ pub fn notice(change: &Change, now: i64) -> Option<Notice> {
     Some(message(&change.alert.workspace_id, event_type, data, now))
 }
 
+/// The history row of a change that notifies (opened, reopened, escalated, resolved).
+pub fn change_row(change: &Change, now: i64) -> Option<keyward_store::alerts::AlertChangeRow> {
+    let kind = match change.kind {
+        crate::tracker::ChangeKind::Opened => "opened",
+        crate::tracker::ChangeKind::Reopened => "reopened",
+        crate::tracker::ChangeKind::Escalated => "escalated",
+        crate::tracker::ChangeKind::Resolved => "resolved",
+        crate::tracker::ChangeKind::Updated => return None,
+    };
+    let mut body = alert_json(&change.alert);
+    if let Some(previous) = change.previous {
+        body["previous_severity"] = json!(previous);
+    }
+    Some(keyward_store::alerts::AlertChangeRow {
+        seq: 0,
+        workspace_id: change.alert.workspace_id.clone(),
+        alert_id: change.alert.id.clone(),
+        change: kind.to_owned(),
+        at: now,
+        body,
+    })
+}
+
 /// Every event type a webhook may subscribe to.
 pub const EVENT_TYPES: &[&str] = &[
     "alert.opened",

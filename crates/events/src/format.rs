@@ -4,7 +4,165 @@
 use keyward_core::Outcome;
 use keyward_core::event::UsageEvent;
 use keyward_core::time::to_rfc3339;
+use keyward_store::alerts::AlertChangeRow;
 use serde_json::{Map, Value, json};
+
+/// What a sink ships: a usage event, or a change of an alert (`event.kind: alert`).
+/// Usage events are most of the traffic, so they are not boxed.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum Record {
+    Usage(UsageEvent),
+    Alert(AlertChangeRow),
+}
+
+impl Record {
+    pub fn ecs(&self, host: &str) -> Value {
+        match self {
+            Record::Usage(e) => ecs(e, host),
+            Record::Alert(c) => alert_ecs(c, host),
+        }
+    }
+
+    pub fn cef(&self) -> String {
+        match self {
+            Record::Usage(e) => cef(e),
+            Record::Alert(c) => alert_cef(c),
+        }
+    }
+
+    pub fn rfc5424(&self, facility: u8, host: &str, body: Body) -> String {
+        match self {
+            Record::Usage(e) => rfc5424(e, facility, host, body),
+            Record::Alert(c) => alert_rfc5424(c, facility, host, body),
+        }
+    }
+
+    /// A stable document id (Elasticsearch `_id`): a re-send is the same document.
+    pub fn doc_id(&self) -> String {
+        match self {
+            Record::Usage(e) => format!("{}-{}", e.workspace_id, e.id),
+            Record::Alert(c) => format!("{}-alert-{}", c.workspace_id, c.seq),
+        }
+    }
+
+    pub fn ts(&self) -> i64 {
+        match self {
+            Record::Usage(e) => e.ts,
+            Record::Alert(c) => c.at,
+        }
+    }
+}
+
+/// ECS `event.severity` of an alert (a source-specific number: higher is worse).
+fn alert_severity(severity: &str) -> u8 {
+    match severity {
+        "critical" => 9,
+        "high" => 7,
+        "medium" | "warning" => 5,
+        _ => 3,
+    }
+}
+
+/// An alert change as an ECS document (`event.kind: alert`, `rule.name`).
+pub fn alert_ecs(c: &AlertChangeRow, host: &str) -> Value {
+    let a = &c.body;
+    let severity = a["severity"].as_str().unwrap_or("notice");
+    let mut kw = Map::new();
+    kw.insert("alert_id".into(), c.alert_id.clone().into());
+    kw.insert("workspace_id".into(), c.workspace_id.clone().into());
+    kw.insert("severity".into(), severity.into());
+    kw.insert("status".into(), a["status"].clone());
+    kw.insert("count".into(), a["count"].clone());
+    for field in ["key_id", "key_hint", "keyspace_id", "owner_id"] {
+        put(&mut kw, field, a["subject"].get(field).cloned());
+    }
+    let mut doc = json!({
+        "@timestamp": to_rfc3339(c.at),
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "kind": "alert",
+            "category": ["threat"],
+            "type": ["indicator"],
+            "action": format!("alert-{}", c.change),
+            "severity": alert_severity(severity),
+            "id": c.alert_id,
+            "dataset": "keyward.alert",
+            "reason": a["detail"],
+        },
+        "rule": {"name": a["rule"], "id": a["rule"]},
+        "message": a["detail"],
+        "host": {"name": host},
+        "service": {"name": "keyward"},
+        "keyward": kw,
+    });
+    if let (Value::Object(m), Some(ip)) = (&mut doc, a["subject"]["ip"].as_str()) {
+        m.insert("source".into(), json!({"ip": ip}));
+    }
+    doc
+}
+
+/// An alert change as a CEF line.
+pub fn alert_cef(c: &AlertChangeRow) -> String {
+    let a = &c.body;
+    let rule = a["rule"].as_str().unwrap_or("alert");
+    let severity = a["severity"].as_str().unwrap_or("notice");
+    let mut ext = vec![format!("rt={}", c.at), format!("externalId={}", c.alert_id), format!("act={}", c.change)];
+    let text = |v: &Value| v.as_str().map(cef_ext);
+    if let Some(ip) = text(&a["subject"]["ip"]) {
+        ext.push(format!("src={ip}"));
+    }
+    if let Some(k) = text(&a["subject"]["key_id"]) {
+        ext.push(format!("cs1={k} cs1Label=key_id"));
+    }
+    if let Some(d) = text(&a["detail"]) {
+        ext.push(format!("reason={d}"));
+    }
+    format!(
+        "CEF:0|keyward|keyward|{}|alert.{}|{}|{}|{}",
+        cef_header(env!("CARGO_PKG_VERSION")),
+        cef_header(rule),
+        cef_header(&format!("keyward alert {}: {rule}", c.change)),
+        alert_severity(severity) + 1,
+        ext.join(" ")
+    )
+}
+
+/// An alert change as an RFC 5424 message (MSGID `ALERT`).
+pub fn alert_rfc5424(c: &AlertChangeRow, facility: u8, host: &str, body: Body) -> String {
+    let a = &c.body;
+    let severity = a["severity"].as_str().unwrap_or("notice");
+    let level: u8 = match severity {
+        "critical" => 2,
+        "high" => 3,
+        "medium" | "warning" => 4,
+        _ => 5,
+    };
+    let pri = u16::from(facility) * 8 + u16::from(level);
+    let mut sd = format!(
+        "[{SD_ID} alert_id=\"{}\" change=\"{}\" rule=\"{}\" severity=\"{}\"",
+        sd_escape(&c.alert_id),
+        sd_escape(&c.change),
+        sd_escape(a["rule"].as_str().unwrap_or("")),
+        sd_escape(severity)
+    );
+    for (k, v) in [("key_id", &a["subject"]["key_id"]), ("src", &a["subject"]["ip"])] {
+        if let Some(v) = v.as_str() {
+            sd.push_str(&format!(" {k}=\"{}\"", sd_escape(v)));
+        }
+    }
+    sd.push(']');
+    let msg = match body {
+        Body::Ecs => alert_ecs(c, host).to_string(),
+        Body::Cef => alert_cef(c),
+    };
+    format!(
+        "<{pri}>1 {} {} keyward {} ALERT {sd} {msg}",
+        to_rfc3339(c.at),
+        if host.is_empty() { "-" } else { host },
+        std::process::id()
+    )
+}
 
 /// The ECS version the documents follow.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -247,5 +405,35 @@ mod tests {
         assert!(c.contains("|RATE_LIMITED|API key refused|3|"), "{c}");
         assert!(c.contains(r"request=/a\=b|c"), "{c}");
         assert!(c.contains("cn1=429"));
+    }
+
+    #[test]
+    fn alert_changes_in_each_format() {
+        let c = AlertChangeRow {
+            seq: 7,
+            workspace_id: "ws_1".into(),
+            alert_id: "alr_1".into(),
+            change: "escalated".into(),
+            at: 1_700_000_000_123,
+            body: json!({"rule": "enumeration", "severity": "high", "status": "open", "count": 21,
+                "detail": "21 distinct invalid keys in 10 min (above 20)", "subject": {"kind": "ip", "ip": "192.0.2.50"}}),
+        };
+        let doc = alert_ecs(&c, "h");
+        assert_eq!((doc["event"]["kind"].as_str(), doc["rule"]["name"].as_str()), (Some("alert"), Some("enumeration")));
+        assert_eq!((doc["source"]["ip"].as_str(), doc["event"]["severity"].as_u64()), (Some("192.0.2.50"), Some(7)));
+        let line = alert_rfc5424(&c, 16, "h", Body::Ecs);
+        assert!(line.starts_with("<131>1 "), "local0.err: {line}");
+        assert!(
+            line.contains(" ALERT [keyward@32473 alert_id=\"alr_1\" change=\"escalated\" rule=\"enumeration\""),
+            "{line}"
+        );
+        let cef = alert_cef(&c);
+        assert!(
+            cef.starts_with("CEF:0|keyward|keyward|")
+                && cef.contains("|alert.enumeration|")
+                && cef.contains("src=192.0.2.50"),
+            "{cef}"
+        );
+        assert_eq!(Record::Alert(c).doc_id(), "ws_1-alert-7");
     }
 }

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use keyward_core::event::UsageEvent;
 use keyward_core::time::now_ms;
+use keyward_store::alerts::AlertStore;
 use keyward_store::events::SqliteEventLog;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SinkError;
+use crate::format::Record;
 use crate::pipeline::PipelineStats;
 
 mod elasticsearch;
@@ -37,7 +38,7 @@ pub use syslog::{Protocol, SyslogSink};
 /// The endpoint side of a sink: ships one batch, or fails it whole (the
 /// runner sends it again).
 pub trait Output: Send {
-    fn ship(&mut self, batch: &[UsageEvent]) -> Result<(), SinkError>;
+    fn ship(&mut self, batch: &[Record]) -> Result<(), SinkError>;
 }
 
 /// What kind of endpoint a sink ships to.
@@ -157,6 +158,7 @@ impl Sinks {
         log: Arc<SqliteEventLog>,
         stats: Arc<PipelineStats>,
         host: String,
+        alerts: Option<Arc<dyn AlertStore>>,
     ) -> std::io::Result<Sinks> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut health = Vec::new();
@@ -180,6 +182,7 @@ impl Sinks {
                 host: host.clone(),
                 health: h,
                 stop: stop.clone(),
+                alerts: alerts.clone(),
             };
             let t =
                 std::thread::Builder::new().name(format!("keyward-sink-{}", cfg.name())).spawn(move || runner.run())?;
@@ -213,6 +216,8 @@ struct Runner {
     host: String,
     health: Arc<Mutex<SinkHealth>>,
     stop: Arc<AtomicBool>,
+    /// Where alert changes come from (exported as `event.kind: alert`), if anywhere.
+    alerts: Option<Arc<dyn AlertStore>>,
 }
 
 impl Runner {
@@ -222,21 +227,55 @@ impl Runner {
 
     fn run(self) {
         let name = self.cfg.name().to_owned();
-        let mut cursor = loop {
-            match self.start_cursor() {
-                Ok(c) => break c,
+        let alerts_name = format!("{name}#alerts");
+        let start = |cursor: &dyn Fn() -> Result<i64, SinkError>, what: &str| loop {
+            match cursor() {
+                Ok(c) => break Some(c),
                 Err(e) => {
-                    tracing::error!(sink = %name, error = %e, "Reading the sink cursor failed; retrying.");
+                    tracing::error!(sink = %name, error = %e, what, "Reading the sink cursor failed; retrying.");
                     if self.sleep(Duration::from_secs(1)) {
-                        return;
+                        return None;
                     }
                 }
             }
         };
+        let Some(mut cursor) = start(&|| self.start_cursor(), "usage events") else { return };
+        let mut alert_cursor = match &self.alerts {
+            Some(a) => match start(&|| self.start_alert_cursor(a.as_ref(), &alerts_name), "alerts") {
+                Some(c) => c,
+                None => return,
+            },
+            None => 0,
+        };
         let mut out = self.cfg.output(&self.host);
         let batch_size = self.cfg.batch_size();
         let mut backoff = Duration::from_millis(100);
+        let mut next_alert_poll = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            // Alert changes first: few, and the most urgent records a sink carries.
+            if let Some(a) = &self.alerts
+                && Instant::now() >= next_alert_poll
+            {
+                next_alert_poll = Instant::now() + Duration::from_millis(200);
+                match a.alert_changes_after(alert_cursor, batch_size) {
+                    Ok(rows) if !rows.is_empty() => {
+                        let last = rows.last().map_or(alert_cursor, |r| r.seq);
+                        let records: Vec<Record> = rows.into_iter().map(Record::Alert).collect();
+                        if self.deliver(out.as_mut(), &records, &name, &mut backoff) {
+                            alert_cursor = last;
+                            if let Err(e) = self.log.set_cursor(&alerts_name, last, now_ms()) {
+                                tracing::error!(sink = %name, error = %e, "Saving the sink's alert cursor failed; alerts may be sent again.");
+                            }
+                            next_alert_poll = Instant::now();
+                        } else if self.sleep(backoff) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(sink = %name, error = %e, "Reading alert changes for a sink failed."),
+                }
+            }
             let newest = self.stats.last_id.load(Ordering::Relaxed);
             let backlog = (newest - cursor).max(0);
             self.set_health(|h| h.backlog = backlog);
@@ -260,44 +299,64 @@ impl Runner {
                 cursor = newest;
                 continue;
             };
-            match out.ship(&batch) {
-                Ok(()) => {
-                    cursor = last;
-                    if let Err(e) = self.log.set_cursor(&name, cursor, now_ms()) {
-                        tracing::error!(sink = %name, error = %e, "Saving the sink cursor failed; events may be sent again.");
-                    }
-                    backoff = Duration::from_millis(100);
-                    let n = batch.len() as u64;
-                    metrics::counter!("keyward_sink_events_total", "sink" => name.clone()).increment(n);
-                    metrics::gauge!("keyward_sink_up", "sink" => name.clone()).set(1.0);
-                    self.set_health(|h| {
-                        if !h.up {
-                            tracing::info!(sink = %h.name, "Sink recovered.");
-                        }
-                        h.up = true;
-                        h.shipped += n;
-                        h.last_success_at = Some(keyward_core::time::to_rfc3339(now_ms()));
-                    });
+            let records: Vec<Record> = batch.into_iter().map(Record::Usage).collect();
+            if self.deliver(out.as_mut(), &records, &name, &mut backoff) {
+                cursor = last;
+                if let Err(e) = self.log.set_cursor(&name, cursor, now_ms()) {
+                    tracing::error!(sink = %name, error = %e, "Saving the sink cursor failed; events may be sent again.");
                 }
-                Err(e) => {
-                    metrics::counter!("keyward_sink_failures_total", "sink" => name.clone()).increment(1);
-                    metrics::gauge!("keyward_sink_up", "sink" => name.clone()).set(0.0);
-                    let msg = e.to_string();
-                    self.set_health(|h| {
-                        if h.up {
-                            tracing::error!(sink = %h.name, error = %msg, "Sink failing; events are kept and will be retried.");
-                        }
-                        h.up = false;
-                        h.failures += 1;
-                        h.last_error = Some(msg.chars().take(300).collect());
-                    });
-                    if self.sleep(backoff) {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
+            } else if self.sleep(backoff) {
+                return;
             }
         }
+    }
+
+    /// Ships one batch and keeps health and metrics; true when it went out.
+    /// On failure `backoff` doubles (up to 30 s) for the caller's wait.
+    fn deliver(&self, out: &mut dyn Output, records: &[Record], name: &str, backoff: &mut Duration) -> bool {
+        match out.ship(records) {
+            Ok(()) => {
+                *backoff = Duration::from_millis(100);
+                let n = records.len() as u64;
+                metrics::counter!("keyward_sink_events_total", "sink" => name.to_owned()).increment(n);
+                metrics::gauge!("keyward_sink_up", "sink" => name.to_owned()).set(1.0);
+                self.set_health(|h| {
+                    if !h.up {
+                        tracing::info!(sink = %h.name, "Sink recovered.");
+                    }
+                    h.up = true;
+                    h.shipped += n;
+                    h.last_success_at = Some(keyward_core::time::to_rfc3339(now_ms()));
+                });
+                true
+            }
+            Err(e) => {
+                metrics::counter!("keyward_sink_failures_total", "sink" => name.to_owned()).increment(1);
+                metrics::gauge!("keyward_sink_up", "sink" => name.to_owned()).set(0.0);
+                let msg = e.to_string();
+                self.set_health(|h| {
+                    if h.up {
+                        tracing::error!(sink = %h.name, error = %msg, "Sink failing; events are kept and will be retried.");
+                    }
+                    h.up = false;
+                    h.failures += 1;
+                    h.last_error = Some(msg.chars().take(300).collect());
+                });
+                *backoff = (*backoff * 2).min(Duration::from_secs(30));
+                false
+            }
+        }
+    }
+
+    /// The alert history's saved cursor, or a new one (its end, or its start
+    /// with `from_beginning`), saved at once.
+    fn start_alert_cursor(&self, alerts: &dyn AlertStore, name: &str) -> Result<i64, SinkError> {
+        if let Some(c) = self.log.cursor(name)? {
+            return Ok(c);
+        }
+        let c = if self.cfg.starts_at_oldest() { 0 } else { alerts.last_alert_change()? };
+        self.log.set_cursor(name, c, now_ms())?;
+        Ok(c)
     }
 
     /// The saved cursor, or a new one (the log's end, or its start with

@@ -176,7 +176,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     keyward_server::metrics_catalog::describe();
     let host = cfg.events.hostname.clone().unwrap_or_else(hostname);
     let sinks = Arc::new(
-        Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host)
+        Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host, Some(dd.alert_store.clone()))
             .context("starting the sinks")?,
     );
     let github_keys = keyward_service::github::GithubKeys::parse(

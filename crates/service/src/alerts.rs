@@ -339,7 +339,19 @@ impl Service {
             audit.notify.push(message(&alert.workspace_id, "alert.resolved", to_value(&view), now));
         }
         let row = alert_row(&alert);
-        self.blocking(move |s| s.put_alert(&row, &[], &audit)).await?;
+        let history: Vec<_> = resolve
+            .then(|| {
+                let change = keyward_alerts::Change {
+                    kind: keyward_alerts::ChangeKind::Resolved,
+                    alert: alert.clone(),
+                    previous: None,
+                };
+                keyward_alerts::view::change_row(&change, now)
+            })
+            .flatten()
+            .into_iter()
+            .collect();
+        self.blocking(move |s| s.put_alert(&row, &history, &[], &audit)).await?;
         if let Some(m) = self.monitor.get() {
             m.follow(alert);
         }

@@ -45,6 +45,20 @@ pub struct AlertFilter {
     pub limit: u32,
 }
 
+/// One change of an alert (opened, reopened, escalated, resolved), in the
+/// order they happened: what sinks export as `event.kind: alert`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChangeRow {
+    /// Position in the history; set by the store.
+    pub seq: i64,
+    pub workspace_id: String,
+    pub alert_id: String,
+    pub change: String,
+    pub at: i64,
+    /// The alert as the API shows it, after the change.
+    pub body: Value,
+}
+
 /// A workspace's, keyspace's or key's rule overrides (JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleOverrideRow {
@@ -139,10 +153,20 @@ pub enum AttemptNext {
 
 /// The alerting side of the store.
 pub trait AlertStore: Send + Sync {
-    /// Writes alert changes and their notices in one transaction.
-    fn write_alerts(&self, alerts: &[AlertRow], notices: &[Notice]) -> Result<()>;
+    /// Writes alerts, the history of their changes and their notices in one transaction.
+    fn write_alerts(&self, alerts: &[AlertRow], changes: &[AlertChangeRow], notices: &[Notice]) -> Result<()>;
     /// An alert changed by a person (acknowledged, resolved), with its audit entry.
-    fn put_alert(&self, alert: &AlertRow, notices: &[Notice], audit: &crate::AuditEntry) -> Result<()>;
+    fn put_alert(
+        &self,
+        alert: &AlertRow,
+        changes: &[AlertChangeRow],
+        notices: &[Notice],
+        audit: &crate::AuditEntry,
+    ) -> Result<()>;
+    /// Alert changes after `seq`, oldest first.
+    fn alert_changes_after(&self, seq: i64, limit: u32) -> Result<Vec<AlertChangeRow>>;
+    /// The newest change's position (0 when none).
+    fn last_alert_change(&self) -> Result<i64>;
     fn get_alert(&self, workspace_id: &str, id: &str) -> Result<Option<AlertRow>>;
     fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRow>>;
     /// Every unresolved alert, and those resolved at or after `resolved_since`.

@@ -221,6 +221,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE keyspaces ADD COLUMN auto_disable_on_critical INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 7: the history of alert changes, in order, for the sinks.
+    r#"
+    CREATE TABLE alert_changes (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        workspace_id  TEXT NOT NULL,
+        alert_id      TEXT NOT NULL,
+        change        TEXT NOT NULL,
+        at            INTEGER NOT NULL,
+        body          TEXT NOT NULL
+    );
+    "#,
 ];
 
 mod alerts;

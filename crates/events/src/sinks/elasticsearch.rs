@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use keyward_core::event::UsageEvent;
 use serde::{Deserialize, Serialize};
 
 use super::Output;
 use super::http::{Client, endpoint_problems};
 use crate::error::SinkError;
-use crate::format;
+use crate::format::Record;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -51,14 +50,13 @@ struct BulkOut {
 }
 
 impl Output for BulkOut {
-    fn ship(&mut self, batch: &[UsageEvent]) -> Result<(), SinkError> {
+    fn ship(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let mut body = String::with_capacity(batch.len() * 800);
         for e in batch {
-            let action =
-                serde_json::json!({"create": {"_index": self.index, "_id": format!("{}-{}", e.workspace_id, e.id)}});
+            let action = serde_json::json!({"create": {"_index": self.index, "_id": e.doc_id()}});
             body.push_str(&action.to_string());
             body.push('\n');
-            body.push_str(&format::ecs(e, &self.host).to_string());
+            body.push_str(&e.ecs(&self.host).to_string());
             body.push('\n');
         }
         let res = self.client.post(&self.url, "application/x-ndjson", &body)?;

@@ -4,13 +4,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use keyward_core::event::UsageEvent;
 use keyward_core::time::now_ms;
 use serde::{Deserialize, Serialize};
 
 use super::Output;
 use crate::error::SinkError;
-use crate::format::{self, Body};
+use crate::format::{Body, Record};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -68,14 +67,12 @@ struct FileOut {
 }
 
 impl Output for FileOut {
-    fn ship(&mut self, batch: &[UsageEvent]) -> Result<(), SinkError> {
+    fn ship(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let mut buf = Vec::with_capacity(batch.len() * 700);
         for e in batch {
             match self.body {
-                Body::Ecs => {
-                    serde_json::to_writer(&mut buf, &format::ecs(e, &self.host)).map_err(std::io::Error::other)?
-                }
-                Body::Cef => buf.extend_from_slice(format::cef(e).as_bytes()),
+                Body::Ecs => serde_json::to_writer(&mut buf, &e.ecs(&self.host)).map_err(std::io::Error::other)?,
+                Body::Cef => buf.extend_from_slice(e.cef().as_bytes()),
             }
             buf.push(b'\n');
         }

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyward_core::event::UsageEvent;
 use serde::{Deserialize, Serialize};
 
 use super::Output;
 use crate::error::SinkError;
-use crate::format;
+use crate::format::Record;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -48,10 +47,10 @@ struct NdjsonOut {
 }
 
 impl Output for NdjsonOut {
-    fn ship(&mut self, batch: &[UsageEvent]) -> Result<(), SinkError> {
+    fn ship(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let mut body = String::with_capacity(batch.len() * 700);
         for e in batch {
-            body.push_str(&format::ecs(e, &self.host).to_string());
+            body.push_str(&e.ecs(&self.host).to_string());
             body.push('\n');
         }
         self.client.post(&self.url, "application/x-ndjson", &body).map(drop)

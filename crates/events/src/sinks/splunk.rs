@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use keyward_core::event::UsageEvent;
 use serde::{Deserialize, Serialize};
 
 use super::Output;
 use super::http::{Client, endpoint_problems};
 use crate::error::SinkError;
-use crate::format;
+use crate::format::Record;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -52,15 +51,15 @@ struct HecOut {
 }
 
 impl Output for HecOut {
-    fn ship(&mut self, batch: &[UsageEvent]) -> Result<(), SinkError> {
+    fn ship(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let mut body = String::with_capacity(batch.len() * 800);
         for e in batch {
             let envelope = serde_json::json!({
-                "time": e.ts as f64 / 1000.0,
+                "time": e.ts() as f64 / 1000.0,
                 "host": self.host,
                 "source": "keyward",
                 "sourcetype": "keyward:usage",
-                "event": format::ecs(e, &self.host),
+                "event": e.ecs(&self.host),
             });
             body.push_str(&envelope.to_string());
             body.push('\n');

@@ -5,12 +5,11 @@ use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
-use keyward_core::event::UsageEvent;
 use serde::{Deserialize, Serialize};
 
 use super::Output;
 use crate::error::SinkError;
-use crate::format::{self, Body};
+use crate::format::{Body, Record};
 
 /// Transport of a syslog sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -70,8 +69,8 @@ struct Line {
 }
 
 impl Line {
-    fn of(&self, e: &UsageEvent) -> String {
-        format::rfc5424(e, self.facility, &self.host, self.body)
+    fn of(&self, e: &Record) -> String {
+        e.rfc5424(self.facility, &self.host, self.body)
     }
 }
 
@@ -82,7 +81,7 @@ struct Udp {
 }
 
 impl Output for Udp {
-    fn ship(&mut self, batch: &[UsageEvent]) -> Result<(), SinkError> {
+    fn ship(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let socket = match &mut self.socket {
             Some(s) => s,
             None => {
@@ -107,7 +106,7 @@ struct Tcp {
 }
 
 impl Output for Tcp {
-    fn ship(&mut self, batch: &[UsageEvent]) -> Result<(), SinkError> {
+    fn ship(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let stream = match &mut self.stream {
             Some(s) => s,
             None => {

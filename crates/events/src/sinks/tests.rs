@@ -47,7 +47,7 @@ fn file_output_rotates_by_size_and_keeps_n() {
     let mut out = cfg.output("h");
     let e = crate::pipeline::tests::event(1, "ws");
     for _ in 0..10 {
-        out.ship(std::slice::from_ref(&e)).unwrap();
+        out.ship(&[crate::format::Record::Usage(e.clone())]).unwrap();
         // Distinct rotation stamps.
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -558,3 +558,50 @@ fn a_restart_keeps_open_alerts_and_what_keys_learned() {
     assert_eq!(new_ip[0]["count"], 2, "{new_ip:?}");
     assert!(new_ip[0]["detail"].as_str().unwrap().contains("198.51.100.77"));
 }
+
+/// Alerts reach the sinks as their own event kind (ECS `event.kind: alert`, and CEF).
+#[test]
+fn alerts_reach_the_sinks_as_their_own_kind() {
+    let config = r#"
+[[sinks]]
+name = "ecs-file"
+kind = "file"
+path = "{dir}/export/events.ndjson"
+
+[[sinks]]
+name = "cef-file"
+kind = "file"
+path = "{dir}/export/events.cef"
+format = "cef"
+"#;
+    let s = Server::start_full(&[], Some(config));
+    let ks = keyspace(&s, "prod");
+    let (id, key) = s.key(json!({"keyspace_id": ks}));
+    s.call("POST", "/v1/leaks", Some(json!({"keys": [key]}))).json();
+    let alert = eventually(10, "the leak alert", || alerts(&s).into_iter().find(|a| a["rule"] == "leak"));
+    let ecs_path = s.dir.path().join("export/events.ndjson");
+    let line = eventually(10, "the alert in the ECS file", || {
+        let text = std::fs::read_to_string(&ecs_path).unwrap_or_default();
+        text.lines().find(|l| l.contains("\"kind\":\"alert\"")).map(str::to_owned)
+    });
+    let doc: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(doc["event"]["action"], "alert-opened");
+    assert_eq!(doc["event"]["severity"], 9);
+    assert_eq!(doc["rule"]["name"], "leak");
+    assert_eq!(doc["keyward"]["alert_id"], alert["id"]);
+    assert_eq!(doc["keyward"]["key_id"], id.as_str());
+    let cef = eventually(10, "the alert in the CEF file", || {
+        let text = std::fs::read_to_string(s.dir.path().join("export/events.cef")).unwrap_or_default();
+        text.lines().find(|l| l.contains("|alert.leak|")).map(str::to_owned)
+    });
+    assert!(cef.contains(&format!("externalId={}", alert["id"].as_str().unwrap())), "{cef}");
+    // A person resolves it: the change is exported too.
+    s.call("POST", &format!("/v1/alerts/{}/resolve", alert["id"].as_str().unwrap()), Some(json!({}))).json();
+    eventually(10, "the resolution in the ECS file", || {
+        std::fs::read_to_string(&ecs_path).unwrap_or_default().contains("\"action\":\"alert-resolved\"").then_some(())
+    });
+    // No key in any export.
+    for f in ["export/events.ndjson", "export/events.cef"] {
+        assert!(!std::fs::read_to_string(s.dir.path().join(f)).unwrap().contains(&key));
+    }
+}

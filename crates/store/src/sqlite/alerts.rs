@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::SqliteStore;
 use crate::alerts::{
-    AlertFilter, AlertRow, AlertStore, AttemptNext, AttemptRow, DeliveryRow, DueDelivery, Notice, RuleOverrideRow,
-    WebhookRow,
+    AlertChangeRow, AlertFilter, AlertRow, AlertStore, AttemptNext, AttemptRow, DeliveryRow, DueDelivery, Notice,
+    RuleOverrideRow, WebhookRow,
 };
 use crate::{AuditEntry, Result, StoreError};
 
@@ -143,22 +143,63 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
     })
 }
 
+fn append_changes(tx: &Transaction<'_>, changes: &[AlertChangeRow]) -> Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO alert_changes (workspace_id, alert_id, change, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for c in changes {
+        st.execute(params![c.workspace_id, c.alert_id, c.change, c.at, c.body.to_string()])?;
+    }
+    Ok(())
+}
+
 impl AlertStore for SqliteStore {
-    fn write_alerts(&self, alerts: &[AlertRow], notices: &[Notice]) -> Result<()> {
+    fn write_alerts(&self, alerts: &[AlertRow], changes: &[AlertChangeRow], notices: &[Notice]) -> Result<()> {
         self.tx(|tx| {
             for a in alerts {
                 upsert_alert(tx, a)?;
             }
+            append_changes(tx, changes)?;
             enqueue(tx, notices)
         })
     }
 
-    fn put_alert(&self, alert: &AlertRow, notices: &[Notice], audit: &AuditEntry) -> Result<()> {
+    fn put_alert(
+        &self,
+        alert: &AlertRow,
+        changes: &[AlertChangeRow],
+        notices: &[Notice],
+        audit: &AuditEntry,
+    ) -> Result<()> {
         self.tx(|tx| {
             upsert_alert(tx, alert)?;
+            append_changes(tx, changes)?;
             enqueue(tx, notices)?;
             super::append_audit(tx, audit)
         })
+    }
+
+    fn alert_changes_after(&self, seq: i64, limit: u32) -> Result<Vec<AlertChangeRow>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, workspace_id, alert_id, change, at, body FROM alert_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![seq, limit], |r| {
+                Ok(AlertChangeRow {
+                    seq: r.get(0)?,
+                    workspace_id: r.get(1)?,
+                    alert_id: r.get(2)?,
+                    change: r.get(3)?,
+                    at: r.get(4)?,
+                    body: parse(r.get(5)?),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn last_alert_change(&self) -> Result<i64> {
+        self.with(|c| Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM alert_changes", [], |r| r.get(0))?))
     }
 
     fn get_alert(&self, workspace_id: &str, id: &str) -> Result<Option<AlertRow>> {

@@ -234,7 +234,24 @@ mod outbox {
         s.insert_webhook(&hook("wh_all", &[]), &audit("ws_1", "aud_w1", "webhook.create")).unwrap();
         s.insert_webhook(&hook("wh_keys", &["key.revoked"]), &audit("ws_1", "aud_w2", "webhook.create")).unwrap();
         // An alert change: to the endpoint taking everything only.
-        s.write_alerts(&[alert("alr_1", "open", 10)], &[notice("msg_1", "alert.opened")]).unwrap();
+        let change = AlertChangeRow {
+            seq: 0,
+            workspace_id: "ws_1".into(),
+            alert_id: "alr_1".into(),
+            change: "opened".into(),
+            at: 10,
+            body: json!({"id": "alr_1"}),
+        };
+        s.write_alerts(
+            &[alert("alr_1", "open", 10)],
+            std::slice::from_ref(&change),
+            &[notice("msg_1", "alert.opened")],
+        )
+        .unwrap();
+        let history = s.alert_changes_after(0, 10).unwrap();
+        assert_eq!((history.len(), history[0].seq, history[0].change.as_str()), (1, 1, "opened"));
+        assert_eq!(s.last_alert_change().unwrap(), 1);
+        assert!(s.alert_changes_after(1, 10).unwrap().is_empty());
         // A management change: its audit entry carries the notice.
         let mut revoke = audit("ws_1", "aud_r", "key.revoke");
         revoke.notify = vec![notice("msg_2", "key.revoked")];
@@ -301,6 +318,7 @@ mod outbox {
         s.write_alerts(
             &[alert("alr_1", "open", 10), alert("alr_2", "resolved", 20), alert("alr_3", "resolved", 5)],
             &[],
+            &[],
         )
         .unwrap();
         let open = s
@@ -327,7 +345,7 @@ mod outbox {
         live.sort();
         assert_eq!(live, ["alr_1", "alr_2"]);
         // An update keeps the row, changes the status.
-        s.write_alerts(&[alert("alr_1", "acknowledged", 30)], &[]).unwrap();
+        s.write_alerts(&[alert("alr_1", "acknowledged", 30)], &[], &[]).unwrap();
         assert_eq!(s.get_alert("ws_1", "alr_1").unwrap().unwrap().status, "acknowledged");
         assert!(s.get_alert("ws_2", "alr_1").unwrap().is_none());
         // Learned state and rule overrides round-trip.
