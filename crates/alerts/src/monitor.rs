@@ -147,8 +147,15 @@ impl Monitor {
                 metrics::counter!("keyward_alert_events_dropped_total").increment(batch.len() as u64);
                 false
             }
+            // Signals come from request handlers (a flood of bad root keys is one):
+            // they never wait for room, they are counted instead.
+            Err(TrySendError::Full(Input::Signal(_))) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("keyward_alert_events_dropped_total").increment(1);
+                false
+            }
             Err(TrySendError::Full(input)) => {
-                // Not events: worth a short wait rather than a lost signal.
+                // A person's action, new rules, or a flush: worth a short wait.
                 tx.send(input).is_ok()
             }
             Err(TrySendError::Disconnected(_)) => false,

@@ -464,6 +464,11 @@ fn detection_latency_from_the_crossing_event_to_the_webhook() {
         .unwrap_or_else(|| panic!("no keyward_alerts_total line:\n{metrics}"));
     assert!(line.contains("severity=\"critical\"") && line.ends_with(" 1"), "{line}");
     assert!(!metrics.contains(&key));
+    // And in /readyz: what the engine evaluated, dropped and wrote.
+    let ready = s.raw("GET", "/readyz", None, None, &[]).json();
+    assert!(ready["alerts"]["events"].as_u64().unwrap() >= 1001, "{ready}");
+    assert_eq!(ready["alerts"]["dropped"], 0);
+    assert!(ready["alerts"]["changes"].as_u64().unwrap() >= 3, "{ready}");
 }
 
 /// Keys nearing expiry: one `key.expiring` message per key and run (for the

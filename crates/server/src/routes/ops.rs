@@ -25,6 +25,20 @@ pub struct Readiness {
     pub usage_durable_through: Option<String>,
     #[schema(value_type = Vec<Object>)]
     pub sinks: Vec<keyward_service::SinkHealth>,
+    /// The rules engine, when alerting is on.
+    pub alerts: Option<MonitorView>,
+}
+
+/// What the rules engine has done since the start.
+#[derive(Serialize, ToSchema)]
+pub struct MonitorView {
+    /// Usage events evaluated.
+    pub events: u64,
+    /// Events and signals it could not take in time (its queue was full).
+    pub dropped: u64,
+    /// Alert changes written.
+    pub changes: u64,
+    pub write_errors: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -79,7 +93,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let usage_durable_through =
         Some(state.service.usage_durable_through()).filter(|at| *at > 0).map(keyward_core::time::to_rfc3339);
     let sinks = state.service.sink_health();
-    axum::Json(Readiness { status: "ready", events, usage_durable_through, sinks }).into_response()
+    let alerts = state.service.monitor().map(|m| {
+        let stats = m.stats();
+        MonitorView {
+            events: stats.events.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+            changes: stats.changes.load(Relaxed),
+            write_errors: stats.write_errors.load(Relaxed),
+        }
+    });
+    axum::Json(Readiness { status: "ready", events, usage_durable_through, sinks, alerts }).into_response()
 }
 
 /// Prometheus metrics, in the text exposition format.
