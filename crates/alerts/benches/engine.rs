@@ -61,6 +61,9 @@ fn events(start_ts: i64) -> Vec<UsageEvent> {
             bytes_in: Some(300),
             bytes_out: Some(2_000),
             latency_us: Some(800),
+            country: None,
+            asn: None,
+            as_org: None,
             deprecated: false,
             scopes: Vec::new(),
         });

@@ -205,6 +205,11 @@ pub struct Learned {
     /// The hour being counted (`ts / 1 h`) and its count so far.
     pub hour: i64,
     pub hour_count: u64,
+    /// Country and autonomous-system hashes → last seen (IP enrichment).
+    #[serde(default)]
+    pub countries: Vec<(u64, i64)>,
+    #[serde(default)]
+    pub asns: Vec<(u64, i64)>,
 }
 
 impl Learned {
@@ -216,6 +221,8 @@ impl Learned {
             samples: vec![0; WEEK_HOURS],
             hour: first_use.div_euclid(HOUR),
             hour_count: 0,
+            countries: Vec::new(),
+            asns: Vec::new(),
         }
     }
 
@@ -255,19 +262,26 @@ impl Learned {
 
     /// Notes an address; returns whether it was seen within `lookback_ms` before.
     fn note_ip(&mut self, ip: u64, ts: i64, lookback_ms: i64) -> bool {
-        match self.ips.iter_mut().find(|(h, _)| *h == ip) {
+        note_seen(&mut self.ips, ip, ts, lookback_ms)
+    }
+}
+
+/// Notes `value` in a bounded seen-list; whether it was seen within `lookback_ms` before.
+fn note_seen(seen: &mut Vec<(u64, i64)>, value: u64, ts: i64, lookback_ms: i64) -> bool {
+    {
+        match seen.iter_mut().find(|(h, _)| *h == value) {
             Some(entry) => {
                 let known = entry.1 > ts - lookback_ms;
                 entry.1 = entry.1.max(ts);
                 known
             }
             None => {
-                if self.ips.len() >= SEEN_CAP
-                    && let Some(oldest) = self.ips.iter().enumerate().min_by_key(|(_, (_, at))| *at).map(|(i, _)| i)
+                if seen.len() >= SEEN_CAP
+                    && let Some(oldest) = seen.iter().enumerate().min_by_key(|(_, (_, at))| *at).map(|(i, _)| i)
                 {
-                    self.ips.swap_remove(oldest);
+                    seen.swap_remove(oldest);
                 }
-                self.ips.push((ip, ts));
+                seen.push((value, ts));
                 false
             }
         }
@@ -664,8 +678,41 @@ impl Engine {
                 let n = k.ips.note(ip_hash, ts, window(s));
                 out.measured(RuleId::SharedIps, s, &subject, n as f64, "distinct addresses");
             }
+            let learning = |s: &RuleSettings, k: &KeyState| ts - k.learned.first_use < s.learning_ms.unwrap_or(0);
+            if let (Some(s), Some(country)) = (on(RuleId::NewCountry), e.country.as_deref()) {
+                let known = note_seen(
+                    &mut k.learned.countries,
+                    fnv(country.as_bytes()),
+                    ts,
+                    s.lookback_ms.unwrap_or(30 * 24 * HOUR),
+                );
+                k.dirty = true;
+                if !known && !learning(s, k) {
+                    out.event(
+                        RuleId::NewCountry,
+                        s,
+                        subject(),
+                        format!("first request from country {country} for this key ({ip})"),
+                    );
+                }
+            }
+            if let (Some(s), Some(asn)) = (on(RuleId::NewAsn), e.asn) {
+                let known = note_seen(&mut k.learned.asns, u64::from(asn), ts, s.lookback_ms.unwrap_or(30 * 24 * HOUR));
+                k.dirty = true;
+                if !known && !learning(s, k) {
+                    let org = e.as_org.as_deref().map(|o| format!(" {o}")).unwrap_or_default();
+                    out.event(
+                        RuleId::NewAsn,
+                        s,
+                        subject(),
+                        format!("first request from AS{asn}{org} for this key ({ip})"),
+                    );
+                }
+            }
             if let Some(s) = on(RuleId::SharedNetworks) {
-                let n = k.networks.note(fnv(network(ip).as_bytes()), ts, window(s));
+                // The autonomous system when known, else the /24 or /48.
+                let net = e.asn.map_or_else(|| network(ip), |a| format!("AS{a}"));
+                let n = k.networks.note(fnv(net.as_bytes()), ts, window(s));
                 out.measured(RuleId::SharedNetworks, s, &subject, n as f64, "distinct networks");
             }
             if let (Some(s), Some(ua)) = (on(RuleId::SharedUserAgents), e.user_agent.as_deref()) {

@@ -125,6 +125,8 @@ rules! {
     DeniedBurstKey = "denied_burst_key", Key, Count, "A burst of refused verifications of one key.";
     DeniedBurstIp = "denied_burst_ip", Ip, Count, "A burst of refused verifications from one address.";
     RootAuthFailures = "root_auth_failures", Ip, Count, "Failed root-key authentications against the management API from one address.";
+    NewCountry = "new_country", Key, Novelty, "A key's first request from a country (IP enrichment configured).";
+    NewAsn = "new_asn", Key, Novelty, "A key's first request from an autonomous system (IP enrichment configured).";
 }
 
 // By hand: the derive would spell `RequestsPer5Minutes` its own way, not as serde does.
@@ -325,7 +327,9 @@ fn settings(rule: RuleId) -> RuleSettings {
         }
         RuleId::DataTransfer => count(HOUR, &[(Warning, 500e6), (Critical, 1e9)]),
         RuleId::FailedAuthPerKey | RuleId::FailedAuthPerIp => count(HOUR, &[(Warning, 10.0), (Critical, 50.0)]),
-        RuleId::NewIp => RuleSettings { learning_ms: Some(DAY), lookback_ms: Some(30 * DAY), ..event(Medium) },
+        RuleId::NewIp | RuleId::NewCountry | RuleId::NewAsn => {
+            RuleSettings { learning_ms: Some(DAY), lookback_ms: Some(30 * DAY), ..event(Medium) }
+        }
         RuleId::RotationOverlapUse | RuleId::Expiring => event(Notice),
         RuleId::UsedAfterEnd => event(High),
         RuleId::Enumeration => count(10 * MINUTE, &[(High, 20.0)]),

@@ -57,6 +57,11 @@ pub struct UsageEvent {
     pub bytes_out: Option<u64>,
     /// Latency of the whole request in microseconds, when reported or proxied.
     pub latency_us: Option<u64>,
+    /// The source address's country (ISO 3166-1 alpha-2) and autonomous
+    /// system, when IP enrichment is configured.
+    pub country: Option<String>,
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
     /// In memory only, for the rules engine (not stored): an admitted old key
     /// in its rotation overlap.
     pub deprecated: bool,

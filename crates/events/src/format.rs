@@ -212,6 +212,15 @@ pub fn ecs(e: &UsageEvent, host: &str) -> Value {
     });
     if let Value::Object(m) = &mut doc {
         put(m, "source", e.source_ip.clone().map(|ip| json!({"ip": ip})));
+        if let Some(Value::Object(source)) = m.get_mut("source") {
+            put(source, "geo", e.country.clone().map(|c| json!({"country_iso_code": c})));
+            if e.asn.is_some() || e.as_org.is_some() {
+                let mut asn = Map::new();
+                put(&mut asn, "number", e.asn.map(Value::from));
+                put(&mut asn, "organization", e.as_org.clone().map(|o| json!({"name": o})));
+                source.insert("as".into(), Value::Object(asn));
+            }
+        }
         put(m, "user_agent", e.user_agent.clone().map(|ua| json!({"original": ua})));
         put(m, "url", e.path.clone().map(|p| json!({"path": p})));
         put(m, "user", e.owner_id.clone().map(|o| json!({"id": o})));
@@ -373,6 +382,9 @@ mod tests {
             bytes_in: Some(10),
             bytes_out: Some(20),
             latency_us: Some(1500),
+            country: None,
+            asn: None,
+            as_org: None,
             deprecated: false,
             scopes: Vec::new(),
         }

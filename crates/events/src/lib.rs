@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod format;
+pub mod geo;
 pub mod pipeline;
 pub mod sinks;
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub alerts: keyward_alerts::MonitorConfig,
     /// Webhook delivery (see `keyward_alerts::DeliveryConfig`).
     pub webhooks: keyward_alerts::DeliveryConfig,
+    /// IP enrichment from MaxMind-format databases (see `keyward_events::geo::GeoConfig`).
+    pub geoip: keyward_events::geo::GeoConfig,
 }
 
 /// GitHub secret scanning (partner program): the public keys GitHub signs
@@ -133,6 +135,7 @@ impl Default for Config {
             sinks: Vec::new(),
             alerts: keyward_alerts::MonitorConfig::default(),
             webhooks: keyward_alerts::DeliveryConfig::default(),
+            geoip: keyward_events::geo::GeoConfig::default(),
         }
     }
 }
@@ -241,8 +244,7 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        const KNOWN: &str =
-            "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks";
+        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip";
         let mut cfg = Config::default();
         for (key, value) in table {
             fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
@@ -263,6 +265,7 @@ impl Config {
                 "sinks" => take(value, &mut cfg.sinks),
                 "alerts" => take(value, &mut cfg.alerts),
                 "webhooks" => take(value, &mut cfg.webhooks),
+                "geoip" => take(value, &mut cfg.geoip),
                 other => {
                     problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
                     continue;
@@ -336,6 +339,7 @@ impl Config {
         }
         p.extend(self.alerts.problems());
         p.extend(self.webhooks.problems());
+        p.extend(self.geoip.problems());
         for (i, s) in self.sinks.iter().enumerate() {
             p.extend(s.problems(&format!("sinks[{i}]")));
             if self.sinks[..i].iter().any(|o| o.name() == s.name()) {

@@ -185,6 +185,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)
     .context("github.public_keys")?;
     service.attach_sinks(sinks.clone());
+    if let Some(geo) =
+        keyward_events::geo::Geo::open(&cfg.geoip).map_err(anyhow::Error::msg).context("opening [geoip]")?
+    {
+        tracing::info!("IP enrichment on: events carry the country and network of their source.");
+        service.attach_geo(Arc::new(geo));
+    }
     // The rules engine takes the written stream from the event writer; webhooks go out from the outbox.
     let monitor = if cfg.alerts.enabled {
         let responder = keyward_service::alerts::AutoResponse::new(&service, tokio::runtime::Handle::current());

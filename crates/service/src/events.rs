@@ -69,6 +69,11 @@ pub struct EventView {
     pub bytes_in: Option<u64>,
     pub bytes_out: Option<u64>,
     pub latency_ms: Option<u64>,
+    /// The source's country (ISO 3166-1 alpha-2), with IP enrichment configured.
+    pub country: Option<String>,
+    /// The source's autonomous system number and organization.
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -119,6 +124,9 @@ pub fn event_view(e: UsageEvent) -> EventView {
         bytes_in: e.bytes_in,
         bytes_out: e.bytes_out,
         latency_ms: e.latency_us.map(|u| u / 1000),
+        country: e.country,
+        asn: e.asn,
+        as_org: e.as_org,
     }
 }
 
@@ -134,6 +142,12 @@ impl Service {
     ) -> UsageEvent {
         let k = d.key.as_deref();
         let prefixes = self.imported.list();
+        // Country and network of the real address (kept even where the address
+        // itself is pseudonymized: they are coarse, and the rules need them).
+        let geo = match (self.geo.get(), input.ip) {
+            (Some(g), Some(ip)) => g.lookup(&ip.to_canonical().to_string()),
+            _ => keyward_events::geo::GeoInfo::default(),
+        };
         let fingerprint =
             matches!(d.outcome, Outcome::Malformed | Outcome::NotFound).then(|| self.hasher().fingerprint(input.key));
         UsageEvent {
@@ -163,6 +177,9 @@ impl Service {
             bytes_in: None,
             bytes_out: None,
             latency_us: None,
+            country: geo.country,
+            asn: geo.asn,
+            as_org: geo.as_org,
             deprecated: d.deprecated_until().is_some(),
             scopes: match k {
                 // What the request needed (given, and by the keyspace's path rules), for

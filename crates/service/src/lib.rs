@@ -104,6 +104,8 @@ pub struct Service {
     sinks: std::sync::OnceLock<Arc<keyward_events::Sinks>>,
     /// The rules engine, once started: use cases send it their signals.
     monitor: std::sync::OnceLock<Arc<keyward_alerts::Monitor>>,
+    /// IP enrichment (country, autonomous system), when configured.
+    geo: std::sync::OnceLock<Arc<keyward_events::geo::Geo>>,
     /// Prefixes of keys imported from other systems (see `import`).
     imported: import::ImportedPrefixes,
     usage_durable_through: std::sync::atomic::AtomicI64,
@@ -168,6 +170,7 @@ impl Service {
             events: None,
             sinks: std::sync::OnceLock::new(),
             monitor: std::sync::OnceLock::new(),
+            geo: std::sync::OnceLock::new(),
             imported,
             usage_durable_through: std::sync::atomic::AtomicI64::new(0),
             reminded: Default::default(),
@@ -181,6 +184,11 @@ impl Service {
     }
 
     /// Attaches the running exporters (started after the service, from its log).
+    /// Enriches usage events with the country and network of their source from now on.
+    pub fn attach_geo(&self, geo: Arc<keyward_events::geo::Geo>) {
+        let _ = self.geo.set(geo);
+    }
+
     pub fn attach_sinks(&self, sinks: Arc<keyward_events::Sinks>) {
         let _ = self.sinks.set(sinks);
     }

@@ -70,6 +70,12 @@ const SCHEMA: &[&str] = &[
     CREATE INDEX events_code ON events(code_no, id) WHERE code != 'VALID';
     CREATE INDEX events_status ON events(status_no, id) WHERE status_no IS NOT NULL AND (status < 200 OR status >= 300);
 "#,
+    // 3: IP enrichment (country, autonomous system), when configured.
+    r#"
+    ALTER TABLE events ADD COLUMN country TEXT;
+    ALTER TABLE events ADD COLUMN asn INTEGER;
+    ALTER TABLE events ADD COLUMN as_org TEXT;
+"#,
 ];
 
 /// How far out of time order events may be written (producers enqueue
@@ -77,7 +83,7 @@ const SCHEMA: &[&str] = &[
 const TS_SLACK_MS: i64 = 60_000;
 
 const COLS: &str = "id, ts, kind, request_id, workspace_id, keyspace_id, key_id, key_hint, owner_id, fingerprint,
-    ip, user_agent, method, path, code, status, error, bytes_in, bytes_out, latency_us";
+    ip, user_agent, method, path, code, status, error, bytes_in, bytes_out, latency_us, country, asn, as_org";
 
 /// The indexed stand-in for a key id: 64 bits of FNV-1a. An integer index
 /// is far cheaper to insert into than one over text; queries match the
@@ -229,6 +235,9 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<UsageEvent> {
         bytes_in: r.get::<_, Option<i64>>(17)?.map(|b| b as u64),
         bytes_out: r.get::<_, Option<i64>>(18)?.map(|b| b as u64),
         latency_us: r.get::<_, Option<i64>>(19)?.map(|b| b as u64),
+        country: r.get(20)?,
+        asn: r.get::<_, Option<i64>>(21)?.map(|a| a as u32),
+        as_org: r.get(22)?,
         deprecated: false,
         scopes: Vec::new(),
     })
@@ -280,7 +289,7 @@ impl SqliteEventLog {
             let mut st = tx.prepare_cached(&format!(
                 "INSERT INTO events ({COLS}, key_no, ws_no, ip_no, code_no, status_no)
                  VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
             ))?;
             for e in events.iter_mut() {
                 st.execute(params![
@@ -303,6 +312,9 @@ impl SqliteEventLog {
                     e.bytes_in.map(|b| b as i64),
                     e.bytes_out.map(|b| b as i64),
                     e.latency_us.map(|b| b as i64),
+                    e.country,
+                    e.asn.map(i64::from),
+                    e.as_org,
                     e.key_id.as_deref().map(key_no),
                     scoped_no(&e.workspace_id, None),
                     e.source_ip.as_deref().map(|ip| scoped_no(&e.workspace_id, Some(ip))),

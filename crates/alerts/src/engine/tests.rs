@@ -25,6 +25,9 @@ fn event(ts: i64, key: Option<&str>, ip: &str, outcome: Outcome) -> UsageEvent {
         bytes_in: None,
         bytes_out: None,
         latency_us: None,
+        country: None,
+        asn: None,
+        as_org: None,
         deprecated: false,
         scopes: Vec::new(),
     }

@@ -29,6 +29,9 @@ pub fn event(n: u64, ws: &str) -> UsageEvent {
         bytes_in: None,
         bytes_out: None,
         latency_us: None,
+        country: None,
+        asn: None,
+        as_org: None,
         deprecated: false,
         scopes: Vec::new(),
     }

@@ -610,3 +610,89 @@ format = "cef"
         assert!(!std::fs::read_to_string(s.dir.path().join(f)).unwrap().contains(&key));
     }
 }
+
+/// IP enrichment from MaxMind-format files given in config: country and
+/// network on events and exports, and a key's first request from a new
+/// country and a new autonomous system alert (issue 10).
+#[test]
+fn ip_enrichment_adds_country_and_network_and_new_ones_alert() {
+    use crate::util::mmdb::{V, write};
+    let dir = tempfile::tempdir().unwrap();
+    let (country_db, asn_db) = (dir.path().join("country.mmdb"), dir.path().join("asn.mmdb"));
+    let country = |iso: &'static str| V::Map(vec![("country", V::Map(vec![("iso_code", V::Str(iso))]))]);
+    write(
+        &country_db,
+        "GeoLite2-Country",
+        vec![("203.0.113.0".parse().unwrap(), 24, country("NL")), ("198.51.100.0".parse().unwrap(), 24, country("BR"))],
+    );
+    let asn = |n: u32, org: &'static str| {
+        V::Map(vec![("autonomous_system_number", V::U32(n)), ("autonomous_system_organization", V::Str(org))])
+    };
+    write(
+        &asn_db,
+        "GeoLite2-ASN",
+        vec![
+            ("203.0.113.0".parse().unwrap(), 24, asn(64_500, "Example Hosting NL")),
+            ("198.51.100.0".parse().unwrap(), 24, asn(64_511, "Elsewhere Networks")),
+        ],
+    );
+    let config = format!(
+        "[geoip]\ncountry_db = \"{}\"\nasn_db = \"{}\"\n\n[[sinks]]\nname = \"ecs-file\"\nkind = \"file\"\npath = \"{{dir}}/export/events.ndjson\"\n",
+        country_db.display(),
+        asn_db.display()
+    );
+    let s = Server::start_full(&[], Some(&config));
+    let ks = keyspace(&s, "prod");
+    let (id, key) = s.key(json!({"keyspace_id": ks}));
+    // No learning period for this key: the first country and network are learned, the next ones alert.
+    let quick = json!({"learning_ms": 0});
+    s.call(
+        "PUT",
+        "/v1/alert-rules",
+        Some(json!({"key_id": id, "rules": {"new_country": quick, "new_asn": quick, "new_ip": {"enabled": false}}})),
+    )
+    .json();
+    Client::new(&s, &key, "203.0.113.5").burst(3);
+    Client::new(&s, &key, "203.0.113.6").burst(1);
+    Client::new(&s, &key, "198.51.100.9").burst(1);
+    let found = eventually(10, "the new country and network alerts", || {
+        let a = alerts(&s);
+        let rules: BTreeSet<String> = a.iter().map(|x| x["rule"].as_str().unwrap().to_owned()).collect();
+        // An ongoing alert's count is written at most once a second.
+        let country_twice = a.iter().any(|x| x["rule"] == "new_country" && x["count"] == 2);
+        (rules.contains("new_asn") && country_twice).then_some(a)
+    });
+    let by_rule = |rule: &str| found.iter().find(|a| a["rule"] == rule).unwrap().clone();
+    assert_eq!(by_rule("new_country")["count"], 2, "the first country, then BR: not NL again");
+    assert!(by_rule("new_country")["detail"].as_str().unwrap().contains("country BR"));
+    assert!(by_rule("new_asn")["detail"].as_str().unwrap().contains("AS64511 Elsewhere Networks"));
+    // Events and exports carry country and network.
+    let events = s.call("GET", &format!("/v1/events?key_id={id}&limit=10"), None).json();
+    let newest = &events["data"][0];
+    assert_eq!(
+        (newest["country"].as_str(), newest["asn"].as_u64(), newest["as_org"].as_str()),
+        (Some("BR"), Some(64_511), Some("Elsewhere Networks"))
+    );
+    let line = eventually(10, "an enriched line in the ECS file", || {
+        let text = std::fs::read_to_string(s.dir.path().join("export/events.ndjson")).unwrap_or_default();
+        text.lines().find(|l| l.contains("\"country_iso_code\":\"NL\"")).map(str::to_owned)
+    });
+    let doc: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(doc["source"]["as"]["number"], 64_500);
+    assert_eq!(doc["source"]["as"]["organization"]["name"], "Example Hosting NL");
+    // A file that is not a MaxMind database is a configuration problem, named.
+    std::fs::write(dir.path().join("bad.mmdb"), "not a database").unwrap();
+    let out = std::process::Command::new(crate::util::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .env("KEYWARD_CONFIG", {
+            let cfg = dir.path().join("bad.toml");
+            std::fs::write(&cfg, format!("[geoip]\ncountry_db = \"{}\"\n", dir.path().join("bad.mmdb").display()))
+                .unwrap();
+            cfg
+        })
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("geoip.country_db: not a MaxMind database"));
+}

@@ -25,6 +25,9 @@ pub fn event(ts: i64, ws: &str, key: Option<&str>, code: Outcome) -> UsageEvent 
         bytes_in: None,
         bytes_out: None,
         latency_us: None,
+        country: None,
+        asn: None,
+        as_org: None,
         deprecated: false,
         scopes: Vec::new(),
     }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use parking_lot::Mutex;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
