@@ -34,6 +34,57 @@ pub struct DeliveryConfig {
     pub max_retry_ms: i64,
     /// Deliveries sent at once. Default 4.
     pub concurrency: usize,
+    /// Where `mailto:` endpoints are sent from (`[webhooks.smtp]`); none: they fail, visibly.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// An SMTP relay for `mailto:` endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default 587 (submission with STARTTLS).
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls` (default), `tls` (implicit, usually port 465) or `none` (a local relay only).
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender, e.g. `keyward@example.com`.
+    pub from: String,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn default_smtp_tls() -> String {
+    "starttls".into()
+}
+
+impl SmtpConfig {
+    fn transport(&self) -> Result<lettre::SmtpTransport, String> {
+        use lettre::transport::smtp::authentication::Credentials;
+        use lettre::transport::smtp::client::{Tls, TlsParameters};
+        let mut b = match self.tls.as_str() {
+            "none" => lettre::SmtpTransport::builder_dangerous(&self.host),
+            "tls" => lettre::SmtpTransport::relay(&self.host).map_err(|e| e.to_string())?,
+            _ => lettre::SmtpTransport::starttls_relay(&self.host).map_err(|e| e.to_string())?,
+        }
+        .port(self.port)
+        .timeout(Some(Duration::from_secs(10)));
+        if self.tls == "none" {
+            b = b.tls(Tls::None);
+        } else if self.tls == "tls" {
+            let params = TlsParameters::new(self.host.clone()).map_err(|e| e.to_string())?;
+            b = b.tls(Tls::Wrapper(params));
+        }
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            b = b.credentials(Credentials::new(u.clone(), p.clone()));
+        }
+        Ok(b.build())
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -45,6 +96,7 @@ impl Default for DeliveryConfig {
             first_retry_ms: 5_000,
             max_retry_ms: 6 * 3_600_000,
             concurrency: 4,
+            smtp: None,
         }
     }
 }
@@ -66,6 +118,17 @@ impl DeliveryConfig {
         }
         if !(1..=64).contains(&self.concurrency) {
             p.push("webhooks.concurrency: must be between 1 and 64".into());
+        }
+        if let Some(s) = &self.smtp {
+            if !matches!(s.tls.as_str(), "starttls" | "tls" | "none") {
+                p.push("webhooks.smtp.tls: must be starttls, tls or none".into());
+            }
+            if s.from.parse::<lettre::message::Mailbox>().is_err() {
+                p.push("webhooks.smtp.from: not an email address".into());
+            }
+            if s.username.is_some() != s.password.is_some() {
+                p.push("webhooks.smtp: give both username and password, or neither".into());
+            }
         }
         p
     }
@@ -116,6 +179,39 @@ pub fn chat_text(body: &Value) -> String {
     }
 }
 
+/// A mail for a `mailto:` endpoint: the summary as subject, the message as body.
+fn send_mail(
+    smtp: Option<&(lettre::SmtpTransport, SmtpConfig)>,
+    to: &str,
+    d: &DueDelivery,
+) -> (Option<u16>, Option<String>) {
+    use lettre::Transport;
+    let Some((transport, cfg)) = smtp else {
+        return (None, Some("no SMTP relay configured ([webhooks.smtp])".into()));
+    };
+    let summary = chat_text(&d.body);
+    let body = format!(
+        "{summary}\n\nwebhook-id: {}\n\n{}\n",
+        d.delivery.message_id,
+        serde_json::to_string_pretty(&d.body).unwrap_or_default()
+    );
+    let mail = (|| {
+        lettre::Message::builder()
+            .from(cfg.from.parse().map_err(|e: lettre::address::AddressError| e.to_string())?)
+            .to(to.parse().map_err(|e: lettre::address::AddressError| e.to_string())?)
+            .subject(format!("[keyward] {}", summary.chars().take(150).collect::<String>()))
+            .body(body)
+            .map_err(|e| e.to_string())
+    })();
+    match mail.map(|m| transport.send(&m)) {
+        // An SMTP 2xx reads as a delivered attempt.
+        Ok(Ok(r)) if r.is_positive() => (Some(200), None),
+        Ok(Ok(r)) => (None, Some(format!("SMTP {}: {}", r.code(), r.message().collect::<Vec<_>>().join(" ")))),
+        Ok(Err(e)) => (None, Some(e.to_string().chars().take(300).collect())),
+        Err(e) => (None, Some(e)),
+    }
+}
+
 /// The running delivery thread.
 pub struct Deliverer {
     stop: Arc<AtomicBool>,
@@ -131,9 +227,13 @@ impl Deliverer {
             .user_agent(concat!("keyward/", env!("CARGO_PKG_VERSION")))
             .build();
         let flag = stop.clone();
+        let smtp = match &cfg.smtp {
+            Some(s) => Some((s.transport().map_err(std::io::Error::other)?, s.clone())),
+            None => None,
+        };
         let thread = std::thread::Builder::new()
             .name("keyward-webhooks".into())
-            .spawn(move || run(store.as_ref(), &agent, &cfg, &flag))?;
+            .spawn(move || run(store.as_ref(), &agent, smtp.as_ref(), &cfg, &flag))?;
         Ok(Deliverer { stop, thread: Mutex::new(Some(thread)) })
     }
 
@@ -145,7 +245,9 @@ impl Deliverer {
     }
 }
 
-fn run(store: &dyn AlertStore, agent: &ureq::Agent, cfg: &DeliveryConfig, stop: &AtomicBool) {
+type Smtp = (lettre::SmtpTransport, SmtpConfig);
+
+fn run(store: &dyn AlertStore, agent: &ureq::Agent, smtp: Option<&Smtp>, cfg: &DeliveryConfig, stop: &AtomicBool) {
     let mut last_gauge = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let due = match store.due_deliveries(now_ms(), 64) {
@@ -169,7 +271,7 @@ fn run(store: &dyn AlertStore, agent: &ureq::Agent, cfg: &DeliveryConfig, stop: 
         for chunk in due.chunks(cfg.concurrency.max(1)) {
             std::thread::scope(|s| {
                 for d in chunk {
-                    s.spawn(move || attempt(store, agent, cfg, d));
+                    s.spawn(move || attempt(store, agent, smtp, cfg, d));
                 }
             });
             if stop.load(Ordering::Relaxed) {
@@ -180,13 +282,22 @@ fn run(store: &dyn AlertStore, agent: &ureq::Agent, cfg: &DeliveryConfig, stop: 
 }
 
 /// Sends one delivery once and records how it went.
-fn attempt(store: &dyn AlertStore, agent: &ureq::Agent, cfg: &DeliveryConfig, d: &DueDelivery) {
+fn attempt(store: &dyn AlertStore, agent: &ureq::Agent, smtp: Option<&Smtp>, cfg: &DeliveryConfig, d: &DueDelivery) {
     let n = d.delivery.attempts + 1;
+    let started = Instant::now();
+    let (status, error) = match d.url.strip_prefix("mailto:") {
+        Some(to) => send_mail(smtp, to, d),
+        None => post(agent, d),
+    };
+    record(store, cfg, d, n, started, status, error);
+}
+
+/// One POST of a delivery, signed afresh.
+fn post(agent: &ureq::Agent, d: &DueDelivery) -> (Option<u16>, Option<String>) {
     let body = match d.format.as_str() {
         "slack" => json!({ "text": chat_text(&d.body) }).to_string(),
         _ => d.body.to_string(),
     };
-    let started = Instant::now();
     let ts = now_ms() / 1000;
     let signature = webhook::sign(&d.secret, &d.delivery.message_id, ts, body.as_bytes());
     let res = agent
@@ -204,6 +315,19 @@ fn attempt(store: &dyn AlertStore, agent: &ureq::Agent, cfg: &DeliveryConfig, d:
         }
         Err(e) => (None, Some(e.to_string().chars().take(300).collect())),
     };
+    (status, error)
+}
+
+/// Records how an attempt went and what follows it.
+fn record(
+    store: &dyn AlertStore,
+    cfg: &DeliveryConfig,
+    d: &DueDelivery,
+    n: u32,
+    started: Instant,
+    status: Option<u16>,
+    error: Option<String>,
+) {
     let now = now_ms();
     let delivered = status.is_some_and(|s| (200..300).contains(&s));
     let next = if delivered {

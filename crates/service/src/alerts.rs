@@ -116,7 +116,8 @@ pub struct CreateWebhook {
     /// key.revoked, key.rotated, key.disabled, key.expiring.
     pub events: Option<Vec<String>>,
     pub description: Option<String>,
-    /// `webhook` (default: Standard Webhooks JSON) or `slack` (a Slack-compatible `{"text": …}`).
+    /// `webhook` (default: Standard Webhooks JSON), `slack` (a Slack-compatible
+    /// `{"text": …}`), or `email` for a `mailto:` url (sent through `[webhooks.smtp]`).
     pub format: Option<String>,
 }
 
@@ -447,12 +448,25 @@ impl Service {
     pub async fn create_webhook(&self, actor: &Actor, req: CreateWebhook) -> Result<CreatedWebhook> {
         actor.require(Permission::AlertsConfigure, "create webhooks")?;
         let url = req.url.trim().to_owned();
-        let parsed_ok = (url.starts_with("https://") || url.starts_with("http://"))
-            && url.len() <= 2048
-            && !url.contains(char::is_whitespace)
-            && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        let mail = url.strip_prefix("mailto:");
+        let parsed_ok = match mail {
+            // One address: local part, @, a domain with a dot.
+            Some(addr) => {
+                addr.len() <= 254
+                    && !addr.contains(char::is_whitespace)
+                    && addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
+            }
+            None => {
+                (url.starts_with("https://") || url.starts_with("http://"))
+                    && url.len() <= 2048
+                    && !url.contains(char::is_whitespace)
+                    && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+            }
+        };
         if !parsed_ok {
-            return Err(invalid("url must be an http:// or https:// URL of at most 2048 characters"));
+            return Err(invalid(
+                "url must be an http:// or https:// URL of at most 2048 characters, or mailto:address for email",
+            ));
         }
         crate::validate::no_secret("url", &url)?;
         let events = req.events.unwrap_or_default();
@@ -464,9 +478,11 @@ impl Service {
             )));
         }
         check_opt_text("description", &req.description, 500)?;
-        let format = req.format.unwrap_or_else(|| "webhook".to_owned());
-        if !matches!(format.as_str(), "webhook" | "slack") {
-            return Err(invalid("format must be webhook or slack"));
+        let format = req.format.unwrap_or_else(|| if mail.is_some() { "email" } else { "webhook" }.to_owned());
+        match (mail.is_some(), format.as_str()) {
+            (false, "webhook" | "slack") | (true, "email") => {}
+            (true, _) => return Err(invalid("a mailto: endpoint takes format email")),
+            (false, _) => return Err(invalid("format must be webhook or slack (email is for mailto: endpoints)")),
         }
         let now = now_ms();
         let secret = keyward_alerts::webhook::new_secret();

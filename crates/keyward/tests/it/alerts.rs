@@ -696,3 +696,33 @@ fn ip_enrichment_adds_country_and_network_and_new_ones_alert() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("geoip.country_db: not a MaxMind database"));
 }
+
+/// Email: a `mailto:` endpoint is sent through the configured SMTP relay from
+/// the same outbox, with the summary as subject (issue 10).
+#[test]
+fn mailto_endpoints_get_the_alert_by_email() {
+    let smtp = crate::util::SmtpSink::start();
+    let config = format!(
+        "[webhooks]\npoll_ms = 50\n\n[webhooks.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"keyward@example.com\"\n",
+        smtp.port
+    );
+    let s = Server::start_full(&[], Some(&config));
+    let hook = s.create("/v1/webhooks", json!({"url": "mailto:oncall@example.com", "events": ["alert.opened"]}));
+    assert_eq!(hook["format"], "email");
+    s.call("POST", "/v1/webhooks", Some(json!({"url": "mailto:not an address"}))).problem(400);
+    s.call("POST", "/v1/webhooks", Some(json!({"url": "mailto:a@example.com", "format": "slack"}))).problem(400);
+    let ks = keyspace(&s, "prod");
+    let (id, key) = s.key(json!({"keyspace_id": ks}));
+    s.call("POST", "/v1/leaks", Some(json!({"keys": [key]}))).json();
+    let mail = eventually(10, "the alert by email", || smtp.messages.lock().first().cloned());
+    assert!(mail.contains("To: oncall@example.com") && mail.contains("From: keyward@example.com"), "{mail}");
+    assert!(mail.contains("Subject: [keyward] keyward alert.opened: [critical] leak"), "{mail}");
+    assert!(mail.contains(&id) && mail.contains("webhook-id: msg_"), "{mail}");
+    assert!(!mail.contains(&key), "no key in the mail");
+    let hook_id = hook["id"].as_str().unwrap();
+    let delivered = eventually(10, "the delivery recorded", || {
+        let d = s.call("GET", &format!("/v1/webhooks/{hook_id}/deliveries"), None).json();
+        (d["data"][0]["status"] == "delivered").then_some(d)
+    });
+    assert_eq!(delivered["data"][0]["attempts"], 1);
+}

@@ -532,3 +532,66 @@ pub fn python_venv(name: &str, packages: &[&str], skip_var: &str) -> PathBuf {
     std::fs::write(&pinned, "").unwrap();
     python
 }
+
+/// A minimal SMTP server that accepts every message (a real protocol
+/// exchange, no TLS): what a local relay would do. Messages are kept whole.
+pub struct SmtpSink {
+    pub port: u16,
+    pub messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages: Arc<Mutex<Vec<String>>> = Arc::default();
+        let kept = messages.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    let mut out = stream.try_clone().unwrap();
+                    let mut lines = BufReader::new(stream);
+                    let _ = out.write_all(b"220 test.local ESMTP\r\n");
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 test.local\r\n",
+                            "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
+                            "DATA" => {
+                                let _ = out.write_all(b"354 go ahead\r\n");
+                                let mut message = String::new();
+                                loop {
+                                    line.clear();
+                                    if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                                        return;
+                                    }
+                                    if line == ".\r\n" {
+                                        break;
+                                    }
+                                    message.push_str(&line);
+                                }
+                                kept.lock().push(message);
+                                b"250 queued\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = out.write_all(b"221 bye\r\n");
+                                return;
+                            }
+                            _ => b"502 not implemented\r\n",
+                        };
+                        let _ = out.write_all(reply);
+                    }
+                });
+            }
+        });
+        SmtpSink { port, messages }
+    }
+}
