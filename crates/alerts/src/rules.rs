@@ -158,7 +158,8 @@ pub struct Level {
     pub above: f64,
 }
 
-/// Business hours for `off_hours`, in a fixed offset from UTC.
+/// Business hours for `off_hours`: local to an IANA time zone (with its
+/// daylight saving), or to a fixed offset from UTC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessHours {
@@ -168,8 +169,16 @@ pub struct BusinessHours {
     pub end: String,
     /// Business days, `mon` … `sun` (default mon–fri).
     pub weekdays: Vec<String>,
-    /// Offset from UTC, `+02:00` or `-05:00` (default `+00:00`).
+    /// Offset from UTC, `+02:00` or `-05:00` (default `+00:00`); ignored when `time_zone` is set.
+    #[serde(default = "utc")]
     pub utc_offset: String,
+    /// An IANA time zone, e.g. `Europe/Berlin` (daylight saving included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+fn utc() -> String {
+    "+00:00".into()
 }
 
 impl Default for BusinessHours {
@@ -178,7 +187,8 @@ impl Default for BusinessHours {
             start: "08:00".into(),
             end: "18:00".into(),
             weekdays: ["mon", "tue", "wed", "thu", "fri"].map(str::to_owned).to_vec(),
-            utc_offset: "+00:00".into(),
+            utc_offset: utc(),
+            time_zone: None,
         }
     }
 }
@@ -203,10 +213,17 @@ fn offset_minutes(s: &str) -> Option<i64> {
 impl BusinessHours {
     /// Whether `at` (UTC ms) falls inside these hours.
     pub fn contains(&self, at: i64) -> bool {
-        let (Some(start), Some(end), Some(offset)) =
+        let (Some(start), Some(end), Some(fixed)) =
             (minutes(&self.start), minutes(&self.end), offset_minutes(&self.utc_offset))
         else {
             return true;
+        };
+        let offset = match self.time_zone.as_deref().and_then(|z| jiff::tz::TimeZone::get(z).ok()) {
+            Some(zone) => match jiff::Timestamp::from_millisecond(at) {
+                Ok(ts) => i64::from(zone.to_offset(ts).seconds()) / 60,
+                Err(_) => fixed,
+            },
+            None => fixed,
         };
         let local_min = at.div_euclid(60_000) + offset;
         let day = local_min.div_euclid(1440);
@@ -231,6 +248,11 @@ impl BusinessHours {
         }
         if offset_minutes(&self.utc_offset).is_none() {
             p.push(format!("{at}.business_hours.utc_offset: write +HH:MM or -HH:MM, e.g. +01:00"));
+        }
+        if let Some(z) = &self.time_zone
+            && jiff::tz::TimeZone::get(z).is_err()
+        {
+            p.push(format!("{at}.business_hours.time_zone: not an IANA time zone such as Europe/Berlin"));
         }
         p
     }

@@ -98,6 +98,18 @@ fn business_hours_follow_the_offset_and_the_weekdays() {
     assert!(!hours.contains(at(16, 0)), "18:00 local");
     assert!(!hours.contains(at(4 * 24 + 10, 0)), "Saturday");
     assert!(!BusinessHours::default().contains(at(-2, 0)), "Monday 22:00 UTC is off hours");
+    // An IANA zone follows daylight saving: 07:30 UTC is 08:30 in Berlin in December
+    // (UTC+1) and 09:30 in July (UTC+2); 06:30 UTC is before business in winter only.
+    let berlin = BusinessHours { time_zone: Some("Europe/Berlin".into()), ..BusinessHours::default() };
+    assert!(berlin.contains(at(7, 30)));
+    assert!(!berlin.contains(at(6, 30)), "07:30 in Berlin in winter");
+    let july = keyward_core::time::parse_rfc3339("2026-07-07T06:30:00Z").unwrap();
+    assert!(berlin.contains(july), "08:30 in Berlin in summer");
+    let bad: Overrides = serde_json::from_str(
+        r#"{"off_hours": {"business_hours": {"start": "08:00", "end": "18:00", "weekdays": ["mon"], "time_zone": "Mars/Olympus"}}}"#,
+    )
+    .unwrap();
+    assert!(problems(&bad).iter().any(|m| m.contains("time_zone")), "{:?}", problems(&bad));
 }
 
 #[test]
