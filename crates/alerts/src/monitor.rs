@@ -47,6 +47,8 @@ pub struct MonitorConfig {
     pub max_keys: usize,
     /// Most source addresses with state in memory. Default 1000000.
     pub max_ips: usize,
+    /// Days the history of alert changes (what sinks export) is kept. Default 90.
+    pub history_days: i64,
     #[serde(flatten)]
     pub tracker: TrackerConfig,
 }
@@ -61,6 +63,7 @@ impl Default for MonitorConfig {
             idle_ms: 2 * 3_600_000,
             max_keys: 1_000_000,
             max_ips: 1_000_000,
+            history_days: 90,
             tracker: TrackerConfig::default(),
         }
     }
@@ -74,6 +77,9 @@ impl MonitorConfig {
         }
         if !(10..=60_000).contains(&self.tick_ms) {
             p.push("alerts.tick_ms: must be between 10 and 60000".into());
+        }
+        if !(1..=36_500).contains(&self.history_days) {
+            p.push("alerts.history_days: must be between 1 and 36500".into());
         }
         if self.save_learned_ms < 100 || self.idle_ms < 60_000 {
             p.push("alerts: save_learned_ms must be at least 100 and idle_ms at least 60000".into());
@@ -258,6 +264,10 @@ impl Run {
                 let (keys, ips) = self.engine.sizes();
                 metrics::gauge!("keyward_alert_keys_tracked").set(keys as f64);
                 metrics::gauge!("keyward_alert_ips_tracked").set(ips as f64);
+                let before = now_ms() - self.cfg.history_days * 86_400_000;
+                if let Err(e) = self.store.purge_alert_changes(before) {
+                    tracing::error!(error = %e, "Purging old alert history failed; will retry.");
+                }
                 next_sweep = Instant::now() + Duration::from_secs(60);
             }
         }

@@ -167,6 +167,9 @@ pub trait AlertStore: Send + Sync {
     fn alert_changes_after(&self, seq: i64, limit: u32) -> Result<Vec<AlertChangeRow>>;
     /// The newest change's position (0 when none).
     fn last_alert_change(&self) -> Result<i64>;
+    /// Deletes alert changes older than `before` (the history sinks export, past
+    /// retention); returns how many went.
+    fn purge_alert_changes(&self, before: i64) -> Result<usize>;
     fn get_alert(&self, workspace_id: &str, id: &str) -> Result<Option<AlertRow>>;
     fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRow>>;
     /// Every unresolved alert, and those resolved at or after `resolved_since`.

@@ -198,6 +198,16 @@ impl AlertStore for SqliteStore {
         })
     }
 
+    fn purge_alert_changes(&self, before: i64) -> Result<usize> {
+        // Keep the newest row whatever its age: its seq is where AUTOINCREMENT goes on.
+        self.with(|c| {
+            Ok(c.execute(
+                "DELETE FROM alert_changes WHERE at < ?1 AND seq < (SELECT MAX(seq) FROM alert_changes)",
+                [before],
+            )?)
+        })
+    }
+
     fn last_alert_change(&self) -> Result<i64> {
         self.with(|c| Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM alert_changes", [], |r| r.get(0))?))
     }

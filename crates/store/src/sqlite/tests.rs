@@ -252,6 +252,11 @@ mod outbox {
         assert_eq!((history.len(), history[0].seq, history[0].change.as_str()), (1, 1, "opened"));
         assert_eq!(s.last_alert_change().unwrap(), 1);
         assert!(s.alert_changes_after(1, 10).unwrap().is_empty());
+        assert_eq!(s.purge_alert_changes(1_000).unwrap(), 0, "the newest change stays");
+        let later = AlertChangeRow { at: 2_000, change: "resolved".into(), ..change.clone() };
+        s.write_alerts(&[], std::slice::from_ref(&later), &[]).unwrap();
+        assert_eq!(s.purge_alert_changes(1_000).unwrap(), 1, "the old one goes");
+        assert_eq!(s.alert_changes_after(0, 10).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), [2]);
         // A management change: its audit entry carries the notice.
         let mut revoke = audit("ws_1", "aud_r", "key.revoke");
         revoke.notify = vec![notice("msg_2", "key.revoked")];
