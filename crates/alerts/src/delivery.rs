@@ -299,7 +299,9 @@ fn post(agent: &ureq::Agent, d: &DueDelivery) -> (Option<u16>, Option<String>) {
         _ => d.body.to_string(),
     };
     let ts = now_ms() / 1000;
-    let signature = webhook::sign(&d.secret, &d.delivery.message_id, ts, body.as_bytes());
+    let Some(signature) = webhook::sign(&d.secret, &d.delivery.message_id, ts, body.as_bytes()) else {
+        return (None, Some("the endpoint's signing secret is not usable; create the endpoint again".into()));
+    };
     let res = agent
         .post(&d.url)
         .set("Content-Type", "application/json")

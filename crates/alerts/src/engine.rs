@@ -510,7 +510,8 @@ impl Engine {
         }
     }
 
-    fn key_state(&mut self, key_id: &str, e: &UsageEvent) -> &mut KeyState {
+    /// The key's state, made (or read back from where it was saved) on its first use.
+    fn key_state(&mut self, key_id: &str, e: &UsageEvent) -> Option<&mut KeyState> {
         if !self.keys.contains_key(key_id) {
             if self.keys.len() >= self.cfg.max_keys {
                 self.drop_idle_keys(self.keys.len() / 10 + 1);
@@ -531,14 +532,14 @@ impl Engine {
             };
             self.keys.insert(key_id.into(), state);
         }
-        let k = self.keys.get_mut(key_id).expect("inserted above");
+        let k = self.keys.get_mut(key_id)?;
         k.last_seen = k.last_seen.max(e.ts);
-        k
+        Some(k)
     }
 
     fn observe_key(&mut self, key_id: &str, e: &UsageEvent, out: &mut Out<'_>) {
         let rules = self.book.for_subject(&e.workspace_id, e.keyspace_id.as_deref(), Some(key_id));
-        let k = self.key_state(key_id, e);
+        let Some(k) = self.key_state(key_id, e) else { return };
         let subject = || Subject::Key {
             key_id: key_id.to_owned(),
             key_hint: e.key_hint.clone(),

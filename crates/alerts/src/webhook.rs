@@ -16,11 +16,16 @@ pub const SECRET_PREFIX: &str = "whsec_";
 /// How far a timestamp may be from the receiver's clock, seconds (the spec's 5 minutes).
 pub const TOLERANCE_S: i64 = 300;
 
-/// A new signing secret: `whsec_` + base64 of 32 random bytes.
-pub fn new_secret() -> String {
+/// A new signing secret: `whsec_` + base64 of 32 random bytes from the OS.
+pub fn new_secret() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS gives random bytes");
-    format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes))
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes)))
+}
+
+/// The HMAC of a secret's key bytes (`None` for a secret that is no base64).
+fn mac(secret: &str) -> Option<Hmac<Sha256>> {
+    Hmac::<Sha256>::new_from_slice(&key(secret)?).ok()
 }
 
 /// The key bytes of a secret (the prefix is optional, as in the reference libraries).
@@ -33,16 +38,16 @@ pub fn is_secret(secret: &str) -> bool {
     secret.starts_with(SECRET_PREFIX) && key(secret).is_some_and(|k| k.len() >= 24)
 }
 
-/// The `webhook-signature` header value for one delivery attempt.
-pub fn sign(secret: &str, id: &str, timestamp_s: i64, body: &[u8]) -> String {
-    let key = key(secret).unwrap_or_default();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+/// The `webhook-signature` header value for one delivery attempt (`None`
+/// when the secret is not one `new_secret` makes).
+pub fn sign(secret: &str, id: &str, timestamp_s: i64, body: &[u8]) -> Option<String> {
+    let mut mac = mac(secret)?;
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp_s.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    Some(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
 }
 
 /// Why a delivery does not verify.
@@ -71,11 +76,10 @@ pub fn verify(
     if (now_s - ts).abs() > TOLERANCE_S {
         return Err(VerifyError::Stale);
     }
-    let key = key(secret).ok_or(VerifyError::NoMatch)?;
     for sig in signatures.split(' ') {
         let Some(b64) = sig.strip_prefix("v1,") else { continue };
         let Ok(given) = STANDARD.decode(b64) else { continue };
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+        let mut mac = mac(secret).ok_or(VerifyError::NoMatch)?;
         mac.update(format!("{id}.{ts}.").as_bytes());
         mac.update(body);
         if mac.verify_slice(&given).is_ok() {
@@ -94,7 +98,7 @@ mod tests {
     fn the_specification_test_vector() {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let (id, ts, body) = ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#);
-        let sig = sign(secret, id, ts, body);
+        let sig = sign(secret, id, ts, body).unwrap();
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         assert_eq!(verify(secret, id, "1614265330", &format!("v1,bm9wZQ== {sig}"), body, ts + 10), Ok(()));
         assert_eq!(verify(secret, id, "1614265330", &sig, b"{}", ts), Err(VerifyError::NoMatch));
@@ -105,7 +109,7 @@ mod tests {
 
     #[test]
     fn new_secrets_are_well_formed_and_distinct() {
-        let (a, b) = (new_secret(), new_secret());
+        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
         assert!(is_secret(&a) && is_secret(&b) && a != b);
         assert!(!is_secret("whsec_") && !is_secret("nope"));
     }

@@ -485,7 +485,10 @@ impl Service {
             (false, _) => return Err(invalid("format must be webhook or slack (email is for mailto: endpoints)")),
         }
         let now = now_ms();
-        let secret = keyward_alerts::webhook::new_secret();
+        let secret = keyward_alerts::webhook::new_secret().map_err(|e| {
+            tracing::error!(error = %e, "The OS gave no random bytes for a webhook secret.");
+            ServiceError::Task
+        })?;
         let row = WebhookRow {
             id: new_id("wh", now),
             workspace_id: actor.workspace_id.clone(),
