@@ -198,6 +198,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .context("starting the alert monitor")?;
         dd.events.observe(monitor.clone());
         service.attach_monitor(monitor.clone());
+        service.reload_rules().await.context("reading the alert rules")?;
         Some(monitor)
     } else {
         tracing::warn!("Alerting is off (alerts.enabled = false): no rule runs.");

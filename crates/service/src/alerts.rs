@@ -436,11 +436,22 @@ impl Service {
         self.get_alert_rules(actor, q).await
     }
 
-    /// Hands the monitor the rules as stored now.
+    /// Hands the monitor the rules as stored now (at start, and after each change).
     pub async fn reload_rules(&self) -> Result<()> {
         if let Some(m) = self.monitor.get() {
             let rows = self.blocking(|s| s.rule_overrides()).await?;
-            m.set_rules(RuleBook::build(&rows));
+            let book = RuleBook::build(&rows);
+            let watched = |set: &RuleSet| {
+                let s = set.get(RuleId::OffHours);
+                s.enabled && s.sensitive_scopes.as_ref().is_some_and(|v| !v.is_empty())
+            };
+            let wanted = std::iter::once(&book.default)
+                .chain(book.workspaces.values())
+                .chain(book.keyspaces.values())
+                .chain(book.keys.values())
+                .any(|set| watched(set));
+            self.scopes_wanted.store(wanted, std::sync::atomic::Ordering::Relaxed);
+            m.set_rules(book);
         }
         Ok(())
     }

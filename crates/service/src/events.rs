@@ -183,10 +183,12 @@ impl Service {
             deprecated: d.deprecated_until().is_some(),
             scopes: match k {
                 // What the request needed (given, and by the keyspace's path rules), for
-                // the rules engine's sensitive-scope rule.
+                // the rules engine's sensitive-scope rule: worked out only when a rule in
+                // force watches sensitive scopes, so other verifies pay nothing for it.
                 Some(k)
                     if d.outcome.is_valid()
-                        && (input.method.is_some() || input.path.is_some() || !input.scopes.is_empty()) =>
+                        && (input.method.is_some() || input.path.is_some() || !input.scopes.is_empty())
+                        && self.scopes_wanted.load(std::sync::atomic::Ordering::Relaxed) =>
                 {
                     let req = ScopeRequest { method: input.method, path: input.path, scopes: input.scopes };
                     missing_scopes(&[], &k.keyspace.get().path_rules, &req)

@@ -70,18 +70,17 @@ impl Service {
         if req.keys.is_empty() || req.keys.len() > 1000 {
             return Err(invalid("keys must hold 1 to 1000 strings"));
         }
-        let source = req
-            .source
-            .as_deref()
-            .map(|s| scrub(s, false, 2000, &self.imported.list()))
-            .unwrap_or_else(|| "leak report".into());
-        self.handle_leaks(Some(actor), &req.keys, &source).await
+        self.handle_leaks(Some(actor), &req.keys, req.source.as_deref().unwrap_or("leak report")).await
     }
 
     /// Handles leaked strings. With an actor, only its workspace; without
     /// (GitHub secret scanning), each key in whatever workspace holds it,
     /// acted on as `system`.
     pub async fn handle_leaks(&self, actor: Option<&Actor>, keys: &[String], source: &str) -> Result<LeakAnswer> {
+        // Caller text (a report's source, GitHub's URL) reaches notes, alerts, webhooks and
+        // exports: scrubbed here, once, for every caller.
+        let source = scrub(source, false, 2000, &self.imported.list());
+        let source = source.as_str();
         let now = now_ms();
         let mut results = Vec::with_capacity(keys.len());
         // Live keys to revoke, grouped by workspace: (workspace, key id, index).

@@ -104,6 +104,9 @@ pub struct Service {
     sinks: std::sync::OnceLock<Arc<keyward_events::Sinks>>,
     /// The rules engine, once started: use cases send it their signals.
     monitor: std::sync::OnceLock<Arc<keyward_alerts::Monitor>>,
+    /// Whether any rule in force watches sensitive scopes (`off_hours`): only
+    /// then does a verify work out the scopes its request needed for the event.
+    scopes_wanted: std::sync::atomic::AtomicBool,
     /// IP enrichment (country, autonomous system), when configured.
     geo: std::sync::OnceLock<Arc<keyward_events::geo::Geo>>,
     /// Prefixes of keys imported from other systems (see `import`).
@@ -171,6 +174,7 @@ impl Service {
             sinks: std::sync::OnceLock::new(),
             monitor: std::sync::OnceLock::new(),
             geo: std::sync::OnceLock::new(),
+            scopes_wanted: std::sync::atomic::AtomicBool::new(false),
             imported,
             usage_durable_through: std::sync::atomic::AtomicI64::new(0),
             reminded: Default::default(),

@@ -582,8 +582,12 @@ format = "cef"
     let s = Server::start_full(&[], Some(config));
     let ks = keyspace(&s, "prod");
     let (id, key) = s.key(json!({"keyspace_id": ks}));
-    s.call("POST", "/v1/leaks", Some(json!({"keys": [key]}))).json();
+    // The source names where it was found, the key included: scrubbed before it reaches the alert.
+    let source = format!("https://paste.example/raw/{key}");
+    s.call("POST", "/v1/leaks", Some(json!({"keys": [key], "source": source}))).json();
     let alert = eventually(10, "the leak alert", || alerts(&s).into_iter().find(|a| a["rule"] == "leak"));
+    assert!(alert["detail"].as_str().unwrap().contains("paste.example"), "{alert}");
+    assert!(!alert.to_string().contains(&key), "{alert}");
     let ecs_path = s.dir.path().join("export/events.ndjson");
     let line = eventually(10, "the alert in the ECS file", || {
         let text = std::fs::read_to_string(&ecs_path).unwrap_or_default();
