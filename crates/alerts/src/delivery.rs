@@ -39,7 +39,7 @@ pub struct DeliveryConfig {
 }
 
 /// An SMTP relay for `mailto:` endpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -53,6 +53,19 @@ pub struct SmtpConfig {
     pub password: Option<String>,
     /// The sender, e.g. `keyward@example.com`.
     pub from: String,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 fn default_smtp_port() -> u16 {

@@ -145,9 +145,9 @@ impl RuleBook {
 /// first use since the start (or since it was dropped from memory).
 pub type LearnedLoader = Box<dyn FnMut(&str) -> Option<Learned> + Send>;
 
-/// FNV-1a: a stable hash (persisted sets must hash alike after a restart).
+/// A stable hash (persisted sets must hash alike after a restart).
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    keyward_core::hash::fnv1a(&[bytes])
 }
 
 /// Distinct values seen within a window, each with when it was last seen.
@@ -268,22 +268,20 @@ impl Learned {
 
 /// Notes `value` in a bounded seen-list; whether it was seen within `lookback_ms` before.
 fn note_seen(seen: &mut Vec<(u64, i64)>, value: u64, ts: i64, lookback_ms: i64) -> bool {
-    {
-        match seen.iter_mut().find(|(h, _)| *h == value) {
-            Some(entry) => {
-                let known = entry.1 > ts - lookback_ms;
-                entry.1 = entry.1.max(ts);
-                known
+    match seen.iter_mut().find(|(h, _)| *h == value) {
+        Some(entry) => {
+            let known = entry.1 > ts - lookback_ms;
+            entry.1 = entry.1.max(ts);
+            known
+        }
+        None => {
+            if seen.len() >= SEEN_CAP
+                && let Some(oldest) = seen.iter().enumerate().min_by_key(|(_, (_, at))| *at).map(|(i, _)| i)
+            {
+                seen.swap_remove(oldest);
             }
-            None => {
-                if seen.len() >= SEEN_CAP
-                    && let Some(oldest) = seen.iter().enumerate().min_by_key(|(_, (_, at))| *at).map(|(i, _)| i)
-                {
-                    seen.swap_remove(oldest);
-                }
-                seen.push((value, ts));
-                false
-            }
+            seen.push((value, ts));
+            false
         }
     }
 }

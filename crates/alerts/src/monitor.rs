@@ -34,7 +34,9 @@ pub trait Responder: Send + Sync {
 pub struct MonitorConfig {
     /// Off: no rule runs, no alert is raised. Default on.
     pub enabled: bool,
-    /// Batches waiting for the engine. Default 256.
+    /// Batches waiting for the engine (each up to `events.batch_max` events, so this
+    /// bounds the memory a backlog can take). Default 32; the engine is about five
+    /// times faster than the writer, so the queue is normally empty.
     pub queue_batches: usize,
     /// How often ongoing alerts are written and quiet ones resolved, ms. Default 200.
     pub tick_ms: u64,
@@ -57,7 +59,7 @@ impl Default for MonitorConfig {
     fn default() -> Self {
         MonitorConfig {
             enabled: true,
-            queue_batches: 256,
+            queue_batches: 32,
             tick_ms: 200,
             save_learned_ms: 10_000,
             idle_ms: 2 * 3_600_000,

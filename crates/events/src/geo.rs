@@ -36,8 +36,8 @@ pub struct Geo {
     asn: Option<Reader<Vec<u8>>>,
 }
 
-fn open(path: &Path) -> Result<Reader<Vec<u8>>, String> {
-    Reader::open_readfile(path).map_err(|e| format!("{}: {e}", path.display()))
+fn open(field: &str, path: &Path) -> Result<Reader<Vec<u8>>, String> {
+    Reader::open_readfile(path).map_err(|e| format!("geoip.{field}: not a MaxMind database ({}: {e})", path.display()))
 }
 
 impl Geo {
@@ -46,8 +46,8 @@ impl Geo {
         if cfg.country_db.is_none() && cfg.asn_db.is_none() {
             return Ok(None);
         }
-        let country = cfg.country_db.as_deref().map(open).transpose()?;
-        let asn = cfg.asn_db.as_deref().map(open).transpose()?;
+        let country = cfg.country_db.as_deref().map(|p| open("country_db", p)).transpose()?;
+        let asn = cfg.asn_db.as_deref().map(|p| open("asn_db", p)).transpose()?;
         Ok(Some(Geo { country, asn }))
     }
 
@@ -73,13 +73,15 @@ impl Geo {
 }
 
 impl GeoConfig {
+    /// Files that are not there. Whether they are MaxMind databases is known
+    /// when they are opened, once, at start ([`Geo::open`]).
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         for (field, path) in [("country_db", &self.country_db), ("asn_db", &self.asn_db)] {
             if let Some(path) = path
-                && let Err(e) = open(path)
+                && !path.is_file()
             {
-                p.push(format!("geoip.{field}: not a MaxMind database ({e})"));
+                p.push(format!("geoip.{field}: {} is not a readable file", path.display()));
             }
         }
         p

@@ -187,6 +187,9 @@ pub struct DeliveryPage {
     pub next_cursor: Option<String>,
 }
 
+/// Endpoints per workspace: each message is written once per endpoint that takes it.
+const MAX_WEBHOOKS: usize = 100;
+
 fn webhook_view(w: &WebhookRow) -> WebhookView {
     WebhookView {
         id: w.id.clone(),
@@ -243,8 +246,12 @@ impl Service {
     /// caller could not say which workspace it meant.
     pub fn note_auth_failure(&self, ip: Option<&str>) {
         let (Some(ip), Some(m)) = (ip, self.monitor.get()) else { return };
-        let workspace =
-            self.roots.read().values().min_by_key(|r| (r.created_at, r.id.clone())).map(|r| r.workspace_id.clone());
+        let workspace = self
+            .roots
+            .read()
+            .values()
+            .min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+            .map(|r| r.workspace_id.clone());
         if let Some(workspace_id) = workspace {
             m.signal(Signal::RootAuthFailure { workspace_id, ip: ip.to_owned(), ts: now_ms() });
         }
@@ -495,6 +502,12 @@ impl Service {
             (true, _) => return Err(invalid("a mailto: endpoint takes format email")),
             (false, _) => return Err(invalid("format must be webhook or slack (email is for mailto: endpoints)")),
         }
+        let ws = actor.workspace_id.clone();
+        if self.blocking(move |s| s.list_webhooks(&ws)).await?.len() >= MAX_WEBHOOKS {
+            return Err(ServiceError::Conflict(format!(
+                "a workspace has at most {MAX_WEBHOOKS} endpoints; delete one first (every message goes to each)"
+            )));
+        }
         let now = now_ms();
         let secret = keyward_alerts::webhook::new_secret().map_err(|e| {
             tracing::error!(error = %e, "The OS gave no random bytes for a webhook secret.");
@@ -592,12 +605,8 @@ impl Service {
 
     pub async fn redeliver(&self, actor: &Actor, webhook_id: &str, delivery_id: &str) -> Result<()> {
         actor.require(Permission::AlertsConfigure, "redeliver webhooks")?;
-        let (ws, did) = (actor.workspace_id.clone(), delivery_id.to_owned());
-        let page = self.list_deliveries(actor, webhook_id, DeliveryQuery { cursor: None, limit: Some(1000) }).await?;
-        if !page.data.iter().any(|d| d.id == delivery_id) {
-            return Err(ServiceError::not_found("delivery", delivery_id));
-        }
-        if !self.blocking(move |s| s.redeliver(&ws, &did, now_ms())).await? {
+        let (ws, wid, did) = (actor.workspace_id.clone(), webhook_id.to_owned(), delivery_id.to_owned());
+        if !self.blocking(move |s| s.redeliver(&ws, &wid, &did, now_ms())).await? {
             return Err(ServiceError::not_found("delivery", delivery_id));
         }
         tracing::info!(webhook_id, delivery_id, "Webhook delivery queued again.");

@@ -197,8 +197,9 @@ pub trait AlertStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<DeliveryRow>>;
     fn delivery_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>>;
-    /// Puts a delivery back in the queue, due now; false when there is no such delivery.
-    fn redeliver(&self, workspace_id: &str, delivery_id: &str, now: i64) -> Result<bool>;
+    /// Puts one of an endpoint's deliveries back in the queue, due now; false when the
+    /// live endpoint has no such delivery.
+    fn redeliver(&self, workspace_id: &str, webhook_id: &str, delivery_id: &str, now: i64) -> Result<bool>;
     /// Deliveries waiting, for `/metrics`.
     fn pending_deliveries(&self) -> Result<u64>;
 }

@@ -89,30 +89,17 @@ const COLS: &str = "id, ts, kind, request_id, workspace_id, keyspace_id, key_id,
 /// is far cheaper to insert into than one over text; queries match the
 /// number and then the id itself, so a collision only costs a row check.
 pub fn key_no(key_id: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h as i64
+    keyward_core::hash::fnv1a(&[key_id.as_bytes()]) as i64
 }
 
 /// The indexed stand-in for a value of one workspace (owner, address,
 /// outcome code, status class; `None` for the workspace itself): FNV-1a over
 /// the workspace id, a 0 byte, and the value. `None` when the value is.
 pub fn scoped_no(workspace_id: &str, value: Option<&str>) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+    let h = match value {
+        Some(v) => keyward_core::hash::fnv1a(&[workspace_id.as_bytes(), v.as_bytes()]),
+        None => keyward_core::hash::fnv1a(&[workspace_id.as_bytes()]),
     };
-    eat(workspace_id.as_bytes());
-    if let Some(v) = value {
-        eat(&[0]);
-        eat(v.as_bytes());
-    }
     h as i64
 }
 

@@ -100,17 +100,12 @@ fn alert_line(paint: Paint, a: &Value) -> String {
     format!(
         "{}  {:<8}  {:<12}  {:<24}  {}  ({})",
         text(a, "id"),
-        paint.status(&severity_word(a)),
+        paint.status(&text(a, "severity")),
         text(a, "status"),
         text(a, "rule"),
         subject(a),
         text(a, "detail")
     )
-}
-
-/// Severity as the colour scheme reads it.
-fn severity_word(a: &Value) -> String {
-    text(a, "severity")
 }
 
 pub fn alerts(cmd: AlertsCmd) -> anyhow::Result<()> {

@@ -698,7 +698,8 @@ fn ip_enrichment_adds_country_and_network_and_new_ones_alert() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("geoip.country_db: not a MaxMind database"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("geoip.country_db: not a MaxMind database"), "{err}");
 }
 
 /// Email: a `mailto:` endpoint is sent through the configured SMTP relay from
@@ -729,4 +730,15 @@ fn mailto_endpoints_get_the_alert_by_email() {
         (d["data"][0]["status"] == "delivered").then_some(d)
     });
     assert_eq!(delivered["data"][0]["attempts"], 1);
+}
+
+/// Every message is written once per endpoint: a workspace has at most 100.
+#[test]
+fn endpoints_per_workspace_are_capped() {
+    let s = Server::start();
+    for i in 0..100 {
+        s.create("/v1/webhooks", json!({"url": format!("http://127.0.0.1:9/hook/{i}")}));
+    }
+    let p = s.call("POST", "/v1/webhooks", Some(json!({"url": "http://127.0.0.1:9/one-more"}))).problem(409);
+    assert!(p["detail"].as_str().unwrap().contains("at most 100"), "{p}");
 }

@@ -453,13 +453,13 @@ impl AlertStore for SqliteStore {
         })
     }
 
-    fn redeliver(&self, workspace_id: &str, delivery_id: &str, now: i64) -> Result<bool> {
+    fn redeliver(&self, workspace_id: &str, webhook_id: &str, delivery_id: &str, now: i64) -> Result<bool> {
         self.with(|c| {
             let n = c.execute(
-                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?3
-                 WHERE workspace_id = ?1 AND id = ?2
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?4
+                 WHERE workspace_id = ?1 AND webhook_id = ?2 AND id = ?3
                    AND webhook_id IN (SELECT id FROM webhooks WHERE deleted_at IS NULL)",
-                params![workspace_id, delivery_id, now],
+                params![workspace_id, webhook_id, delivery_id, now],
             )?;
             Ok(n > 0)
         })

@@ -309,8 +309,9 @@ mod outbox {
         assert_eq!((done.status.as_str(), done.attempts, done.delivered_at), ("delivered", 2, Some(101)));
         assert_eq!(s.delivery_attempts(&first.id).unwrap().len(), 2);
         // Manual redelivery puts it back; deleting the endpoint ends its pending ones.
-        assert!(s.redeliver("ws_1", &first.id, 200).unwrap());
-        assert!(!s.redeliver("ws_2", &first.id, 200).unwrap(), "another workspace's delivery");
+        assert!(s.redeliver("ws_1", &first.webhook_id, &first.id, 200).unwrap());
+        assert!(!s.redeliver("ws_2", &first.webhook_id, &first.id, 200).unwrap(), "another workspace's delivery");
+        assert!(!s.redeliver("ws_1", "wh_other", &first.id, 200).unwrap(), "another endpoint's delivery");
         s.delete_webhook("ws_1", &first.webhook_id, 300, &audit("ws_1", "aud_d", "webhook.delete")).unwrap();
         assert!(s.due_deliveries(1000, 100).unwrap().iter().all(|d| d.delivery.webhook_id != first.webhook_id));
         assert!(s.delete_webhook("ws_1", &first.webhook_id, 300, &audit("ws_1", "aud_d2", "webhook.delete")).is_err());
