@@ -1,8 +1,8 @@
 //! Sliding-window counting for the alert rules: buckets `window / SLOTS`
 //! wide (rounded up). The total covers the current (partial) bucket and the
-//! `SLOTS` before it, so it never under-counts and over-counts by at most one
-//! bucket's worth of old events (1/12 of the window): a rule may fire up to
-//! 1/12 of a window early, never late. Fixed size, no allocation: 13 counters
+//! `SLOTS` before it, so it never under-counts, and counts at most the events of
+//! the last 13 buckets (the window rounded up to whole buckets, plus one): a
+//! rule may fire up to a bucket (1/12 of the window, rounded up) early, never late. Fixed size, no allocation: 13 counters
 //! and one slot number per window per key.
 
 use crate::time::UnixMs;
@@ -80,7 +80,7 @@ mod tests {
 
     proptest! {
         /// Against an exact count: never below what the last window holds,
-        /// never above what the last window plus one bucket holds.
+        /// never above what 13 buckets (the window rounded up, plus one) hold.
         #[test]
         fn within_one_bucket_of_the_exact_count(
             gaps in proptest::collection::vec(0i64..20_000, 1..300),
@@ -94,7 +94,9 @@ mod tests {
                 times.push(now);
                 let total = w.add(now, window, 1);
                 let exact = times.iter().filter(|t| **t > now - window).count() as u64;
-                let loose = times.iter().filter(|t| **t > now - window - bucket_ms(window)).count() as u64;
+                // The ring spans the current partial bucket and 12 whole ones: at most
+                // 13 buckets back, one more than the window (rounded up to whole buckets).
+                let loose = times.iter().filter(|t| **t > now - (SLOTS as i64 + 1) * bucket_ms(window)).count() as u64;
                 prop_assert!(total >= exact, "{total} < {exact}");
                 prop_assert!(total <= loose, "{total} > {loose}");
             }

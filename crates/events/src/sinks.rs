@@ -302,6 +302,9 @@ impl Runner {
             let records: Vec<Record> = batch.into_iter().map(Record::Usage).collect();
             if self.deliver(out.as_mut(), &records, &name, &mut backoff) {
                 cursor = last;
+                // Health says what is left as soon as a batch is out, not a loop later.
+                let left = (self.stats.last_id.load(Ordering::Relaxed) - cursor).max(0);
+                self.set_health(|h| h.backlog = left);
                 if let Err(e) = self.log.set_cursor(&name, cursor, now_ms()) {
                     tracing::error!(sink = %name, error = %e, "Saving the sink cursor failed; events may be sent again.");
                 }
