@@ -13,6 +13,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Overrides;
 
+/// mimalloc: glibc's malloc and free were about a tenth of the CPU of an HTTP
+/// verify under load (issue 11; figures in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXAMPLES: &str = "\
 Examples:
   keyward init                          create ./keyward-data and print an admin root key

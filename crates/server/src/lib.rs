@@ -30,15 +30,28 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// What every handler can reach.
+/// What every handler can reach: one allocation shared by every request
+/// (axum clones the state per request; a clone is one reference count).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct App {
     pub service: Arc<Service>,
     /// The OpenAPI document, rendered once.
     pub openapi: Arc<String>,
     pub ops: Ops,
     /// Longer request targets are answered 414.
     pub max_uri_bytes: usize,
+    /// Metric handles of the HTTP layer, made once per route and status.
+    pub http_metrics: request_id::HttpMetrics,
 }
 
 /// Operational parts the binary owns and the server reports on.
@@ -221,7 +234,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
     let (router, api) = routes(http.max_bulk_body_bytes);
     let openapi = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
-    let state = AppState { service, openapi, ops, max_uri_bytes: http.max_uri_bytes };
+    let state = AppState(Arc::new(App {
+        service,
+        openapi,
+        ops,
+        max_uri_bytes: http.max_uri_bytes,
+        http_metrics: request_id::HttpMetrics::default(),
+    }));
     router
         .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))

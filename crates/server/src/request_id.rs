@@ -3,6 +3,7 @@
 //! problem+json (a 405 from the router, a timeout, a panic) is made one, and
 //! every problem body gets the request id.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -41,7 +42,7 @@ pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next:
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| acceptable(v, &state.service))
-        .unwrap_or_else(|| keyward_core::id::new_id("req", keyward_core::time::now_ms()));
+        .unwrap_or_else(|| keyward_core::id::new_request_id(keyward_core::time::now_ms()));
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
         "request",
@@ -52,11 +53,7 @@ pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next:
     );
     let started = Instant::now();
     // The route template, not the path: metric labels stay bounded.
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = state.http_metrics.route(req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str()));
 
     let too_long = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > state.max_uri_bytes;
     let max_uri = state.max_uri_bytes;
@@ -74,13 +71,62 @@ pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next:
         let res = problem_body(res, &id);
         let elapsed = started.elapsed();
         tracing::info!(status = res.status().as_u16(), micros = elapsed.as_micros() as u64, "Request handled.");
-        let status = res.status().as_u16().to_string();
-        metrics::counter!("keyward_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
-        metrics::histogram!("keyward_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+        route.record(res.status().as_u16(), elapsed);
         res
     }
     .instrument(span)
     .await
+}
+
+/// The HTTP layer's metric handles, made once per route (and status) and
+/// reused: a registry lookup and two label strings per request showed in
+/// issue 11's profile.
+#[derive(Default)]
+pub struct HttpMetrics {
+    routes: parking_lot::RwLock<std::collections::HashMap<String, Arc<RouteMetrics>>>,
+}
+
+/// One route's handles.
+pub struct RouteMetrics {
+    route: String,
+    duration: metrics::Histogram,
+    by_status: parking_lot::RwLock<Vec<(u16, metrics::Counter)>>,
+}
+
+impl HttpMetrics {
+    /// The handles of a route template (`None`: no route matched).
+    pub fn route(&self, template: Option<&str>) -> Arc<RouteMetrics> {
+        let name = template.unwrap_or("unmatched");
+        if let Some(r) = self.routes.read().get(name) {
+            return r.clone();
+        }
+        self.routes
+            .write()
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(RouteMetrics {
+                    route: name.to_owned(),
+                    duration: metrics::histogram!("keyward_http_request_duration_seconds", "route" => name.to_owned()),
+                    by_status: Default::default(),
+                })
+            })
+            .clone()
+    }
+}
+
+impl RouteMetrics {
+    fn record(&self, status: u16, elapsed: std::time::Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+        if let Some((_, c)) = self.by_status.read().iter().find(|(s, _)| *s == status) {
+            c.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            "keyward_http_requests_total", "route" => self.route.clone(), "status" => status.to_string()
+        );
+        counter.increment(1);
+        self.by_status.write().push((status, counter));
+    }
 }
 
 /// Any 4xx/5xx that is not problem+json yet (a 405 from the router, a
