@@ -421,8 +421,50 @@ pub struct Limiter {
 pub struct WindowReport {
     pub name: String,
     pub limit: u64,
+    pub window_ms: i64,
     pub remaining: u64,
     pub reset: UnixMs,
+}
+
+/// The IETF rate-limit header fields of a decision
+/// (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy` says what the
+/// window is (`q` units per `w` seconds), `RateLimit` how much is left (`r`)
+/// and in how many seconds it frees up (`t`). Text only: the HTTP crates set
+/// the headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitFields {
+    pub policy: String,
+    pub state: String,
+    /// Seconds to wait, for a refused request's `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+impl RateLimitFields {
+    /// (lower-case header name, value) pairs: `ratelimit-policy`,
+    /// `ratelimit`, and `retry-after` when refused and `retry` is asked for.
+    pub fn headers(&self, retry: bool) -> Vec<(&'static str, String)> {
+        let mut h = vec![("ratelimit-policy", self.policy.clone()), ("ratelimit", self.state.clone())];
+        if let (true, Some(s)) = (retry, self.retry_after) {
+            h.push(("retry-after", s.to_string()));
+        }
+        h
+    }
+}
+
+impl WindowReport {
+    /// The header fields of this window at `now`; `refused` adds `Retry-After`.
+    pub fn fields(&self, now: UnixMs, refused: bool) -> RateLimitFields {
+        // The name goes in a quoted string: keep it to what needs no escaping.
+        let name: String =
+            self.name.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').take(64).collect();
+        let w = (self.window_ms.max(1000) + 999) / 1000;
+        let t = ((self.reset - now).max(0) + 999) / 1000;
+        RateLimitFields {
+            policy: format!("\"{name}\";q={};w={w}", self.limit),
+            state: format!("\"{name}\";r={};t={t}", self.remaining),
+            retry_after: refused.then_some(t.max(1) as u64),
+        }
+    }
 }
 
 /// The limits' verdict.
@@ -475,6 +517,7 @@ impl Limiter {
             let report = WindowReport {
                 name: spec.name.clone(),
                 limit: spec.limit,
+                window_ms: spec.window_ms,
                 remaining: spec.limit.saturating_sub(used + if ok { cost } else { 0 }),
                 reset: counter.reset_at(now).max(now),
             };

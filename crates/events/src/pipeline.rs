@@ -306,6 +306,22 @@ impl EventPipeline {
         }
     }
 
+    /// Enqueues an event if there is room now; gives it back when the queue
+    /// is full (the caller may then wait with [`emit`](Self::emit)).
+    pub fn try_emit(&self, e: UsageEvent) -> Result<(), UsageEvent> {
+        match self.queue.push_event(Msg::Event(Box::new(e))) {
+            Ok(()) => {
+                self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(Push::Full(Msg::Event(e))) => Err(*e),
+            Err(_) => {
+                self.dropped("the pipeline is stopped");
+                Ok(())
+            }
+        }
+    }
+
     fn dropped(&self, why: &'static str) {
         let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!("keyward_events_dropped_total").increment(1);

@@ -37,6 +37,8 @@ pub struct Config {
     pub webhooks: keyward_alerts::DeliveryConfig,
     /// IP enrichment from MaxMind-format databases (see `keyward_events::geo::GeoConfig`).
     pub geoip: keyward_events::geo::GeoConfig,
+    /// The gateway (see `keyward_gateway::ProxyConfig`).
+    pub proxy: keyward_gateway::ProxyConfig,
 }
 
 /// GitHub secret scanning (partner program): the public keys GitHub signs
@@ -136,6 +138,7 @@ impl Default for Config {
             alerts: keyward_alerts::MonitorConfig::default(),
             webhooks: keyward_alerts::DeliveryConfig::default(),
             geoip: keyward_events::geo::GeoConfig::default(),
+            proxy: keyward_gateway::ProxyConfig::default(),
         }
     }
 }
@@ -160,6 +163,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
+    pub proxy_listen: Option<String>,
+    pub upstream: Option<String>,
 }
 
 impl Config {
@@ -218,6 +223,16 @@ impl Config {
                 }
             }
         }
+        let proxy_listen = flags.proxy_listen.clone().or_else(|| env("KEYWARD_PROXY_LISTEN"));
+        if let Some(v) = proxy_listen {
+            match v.parse() {
+                Ok(a) => cfg.proxy.listen = Some(a),
+                Err(_) => problems.push(format!("proxy listen address {v:?} is not an address such as 127.0.0.1:8081")),
+            }
+        }
+        if let Some(v) = flags.upstream.clone().or_else(|| env("KEYWARD_UPSTREAM")) {
+            cfg.proxy.upstream = Some(v);
+        }
         if let Some(v) = &flags.listen {
             cfg.listen = v.clone();
         }
@@ -244,7 +259,7 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip";
+        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy";
         let mut cfg = Config::default();
         for (key, value) in table {
             fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
@@ -265,6 +280,7 @@ impl Config {
                 "sinks" => take(value, &mut cfg.sinks),
                 "alerts" => take(value, &mut cfg.alerts),
                 "webhooks" => take(value, &mut cfg.webhooks),
+                "proxy" => take(value, &mut cfg.proxy),
                 "geoip" => take(value, &mut cfg.geoip),
                 other => {
                     problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
@@ -340,6 +356,7 @@ impl Config {
         p.extend(self.alerts.problems());
         p.extend(self.webhooks.problems());
         p.extend(self.geoip.problems());
+        p.extend(self.proxy.problems());
         for (i, s) in self.sinks.iter().enumerate() {
             p.extend(s.problems(&format!("sinks[{i}]")));
             if self.sinks[..i].iter().any(|o| o.name() == s.name()) {

@@ -53,7 +53,9 @@ enum Command {
     #[command(after_help = "Example:\n  export KEYWARD_ROOT_KEY=$(keyward init --data-dir ./keyward-data)")]
     Init(ServerArgs),
     /// Run the HTTP server. On an empty data dir, first creates and prints an admin root key.
-    #[command(after_help = "Examples:\n  keyward serve\n  KEYWARD_LOG_FORMAT=json keyward serve --listen 0.0.0.0:8080")]
+    #[command(
+        after_help = "Examples:\n  keyward serve\n  KEYWARD_LOG_FORMAT=json keyward serve --listen 0.0.0.0:8080\n  keyward serve --proxy-listen 127.0.0.1:8081 --upstream http://127.0.0.1:3000"
+    )]
     Serve(ServerArgs),
     /// Manage keyspaces on a running server.
     #[command(subcommand)]
@@ -110,6 +112,14 @@ struct ServerArgs {
     /// Log filter, e.g. info or keyward=debug (env KEYWARD_LOG).
     #[arg(long)]
     log_level: Option<String>,
+    /// Also run the gateway (the key-checking reverse proxy) on this address
+    /// (env KEYWARD_PROXY_LISTEN; routes in the config's [proxy]).
+    #[arg(long, value_name = "ADDR")]
+    proxy_listen: Option<String>,
+    /// Where the gateway forwards admitted requests, e.g. http://127.0.0.1:3000
+    /// (env KEYWARD_UPSTREAM).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
 }
 
 impl ServerArgs {
@@ -120,6 +130,8 @@ impl ServerArgs {
             data_dir: self.data_dir.clone(),
             log_format: self.log_format.clone(),
             log_level: self.log_level.clone(),
+            proxy_listen: self.proxy_listen.clone(),
+            upstream: self.upstream.clone(),
         }
     }
 }

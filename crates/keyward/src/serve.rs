@@ -255,8 +255,35 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
+    // One stop signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let proxy = match cfg.proxy.listen {
+        Some(paddr) => {
+            let gateway = keyward_gateway::Gateway::new(service.clone(), &cfg.proxy).map_err(anyhow::Error::msg)?;
+            let plistener = tokio::net::TcpListener::bind(paddr)
+                .await
+                .with_context(|| format!("binding the proxy on {paddr}; is another server on that port?"))?;
+            tracing::info!(proxy_listen = %plistener.local_addr()?, "The gateway is forwarding.");
+            let mut stop = stop_rx.clone();
+            let grace = Duration::from_millis(http.shutdown_grace_ms);
+            Some(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                keyward_gateway::proxy::serve(plistener, Arc::new(gateway), stopped, grace).await
+            }))
+        }
+        None => None,
+    };
     tracing::info!(listen = %local, data_dir = %cfg.data_dir.display(), "keyward is serving.");
-    keyward_server::listen::serve(listener, app, &http, shutdown_signal()).await.context("serving HTTP")?;
+    let stopping = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    keyward_server::listen::serve(listener, app, &http, stopping).await.context("serving HTTP")?;
+    if let Some(p) = proxy {
+        let _ = p.await;
+    }
     flusher.abort();
     quota_flusher.abort();
     lifecycle.abort();

@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
             path: Some("/v1/invoices/42"),
             scopes: &scopes,
             cost: 1,
+            keyspace_id: None,
         };
         match svc.verify_cached(&ws, &input, now) {
             keyward_service::verify::Cached::Decided(d) => assert!(d.outcome.is_valid(), "{:?}", d.outcome),
@@ -103,6 +104,7 @@ fn bench(c: &mut Criterion) {
                 path: Some("/v1/invoices/42"),
                 scopes: &scopes,
                 cost: 1,
+                keyspace_id: None,
             };
             let d = svc.verify_cached(black_box(&ws), &input, keyward_core::time::now_ms());
             debug_assert!(matches!(&d, keyward_service::verify::Cached::Decided(x) if x.outcome.is_valid()));

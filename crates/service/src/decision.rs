@@ -31,6 +31,13 @@ impl Decision {
         Decision { outcome, key: Some(key), message: Some(message), window: None, remaining: None }
     }
 
+    /// The IETF `RateLimit-Policy` / `RateLimit` (and, when refused by a
+    /// window, `Retry-After`) of this decision, when the key has a window.
+    pub fn ratelimit_fields(&self, now: UnixMs) -> Option<keyward_core::policy::RateLimitFields> {
+        let w = self.window.as_ref()?;
+        Some(w.fields(now, self.outcome == Outcome::RateLimited))
+    }
+
     /// For an admitted old key inside its rotation overlap: when it stops working.
     pub fn deprecated_until(&self) -> Option<UnixMs> {
         self.key.as_ref().and_then(|k| k.lifecycle().overlap_until).filter(|_| self.outcome.is_valid())

@@ -131,6 +131,18 @@ pub fn event_view(e: UsageEvent) -> EventView {
 }
 
 impl Service {
+    /// The event of a request the gateway checked (and, when admitted,
+    /// forwarded): the caller adds status, bytes and latency.
+    pub fn gateway_event(
+        &self,
+        workspace_id: &str,
+        input: &VerifyInput<'_>,
+        ctx: &RequestCtx<'_>,
+        d: &Decision,
+    ) -> UsageEvent {
+        UsageEvent { kind: EventKind::Proxy, ..self.usage_event(workspace_id, input, ctx, d) }
+    }
+
     /// The event of one verification. Caller text is scrubbed of anything
     /// that validates as a key; an unmatched key leaves only a fingerprint.
     pub(crate) fn usage_event(

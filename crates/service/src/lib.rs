@@ -107,6 +107,9 @@ pub struct Service {
     /// Whether any rule in force watches sensitive scopes (`off_hours`): only
     /// then does a verify work out the scopes its request needed for the event.
     scopes_wanted: std::sync::atomic::AtomicBool,
+    /// `keyward_verifications_total` by outcome, made at the first verify
+    /// (after the binary has installed its recorder).
+    outcome_counters: std::sync::OnceLock<[metrics::Counter; 11]>,
     /// IP enrichment (country, autonomous system), when configured.
     geo: std::sync::OnceLock<Arc<keyward_events::geo::Geo>>,
     /// Prefixes of keys imported from other systems (see `import`).
@@ -175,6 +178,7 @@ impl Service {
             monitor: std::sync::OnceLock::new(),
             geo: std::sync::OnceLock::new(),
             scopes_wanted: std::sync::atomic::AtomicBool::new(false),
+            outcome_counters: std::sync::OnceLock::new(),
             imported,
             usage_durable_through: std::sync::atomic::AtomicI64::new(0),
             reminded: Default::default(),
@@ -224,6 +228,26 @@ impl Service {
     }
 
     /// Identifies the root key presented to the management API.
+    /// The workspaces that have root keys (a fresh `keyward init` makes one).
+    pub fn workspace_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.roots.read().values().map(|r| r.workspace_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Records a usage event built by the caller (the gateway's, with status,
+    /// bytes and latency): pushed without waiting; on a full queue a task
+    /// waits for room within the usual bound.
+    pub fn record_event(self: &Arc<Self>, e: keyward_core::event::UsageEvent) {
+        if let Some(p) = &self.events {
+            if let Err(e) = p.try_emit(e) {
+                let p = p.clone();
+                tokio::spawn(async move { p.emit(e).await });
+            }
+        }
+    }
+
     pub fn authenticate(&self, presented: &str) -> Result<(String, String, Role), AuthError> {
         let key = keyward_core::RawKey::parse(presented).map_err(|_| AuthError::Malformed)?;
         if key.prefix() != keyward_core::key::ROOT_PREFIX {

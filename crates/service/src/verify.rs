@@ -29,6 +29,9 @@ pub struct VerifyInput<'a> {
     pub scopes: &'a [String],
     /// Units to count against limits and quota.
     pub cost: u64,
+    /// Only a key of this keyspace is accepted (a gateway route's pin); any
+    /// other is, to this request, no key at all.
+    pub keyspace_id: Option<&'a str>,
 }
 
 impl std::fmt::Debug for VerifyInput<'_> {
@@ -40,6 +43,7 @@ impl std::fmt::Debug for VerifyInput<'_> {
             .field("path", &self.path)
             .field("scopes", &self.scopes)
             .field("cost", &self.cost)
+            .field("keyspace_id", &self.keyspace_id)
             .finish()
     }
 }
@@ -47,7 +51,7 @@ impl std::fmt::Debug for VerifyInput<'_> {
 impl<'a> VerifyInput<'a> {
     /// A plain verify of `key`: no IP, no scopes, cost 1.
     pub fn key(key: &'a str) -> Self {
-        VerifyInput { key, ip: None, method: None, path: None, scopes: &[], cost: 1 }
+        VerifyInput { key, ip: None, method: None, path: None, scopes: &[], cost: 1, keyspace_id: None }
     }
 
     /// The checks after the lookup, for a key found by hash (the revocation
@@ -123,11 +127,29 @@ impl Service {
     /// event for it (never waiting on disk).
     pub async fn verify(&self, workspace_id: &str, input: &VerifyInput<'_>, ctx: &RequestCtx<'_>) -> Result<Decision> {
         let d = self.decide_any(workspace_id, input).await?;
-        metrics::counter!("keyward_verifications_total", "code" => d.outcome.as_str()).increment(1);
+        self.count_outcome(d.outcome);
         if let Some(p) = &self.events {
             p.emit(self.usage_event(workspace_id, input, ctx, &d)).await;
         }
         Ok(d)
+    }
+
+    /// Decides without recording anything: the gateway records the event
+    /// itself once the upstream has answered (with status, bytes, latency).
+    pub async fn decide_only(&self, workspace_id: &str, input: &VerifyInput<'_>) -> Result<Decision> {
+        let d = self.decide_any(workspace_id, input).await?;
+        self.count_outcome(d.outcome);
+        Ok(d)
+    }
+
+    /// `keyward_verifications_total{code}`, by handles made once.
+    fn count_outcome(&self, o: Outcome) {
+        let counters = self.outcome_counters.get_or_init(|| {
+            Outcome::ALL.map(|o| metrics::counter!("keyward_verifications_total", "code" => o.as_str()))
+        });
+        if let Some(i) = Outcome::ALL.iter().position(|x| *x == o) {
+            counters[i].increment(1);
+        }
     }
 
     /// `POST /v1/keys/verify`: checks the request's fields, verifies, and
@@ -137,7 +159,7 @@ impl Service {
         actor: &crate::Actor,
         req: &crate::api::VerifyRequest,
         request_id: &str,
-    ) -> Result<crate::api::VerifyResponse> {
+    ) -> Result<(crate::api::VerifyResponse, Option<keyward_core::policy::RateLimitFields>)> {
         actor.require(keyward_core::Permission::Verify, "verify keys")?;
         let scopes = req.scopes.as_deref().unwrap_or_default();
         let fields = crate::validate::verify_fields(
@@ -154,10 +176,12 @@ impl Service {
             path: req.path.as_deref(),
             scopes,
             cost: fields.cost,
+            keyspace_id: None,
         };
         let ctx = RequestCtx { request_id, user_agent: req.user_agent.as_deref() };
         let decision = self.verify(&actor.workspace_id, &input, &ctx).await?;
-        Ok(crate::views::verify_response(decision))
+        let fields = decision.ratelimit_fields(now_ms());
+        Ok((crate::views::verify_response(decision), fields))
     }
 
     async fn decide_any(&self, workspace_id: &str, input: &VerifyInput<'_>) -> Result<Decision> {
@@ -217,8 +241,9 @@ impl Service {
     /// (REVOKED, ROTATED, DISABLED, EXPIRED), IP allowlist, scopes, then rate
     /// limits and quota together (consumed only when both admit).
     fn decide(&self, workspace_id: &str, k: Arc<CachedKey>, input: &VerifyInput<'_>, now: UnixMs) -> Decision {
-        // Another workspace's key is, to this caller, no key at all.
-        if k.workspace_id() != workspace_id {
+        // Another workspace's key is, to this caller, no key at all; so is
+        // another keyspace's, where the request pins one.
+        if k.workspace_id() != workspace_id || input.keyspace_id.is_some_and(|ks| ks != k.keyspace_id()) {
             return Decision::bare(Outcome::NotFound);
         }
         let outcome = check_lifecycle(&k.lifecycle(), now);

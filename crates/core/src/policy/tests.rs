@@ -283,3 +283,15 @@ proptest! {
         let _ = valid_scope(&text);
     }
 }
+
+#[test]
+fn ratelimit_fields_follow_the_ietf_draft() {
+    let w = WindowReport { name: "per \"sec\"".into(), limit: 10, window_ms: 1000, remaining: 0, reset: 10_400 };
+    let f = w.fields(10_000, true);
+    assert_eq!(f.policy, "\"persec\";q=10;w=1");
+    assert_eq!(f.state, "\"persec\";r=0;t=1");
+    assert_eq!(f.retry_after, Some(1));
+    let w = WindowReport { name: "m".into(), limit: 100, window_ms: 60_000, remaining: 42, reset: 40_000 };
+    let f = w.fields(10_000, false);
+    assert_eq!((f.policy.as_str(), f.state.as_str(), f.retry_after), ("\"m\";q=100;w=60", "\"m\";r=42;t=30", None));
+}

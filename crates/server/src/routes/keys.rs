@@ -3,6 +3,7 @@
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use keyward_service::api::{
     BulkRevoke, BulkRevoked, CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, ListRemindersQuery, PatchKey,
     ReminderPage, RevokeKey, RotateKey, RotatedKey, VerifyRequest, VerifyResponse,
@@ -127,6 +128,15 @@ pub async fn verify(
     Auth(actor): Auth,
     Extension(rid): Extension<RequestId>,
     Json(req): Json<VerifyRequest>,
-) -> Result<axum::Json<VerifyResponse>, ApiError> {
-    Ok(axum::Json(state.service.verify_request(&actor, &req, &rid.0).await?))
+) -> Result<axum::response::Response, ApiError> {
+    let (answer, limits) = state.service.verify_request(&actor, &req, &rid.0).await?;
+    let mut res = axum::Json(answer).into_response();
+    // The key's tightest window, as the IETF draft's headers (the body has
+    // the same figures in `ratelimit`).
+    for (name, value) in limits.map(|l| l.headers(false)).unwrap_or_default() {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            res.headers_mut().insert(axum::http::HeaderName::from_static(name), v);
+        }
+    }
+    Ok(res)
 }
