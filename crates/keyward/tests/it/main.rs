@@ -8,6 +8,7 @@ mod authz;
 mod cli;
 mod crash;
 mod events;
+mod gateway;
 mod incidents;
 mod lifecycle;
 mod policy;

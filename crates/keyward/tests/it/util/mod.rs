@@ -64,7 +64,7 @@ impl Res {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -102,6 +102,24 @@ impl Server {
         }
         s.root = s.spawn().expect("a fresh data dir prints a root key");
         s
+    }
+
+    /// The server's process id (for its memory figures in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("the server runs")
+    }
+
+    /// Starts with the gateway on a free port in front of `upstream`; the
+    /// proxy's address is in `KEYWARD_PROXY_LISTEN` of [`Server::env`].
+    pub fn start_proxy(upstream: &str, config: Option<&str>) -> Server {
+        let listen = format!("127.0.0.1:{}", free_port());
+        Self::start_full(&[("KEYWARD_PROXY_LISTEN", &listen), ("KEYWARD_UPSTREAM", upstream)], config)
+    }
+
+    /// A URL on the gateway.
+    pub fn proxy_url(&self, path: &str) -> String {
+        let listen = self.env.iter().find(|(k, _)| k == "KEYWARD_PROXY_LISTEN").map(|(_, v)| v.clone());
+        format!("http://{}{path}", listen.expect("started with start_proxy"))
     }
 
     pub fn data_dir(&self) -> PathBuf {
