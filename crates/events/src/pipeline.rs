@@ -308,13 +308,13 @@ impl EventPipeline {
 
     /// Enqueues an event if there is room now; gives it back when the queue
     /// is full (the caller may then wait with [`emit`](Self::emit)).
-    pub fn try_emit(&self, e: UsageEvent) -> Result<(), UsageEvent> {
+    pub fn try_emit(&self, e: UsageEvent) -> Result<(), Box<UsageEvent>> {
         match self.queue.push_event(Msg::Event(Box::new(e))) {
             Ok(()) => {
                 self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(Push::Full(Msg::Event(e))) => Err(*e),
+            Err(Push::Full(Msg::Event(e))) => Err(e),
             Err(_) => {
                 self.dropped("the pipeline is stopped");
                 Ok(())

@@ -113,7 +113,7 @@ impl ProxyConfig {
             p.push("proxy: a proxy listener needs an upstream (--upstream, KEYWARD_UPSTREAM) or proxy.routes".into());
         }
         if let Some(u) = &self.upstream
-            && let Err(e) = crate::proxy::Upstream::parse(u)
+            && let Err(e) = crate::upstream::Upstream::parse(u)
         {
             p.push(format!("proxy.upstream: {e}"));
         }
@@ -121,7 +121,7 @@ impl ProxyConfig {
             if !r.prefix.starts_with('/') {
                 p.push(format!("proxy.routes[{i}].prefix: must start with '/'"));
             }
-            if let Err(e) = crate::proxy::Upstream::parse(&r.upstream) {
+            if let Err(e) = crate::upstream::Upstream::parse(&r.upstream) {
                 p.push(format!("proxy.routes[{i}].upstream: {e}"));
             }
         }

@@ -60,7 +60,7 @@ struct Settings {
 
 enum Verifier {
     Embedded { service: Arc<Service>, workspace_id: String },
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 struct Remote {
@@ -113,13 +113,13 @@ impl KeywardLayer {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self::with(Verifier::Remote(Remote {
+        Ok(Self::with(Verifier::Remote(Box::new(Remote {
             verify_url: parse("/v1/keys/verify")?,
             usage_url: parse("/v1/usage")?,
             authorization,
             client,
             timeout: Duration::from_secs(5),
-        })))
+        }))))
     }
 
     fn with(verifier: Verifier) -> Self {

@@ -17,6 +17,7 @@ pub mod check;
 pub mod config;
 pub mod layer;
 pub mod proxy;
+pub mod upstream;
 
 pub use config::{ProxyConfig, RouteConfig};
 pub use layer::{KeyIdentity, KeywardLayer};

@@ -11,8 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -28,45 +27,10 @@ use keyward_service::verify::{RequestCtx, VerifyInput};
 use crate::body::{Counted, PendingEvent, Recorded};
 use crate::check::{KeyLocations, KeySource, client_ip, query_without, refusal, set_ratelimit, strip_hop_by_hop};
 use crate::config::ProxyConfig;
+use crate::upstream::Upstream;
 
 /// What the proxy answers with: an upstream body streamed through, or one of ours.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-
-/// An upstream base URL: `http://host:port` and an optional base path.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    scheme: Scheme,
-    authority: Authority,
-    base: String,
-}
-
-impl Upstream {
-    pub fn parse(url: &str) -> Result<Upstream, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("'{url}' is not a URL: {e}"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(format!(
-                "'{url}': only http:// upstreams are supported (put TLS in front of keyward, not behind)"
-            ));
-        }
-        let authority = uri.authority().cloned().ok_or_else(|| format!("'{url}' has no host"))?;
-        if uri.query().is_some() {
-            return Err(format!("'{url}': an upstream takes no query string"));
-        }
-        Ok(Upstream { scheme: Scheme::HTTP, authority, base: uri.path().trim_end_matches('/').to_owned() })
-    }
-
-    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let pq = match query {
-            Some(q) if !q.is_empty() => format!("{}{path}?{q}", self.base),
-            _ => format!("{}{path}", self.base),
-        };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(PathAndQuery::try_from(pq)?)
-            .build()
-    }
-}
 
 struct Route {
     prefix: String,
@@ -91,9 +55,9 @@ pub struct Gateway {
 
 #[derive(Clone, Copy)]
 enum Identity {
-    KeyId,
-    OwnerId,
-    KeyspaceId,
+    Key,
+    Owner,
+    Keyspace,
 }
 
 impl Gateway {
@@ -131,7 +95,7 @@ impl Gateway {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         if let Some(u) = &cfg.upstream {
             routes.push(Route {
                 prefix: "/".into(),
@@ -147,7 +111,7 @@ impl Gateway {
         };
         let ih = &cfg.identity_headers;
         let identity =
-            [(&ih.key_id, Identity::KeyId), (&ih.owner_id, Identity::OwnerId), (&ih.keyspace_id, Identity::KeyspaceId)]
+            [(&ih.key_id, Identity::Key), (&ih.owner_id, Identity::Owner), (&ih.keyspace_id, Identity::Keyspace)]
                 .into_iter()
                 .filter(|(n, _)| !n.is_empty())
                 .filter_map(|(n, i)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, i)))
@@ -250,9 +214,9 @@ impl Gateway {
         for (name, which) in &self.identity {
             headers.remove(name);
             let value = match which {
-                Identity::KeyId => event.key_id.as_deref(),
-                Identity::OwnerId => event.owner_id.as_deref(),
-                Identity::KeyspaceId => event.keyspace_id.as_deref(),
+                Identity::Key => event.key_id.as_deref(),
+                Identity::Owner => event.owner_id.as_deref(),
+                Identity::Keyspace => event.keyspace_id.as_deref(),
             };
             if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
                 headers.insert(name.clone(), v);
@@ -295,7 +259,7 @@ impl Gateway {
                     ),
                     Ok(_) => (StatusCode::BAD_GATEWAY, "upstream-failed", "the upstream's answer was not valid HTTP"),
                 };
-                tracing::warn!(upstream = %route.upstream.authority, status = status.as_u16(), reason = why, request_id = %request_id, "Proxying failed.");
+                tracing::warn!(upstream = %route.upstream.authority(), status = status.as_u16(), reason = why, request_id = %request_id, "Proxying failed.");
                 metrics::counter!("keyward_proxy_upstream_errors_total", "status" => status.as_str().to_owned())
                     .increment(1);
                 let res = upstream_problem(status, slug, why, &request_id);

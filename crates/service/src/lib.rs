@@ -240,11 +240,11 @@ impl Service {
     /// bytes and latency): pushed without waiting; on a full queue a task
     /// waits for room within the usual bound.
     pub fn record_event(self: &Arc<Self>, e: keyward_core::event::UsageEvent) {
-        if let Some(p) = &self.events {
-            if let Err(e) = p.try_emit(e) {
-                let p = p.clone();
-                tokio::spawn(async move { p.emit(e).await });
-            }
+        if let Some(p) = &self.events
+            && let Err(e) = p.try_emit(e)
+        {
+            let p = p.clone();
+            tokio::spawn(async move { p.emit(*e).await });
         }
     }
 
