@@ -239,6 +239,7 @@ impl Gateway {
             headers.insert("x-request-id", v);
         }
         let bytes_in = Arc::new(AtomicU64::new(0));
+        let client_version = req.version();
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
@@ -273,6 +274,9 @@ impl Gateway {
             }
         };
         event.http_status = Some(res.status().as_u16());
+        // The client's protocol, not the upstream's (an HTTP/1.0 upstream
+        // must not turn the client's keep-alive HTTP/1.1 into 1.0).
+        *res.version_mut() = client_version;
         strip_hop_by_hop(res.headers_mut());
         if let Some(l) = &limits {
             set_ratelimit(res.headers_mut(), l, false);
