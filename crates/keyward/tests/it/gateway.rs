@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::util::{Res, Server, free_port};
+use crate::util::{Res, Server, free_port, send};
 
 #[path = "../../../gateway/examples/axum_app.rs"]
 #[allow(dead_code)]
@@ -108,19 +108,7 @@ fn through(s: &Server, method: &str, path: &str, headers: &[(&str, &str)], body:
     for (k, v) in headers {
         req = req.set(k, v);
     }
-    let res = match body {
-        Some(b) => req.send_string(b),
-        None => req.call(),
-    };
-    let res = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path} through the proxy: {e}"),
-    };
-    let status = res.status();
-    let headers =
-        res.headers_names().into_iter().map(|n| (n.clone(), res.header(&n).unwrap_or("").to_owned())).collect();
-    Res { status, headers, text: res.into_string().unwrap() }
+    send(req, body).unwrap_or_else(|e| panic!("{method} {path} through the proxy: {e}"))
 }
 
 /// The stored event of a request id, once written.
@@ -378,15 +366,7 @@ fn get(port: u16, path: &str, key: Option<&str>) -> Res {
     if let Some(k) = key {
         req = req.set("X-API-Key", k);
     }
-    let res = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{path}: {e}"),
-    };
-    let status = res.status();
-    let headers =
-        res.headers_names().into_iter().map(|n| (n.clone(), res.header(&n).unwrap_or("").to_owned())).collect();
-    Res { status, headers, text: res.into_string().unwrap() }
+    send(req, None).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]

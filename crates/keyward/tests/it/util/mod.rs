@@ -64,6 +64,23 @@ impl Res {
     }
 }
 
+/// Sends `req` (with `body`, if any) and reads the answer, whatever its status.
+pub fn send(req: ureq::Request, body: Option<&str>) -> Result<Res, String> {
+    let res = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    let res = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = res.status();
+    let headers =
+        res.headers_names().into_iter().map(|n| (n.clone(), res.header(&n).unwrap_or("").to_owned())).collect();
+    Ok(Res { status, headers, text: res.into_string().map_err(|e| e.to_string())? })
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -300,26 +317,7 @@ impl Server {
         for (k, v) in headers {
             req = req.set(k, v);
         }
-        let res = match body {
-            Some(b) => req.send_string(b),
-            None => req.call(),
-        };
-        let res = match res {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
-        };
-        let status = res.status();
-        let headers = res
-            .headers_names()
-            .into_iter()
-            .map(|n| {
-                let v = res.header(&n).unwrap_or_default().to_owned();
-                (n, v)
-            })
-            .collect();
-        let text = res.into_string().unwrap();
-        Res { status, headers, text }
+        send(req, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     fn record(&self, creating: bool, r: &Res) {
