@@ -16,7 +16,7 @@ impl Upstream {
         let uri: Uri = url.parse().map_err(|e| format!("'{url}' is not a URL: {e}"))?;
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err(format!(
-                "'{url}': only http:// upstreams are supported (put TLS in front of keyward, not behind)"
+                "'{url}': only http:// upstreams are supported for now (reach the upstream over http on a private network)"
             ));
         }
         let authority = uri.authority().cloned().ok_or_else(|| format!("'{url}' has no host"))?;
