@@ -18,7 +18,18 @@ pub fn describe() {
         "keyward_http_connections_refused_total",
         "Connections closed on accept because a cap was reached, by cap (total, per_ip)."
     );
-    describe_counter!("keyward_events_enqueued_total", "Usage events accepted into the queue.");
+    describe_counter!(
+        "keyward_proxy_refused_total",
+        "Requests the gateway refused itself, by outcome code (MISSING: no key sent)."
+    );
+    describe_counter!(
+        "keyward_proxy_upstream_errors_total",
+        "Admitted requests the gateway could not forward, by the status it answered (502, 504)."
+    );
+    describe_counter!(
+        "keyward_events_enqueued_total",
+        "Usage events accepted into the queue (counted by the writer, once per tick)."
+    );
     describe_counter!(
         "keyward_events_dropped_total",
         "Usage events dropped because the queue stayed full or the writer stopped."

@@ -349,6 +349,7 @@ fn an_upstream_that_is_down_is_a_502_problem_and_an_event() {
     assert!(e["error"].as_str().is_some_and(|m| m.contains("upstream")), "{e}");
     let metrics = s.raw("GET", "/metrics", None, None, &[]).text;
     assert!(metrics.contains("keyward_proxy_upstream_errors_total{status=\"502\"} 1"), "{metrics}");
+    assert!(metrics.contains("# HELP keyward_proxy_upstream_errors_total "), "described in the catalog");
 }
 
 /// The example app, served on a free port in this process.
