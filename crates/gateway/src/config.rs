@@ -40,6 +40,9 @@ pub struct ProxyConfig {
     pub upstream_timeout_ms: u64,
     /// Idle pooled upstream connections kept per host. Default 256.
     pub pool_max_idle: usize,
+    /// Most open client connections; more are closed at accept (and counted in
+    /// `keyward_http_connections_refused_total{cap="proxy"}`). Default 10000.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -57,6 +60,7 @@ impl Default for ProxyConfig {
             connect_timeout_ms: 5_000,
             upstream_timeout_ms: 30_000,
             pool_max_idle: 256,
+            max_connections: 10_000,
         }
     }
 }
@@ -133,6 +137,9 @@ impl ProxyConfig {
         }
         if self.key_headers.is_empty() && !self.bearer && self.query_param.is_none() {
             p.push("proxy: no way to send a key (key_headers empty, bearer off, no query_param)".into());
+        }
+        if self.max_connections == 0 {
+            p.push("proxy.max_connections: must be at least 1".into());
         }
         if self.connect_timeout_ms == 0 || self.upstream_timeout_ms == 0 {
             p.push("proxy: connect_timeout_ms and upstream_timeout_ms must be at least 1".into());

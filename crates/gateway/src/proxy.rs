@@ -51,6 +51,7 @@ pub struct Gateway {
     client: Client<HttpConnector, Counted<Incoming>>,
     upstream_timeout: Duration,
     header_read_timeout: Duration,
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone, Copy)]
@@ -134,6 +135,7 @@ impl Gateway {
             client,
             upstream_timeout: Duration::from_millis(cfg.upstream_timeout_ms),
             header_read_timeout: Duration::from_secs(10),
+            connections: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
         })
     }
 
@@ -366,6 +368,11 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Ok(permit) = gateway.connections.clone().try_acquire_owned() else {
+                    metrics::counter!("keyward_http_connections_refused_total", "cap" => "proxy").increment(1);
+                    drop(io);
+                    continue;
+                };
                 let _ = io.set_nodelay(true);
                 let gw = gateway.clone();
                 let svc = hyper::service::service_fn(move |req| {
@@ -375,6 +382,7 @@ pub async fn serve(
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(permit);
                 });
             }
             _ = &mut shutdown => break,

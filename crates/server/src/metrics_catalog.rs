@@ -16,7 +16,7 @@ pub fn describe() {
     describe_gauge!("keyward_http_connections", "Open HTTP connections.");
     describe_counter!(
         "keyward_http_connections_refused_total",
-        "Connections closed on accept because a cap was reached, by cap (total, per_ip)."
+        "Connections closed on accept because a cap was reached, by cap (total, per_ip, proxy)."
     );
     describe_counter!(
         "keyward_proxy_refused_total",

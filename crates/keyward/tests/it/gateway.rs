@@ -466,3 +466,24 @@ fn the_proxy_speaks_http2_to_clients() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
     assert_eq!(up.last().target, "/h2");
 }
+
+#[test]
+fn the_proxy_closes_connections_past_its_cap() {
+    use std::io::{Read, Write};
+    let up = Upstream::start();
+    let s = Server::start_proxy(&up.url(), Some("[proxy]\nmax_connections = 1\n"));
+    let (_, key) = s.key(json!({"keyspace_id": s.keyspace(), "scopes": ["read"]}));
+    let addr = s.proxy_url("").trim_start_matches("http://").to_owned();
+    let held = std::net::TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = extra.write_all(format!("GET /x HTTP/1.1\r\nHost: a\r\nX-API-Key: {key}\r\n\r\n").as_bytes());
+    let mut buf = [0u8; 64];
+    assert!(matches!(extra.read(&mut buf), Ok(0) | Err(_)), "the connection past the cap was served");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(through(&s, "GET", "/x", &[("X-API-Key", &key)], None).status, 200, "room again once one closes");
+    let metrics = s.raw("GET", "/metrics", None, None, &[]).text;
+    assert!(metrics.contains("keyward_http_connections_refused_total{cap=\"proxy\"} 1"), "{metrics}");
+}
