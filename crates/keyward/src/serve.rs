@@ -174,6 +174,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     keyward_server::metrics_catalog::describe();
+    // The exporter keeps every histogram sample until it is drained; with no
+    // scrape of /metrics they would pile up without bound (about 8 bytes per
+    // request, found in issue 11), so drain them every 5 s.
+    let upkeep = every(Duration::from_secs(5), {
+        let metrics = metrics.clone();
+        move || {
+            let metrics = metrics.clone();
+            async move { metrics.run_upkeep() }
+        }
+    });
     let host = cfg.events.hostname.clone().unwrap_or_else(hostname);
     let sinks = Arc::new(
         Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host, Some(dd.alert_store.clone()))
@@ -286,6 +296,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     flusher.abort();
     quota_flusher.abort();
+    upkeep.abort();
     lifecycle.abort();
     let n = service.flush_last_used().await?;
     let events = dd.events.clone();
