@@ -2,17 +2,14 @@
 //! outcome codes, route templates, status codes, configured sink names, rule
 //! ids and severities (never a key, an address or an alert id).
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{describe_counter, describe_gauge};
 
 /// Registers the help text of every metric; call once after installing a recorder.
 pub fn describe() {
     describe_counter!("keyward_verifications_total", "Verifications decided, by outcome code.");
     describe_counter!("keyward_http_requests_total", "HTTP requests answered, by route template and status.");
-    describe_histogram!(
-        "keyward_http_request_duration_seconds",
-        Unit::Seconds,
-        "HTTP request latency by route template."
-    );
+    // keyward_http_request_duration_seconds: fixed buckets of our own, rendered by
+    // `request_id::HttpMetrics::render_latency`.
     describe_gauge!("keyward_http_connections", "Open HTTP connections.");
     describe_counter!(
         "keyward_http_connections_refused_total",

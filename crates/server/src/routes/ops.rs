@@ -119,7 +119,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     metrics::gauge!("keyward_keys_cached").set(state.service.index().len() as f64);
     metrics::gauge!("keyward_negative_cache_entries").set(state.service.negative_cache().len() as f64);
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+    let mut text = handle.render();
+    text.push_str(&state.http_metrics.render_latency());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// This API's OpenAPI 3.1 document.
