@@ -31,15 +31,19 @@ async fn hello(Extension(id): Extension<KeyIdentity>) -> String {
     format!("hello {} (key {})\n", id.owner_id.as_deref().unwrap_or("anonymous"), id.key_id)
 }
 
+/// Why the demo could not start.
+type DemoError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An in-memory keyward with one keyspace and one key for `owner`: the
 /// service, its workspace, and the key.
-pub async fn embedded_demo(owner: &str, key_body: serde_json::Value) -> (Arc<Service>, String, String) {
-    let service = Arc::new(
-        Service::in_memory(keyward_core::KeyHasher::new(&keyward_core::Pepper::generate(1), &[]))
-            .expect("an in-memory store"),
-    );
-    let root = service.bootstrap().await.expect("bootstrap").expect("a new store makes a root key");
-    let (workspace_id, root_key_id, role) = service.authenticate(&root.key).expect("the new root key works");
+pub async fn embedded_demo(
+    owner: &str,
+    key_body: serde_json::Value,
+) -> Result<(Arc<Service>, String, String), DemoError> {
+    let hasher = keyward_core::KeyHasher::new(&keyward_core::Pepper::generate(1), &[]);
+    let service = Arc::new(Service::in_memory(hasher)?);
+    let root = service.bootstrap().await?.ok_or("a new store makes a root key")?;
+    let (workspace_id, root_key_id, role) = service.authenticate(&root.key)?;
     let actor = keyward_service::Actor {
         workspace_id: workspace_id.clone(),
         root_key_id,
@@ -48,30 +52,29 @@ pub async fn embedded_demo(owner: &str, key_body: serde_json::Value) -> (Arc<Ser
         request_id: None,
     };
     let ks = service
-        .create_keyspace(
-            &actor,
-            serde_json::from_value(serde_json::json!({"name": "demo", "prefix": "demo"})).expect("a keyspace body"),
-        )
-        .await
-        .expect("keyspace");
+        .create_keyspace(&actor, serde_json::from_value(serde_json::json!({"name": "demo", "prefix": "demo"}))?)
+        .await?;
     let mut body = key_body;
     body["keyspace_id"] = ks.id.clone().into();
     body["owner_id"] = owner.into();
-    let key = service.create_key(&actor, serde_json::from_value(body).expect("a key body")).await.expect("key");
-    (service, workspace_id, key.key)
+    let key = service.create_key(&actor, serde_json::from_value(body)?).await?;
+    Ok((service, workspace_id, key.key))
 }
 
 #[allow(dead_code)]
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<(), DemoError> {
     let layer = match (std::env::var("KEYWARD_URL"), std::env::var("KEYWARD_ROOT_KEY")) {
-        (Ok(url), Ok(root)) => KeywardLayer::remote(&url, &root).expect("KEYWARD_URL must be an http:// URL"),
+        (Ok(url), Ok(root)) => KeywardLayer::remote(&url, &root)?,
         _ => {
-            let (service, ws, key) = embedded_demo("demo-user", serde_json::json!({"scopes": ["read"]})).await;
+            let (service, ws, key) = embedded_demo("demo-user", serde_json::json!({"scopes": ["read"]})).await?;
             println!("embedded keyward; try: curl -H 'X-API-Key: {key}' http://127.0.0.1:3000/hello");
             KeywardLayer::embedded(service, ws)
         }
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.expect("port 3000 is free");
-    axum::serve(listener, app(layer).into_make_service_with_connect_info::<SocketAddr>()).await.expect("serving");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
+        .await
+        .map_err(|e| format!("binding 127.0.0.1:3000 ({e}); is another app on that port?"))?;
+    axum::serve(listener, app(layer).into_make_service_with_connect_info::<SocketAddr>()).await?;
+    Ok(())
 }

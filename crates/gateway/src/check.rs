@@ -138,16 +138,7 @@ pub fn refusal(
         None => (StatusCode::UNAUTHORIZED, "missing-key".to_owned()),
         Some(o) => (refusal_status(o), o.as_str().to_ascii_lowercase().replace('_', "-")),
     };
-    let body = serde_json::json!({
-        "type": format!("urn:keyward:problem:{slug}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": keyward_core::redact::redact(detail, &[]),
-        "code": outcome.map(Outcome::as_str),
-        "request_id": request_id,
-    });
-    let mut res = http::Response::new(Bytes::from(body.to_string()));
-    *res.status_mut() = status;
+    let mut res = problem(status, &slug, detail, request_id, outcome.map(Outcome::as_str));
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     if status == StatusCode::UNAUTHORIZED {
@@ -159,8 +150,34 @@ pub fn refusal(
     if outcome == Some(Outcome::UsageExceeded) && !h.contains_key(header::RETRY_AFTER) {
         h.insert(header::RETRY_AFTER, HeaderValue::from(QUOTA_RETRY_SECS));
     }
+    res
+}
+
+/// A problem+json answer of the gateway's own (with the outcome `code` of a
+/// refusal, if any), with `X-Request-Id`. The detail is redacted of anything
+/// key-shaped, as the API's problems are.
+pub fn problem(
+    status: StatusCode,
+    slug: &str,
+    detail: &str,
+    request_id: &str,
+    code: Option<&str>,
+) -> http::Response<Bytes> {
+    let mut body = serde_json::json!({
+        "type": format!("urn:keyward:problem:{slug}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": keyward_core::redact::redact(detail, &[]),
+        "request_id": request_id,
+    });
+    if let Some(c) = code {
+        body["code"] = c.into();
+    }
+    let mut res = http::Response::new(Bytes::from(body.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(HeaderName::from_static("x-request-id"), v);
+        res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }
     res
 }

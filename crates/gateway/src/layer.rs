@@ -31,7 +31,7 @@ use keyward_core::time::now_ms;
 use keyward_service::Service;
 use keyward_service::verify::{RequestCtx, VerifyInput};
 
-use crate::check::{KeyLocations, KeySource, refusal, set_ratelimit};
+use crate::check::{KeyLocations, KeySource, problem, refusal, set_ratelimit};
 
 /// Who the admitted key is, for the app's handlers (`Extension<KeyIdentity>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,7 @@ pub struct KeywardLayer {
     inner: Arc<Settings>,
 }
 
+#[derive(Clone)]
 struct Settings {
     verifier: Verifier,
     keys: KeyLocations,
@@ -58,11 +59,13 @@ struct Settings {
     client_ip: Option<IpFn>,
 }
 
+#[derive(Clone)]
 enum Verifier {
     Embedded { service: Arc<Service>, workspace_id: String },
     Remote(Box<Remote>),
 }
 
+#[derive(Clone)]
 struct Remote {
     verify_url: http::Uri,
     usage_url: http::Uri,
@@ -129,10 +132,8 @@ impl KeywardLayer {
     }
 
     fn settings(mut self, f: impl FnOnce(&mut Settings)) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(s) => f(s),
-            None => unreachable!("settings are made before the layer is cloned"),
-        }
+        // A layer already cloned keeps its settings; this one gets a copy.
+        f(Arc::make_mut(&mut self.inner));
         self
     }
 
@@ -213,12 +214,8 @@ where
             let (mut answer, request_id) = match settings.verify(&key, ip, &method, &path, ua.as_deref()).await {
                 Ok(a) => a,
                 Err(rid) => {
-                    let mut r = refusal(None, "", &rid, None);
-                    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                    *r.body_mut() = Bytes::from_static(
-                        br#"{"type":"urn:keyward:problem:unavailable","title":"Service Unavailable","status":503,"detail":"the key could not be verified; try again"}"#,
-                    );
-                    return refuse(r);
+                    let detail = "the key could not be verified; try again";
+                    return refuse(problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail, &rid, None));
                 }
             };
             if !answer.outcome.is_valid() {
@@ -328,7 +325,9 @@ impl Remote {
             tracing::error!(reason = why, "The keyward server could not verify a key; refusing the request.");
             keyward_core::id::new_request_id(now_ms())
         };
-        let res = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        // One deadline for the head and the body of the answer.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let res = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => return Err(fail("unreachable")),
             Err(_) => return Err(fail("timeout")),
@@ -348,9 +347,10 @@ impl Remote {
             }
             _ => None,
         };
-        let bytes = match res.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return Err(fail("the answer broke off")),
+        let bytes = match tokio::time::timeout_at(deadline, res.into_body().collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) => return Err(fail("the answer broke off")),
+            Err(_) => return Err(fail("timeout")),
         };
         if !status.is_success() {
             return Err(fail(&format!("the server answered {status}")));
@@ -385,10 +385,26 @@ impl Remote {
             return;
         };
         let fut = self.client.request(req);
-        tokio::spawn(async move {
+        let timeout = self.timeout;
+        // Best effort, bounded: a report that cannot be sent in time is dropped.
+        tokio::spawn(tokio::time::timeout(timeout, async move {
             if let Ok(res) = fut.await {
                 let _ = res.into_body().collect().await;
             }
-        });
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_changed_after_a_clone_leave_the_clone_alone() {
+        let a = KeywardLayer::remote("http://127.0.0.1:1", "kw_root_x").unwrap();
+        let b = a.clone().require_scopes(&["read"]);
+        assert!(a.inner.scopes.is_empty());
+        assert_eq!(b.inner.scopes, ["read"]);
+        assert!(matches!(KeywardLayer::remote("https://x", "k"), Err(LayerError::BadUrl(_))));
     }
 }

@@ -25,7 +25,9 @@ use keyward_service::Service;
 use keyward_service::verify::{RequestCtx, VerifyInput};
 
 use crate::body::{Counted, PendingEvent, Recorded};
-use crate::check::{KeyLocations, KeySource, client_ip, query_without, refusal, set_ratelimit, strip_hop_by_hop};
+use crate::check::{
+    KeyLocations, KeySource, client_ip, problem, query_without, refusal, set_ratelimit, strip_hop_by_hop,
+};
 use crate::config::ProxyConfig;
 use crate::upstream::Upstream;
 
@@ -265,7 +267,7 @@ impl Gateway {
                 tracing::warn!(upstream = %route.upstream.authority(), status = status.as_u16(), reason = why, request_id = %request_id, "Proxying failed.");
                 metrics::counter!("keyward_proxy_upstream_errors_total", "status" => status.as_str().to_owned())
                     .increment(1);
-                let res = upstream_problem(status, slug, why, &request_id);
+                let res = problem(status, slug, why, &request_id, None);
                 event.http_status = Some(status.as_u16());
                 event.error = Some(why.to_owned());
                 event.bytes_in = Some(bytes_in.load(std::sync::atomic::Ordering::Relaxed));
@@ -311,37 +313,16 @@ fn refusal_detail(o: Outcome) -> &'static str {
     }
 }
 
-fn problem(status: StatusCode, slug: &str, detail: &str, request_id: &str) -> Response<Bytes> {
-    let body = serde_json::json!({
-        "type": format!("urn:keyward:problem:{slug}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "request_id": request_id,
-    });
-    let mut res = Response::new(Bytes::from(body.to_string()));
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        res.headers_mut().insert("x-request-id", v);
-    }
-    res
-}
-
 fn not_routed(request_id: &str) -> Response<Bytes> {
-    problem(StatusCode::NOT_FOUND, "no-route", "no proxy route matches this path", request_id)
+    problem(StatusCode::NOT_FOUND, "no-route", "no proxy route matches this path", request_id, None)
 }
 
 fn bad_target(request_id: &str) -> Response<Bytes> {
-    problem(StatusCode::BAD_REQUEST, "bad-target", "the request target cannot be forwarded", request_id)
+    problem(StatusCode::BAD_REQUEST, "bad-target", "the request target cannot be forwarded", request_id, None)
 }
 
 fn unavailable(request_id: &str, detail: &str) -> Response<Bytes> {
-    problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail, request_id)
-}
-
-fn upstream_problem(status: StatusCode, slug: &str, detail: &str, request_id: &str) -> Response<Bytes> {
-    problem(status, slug, detail, request_id)
+    problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail, request_id, None)
 }
 
 /// Serves the proxy on `listener` (HTTP/1.1, and HTTP/2 by prior knowledge)

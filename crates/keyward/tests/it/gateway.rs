@@ -410,10 +410,12 @@ fn the_example_app_with_the_layer_in_remote_mode() {
 #[test]
 fn the_example_app_with_the_layer_in_embedded_mode() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (service, ws, key) = rt.block_on(axum_app::embedded_demo(
-        "demo",
-        json!({"scopes": ["read"], "ratelimits": [{"name": "s", "limit": 2, "window_ms": 60000}]}),
-    ));
+    let (service, ws, key) = rt
+        .block_on(axum_app::embedded_demo(
+            "demo",
+            json!({"scopes": ["read"], "ratelimits": [{"name": "s", "limit": 2, "window_ms": 60000}]}),
+        ))
+        .unwrap();
     let (port, _rt) = serve_example(keyward_gateway::KeywardLayer::embedded(service.clone(), ws.clone()));
     get(port, "/hello", None).problem(401);
     get(port, "/hello", Some("demo_notakey")).problem(401);
