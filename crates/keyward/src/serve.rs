@@ -217,7 +217,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let deliverer = keyward_alerts::Deliverer::start(dd.alert_store.clone(), cfg.webhooks.clone())
         .context("starting webhook delivery")?;
     let ops = keyward_server::Ops { metrics: Some(metrics), github_keys };
-    let app = keyward_server::app(service.clone(), &http, ops);
+    let app = keyward_server::api(service.clone(), &http, ops);
 
     let flusher = every(Duration::from_millis(cfg.last_used.flush_interval_ms), {
         let service = service.clone();

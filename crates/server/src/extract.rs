@@ -6,15 +6,17 @@ use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{self, AUTHORIZATION};
 use axum::http::request::Parts;
+use http_body_util::BodyExt;
 use keyward_service::{Actor, AuthError};
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, sanitize};
 use crate::request_id::RequestId;
-use crate::{AppState, BodyLimit, BodyTimeout};
+use crate::{App, AppState, BodyLimit, BodyTimeout};
 
 /// Past its limit, a declared body up to this size is still read (and
 /// dropped) before the 413 is sent: a client that writes its whole body
@@ -30,36 +32,88 @@ pub struct Json<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let timeout = req.extensions().get::<BodyTimeout>().map_or(Duration::from_secs(10), |t| t.0);
-        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
-        let declared =
-            req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if let (Some(limit), Some(declared)) = (limit, declared)
-            && declared > limit
-        {
-            if declared <= LINGER_BYTES {
-                let drain = axum::body::to_bytes(req.into_body(), LINGER_BYTES);
-                let _ = tokio::time::timeout(timeout, drain).await;
-            }
+        let limit = req.extensions().get::<BodyLimit>().map_or(DEFAULT_LIMIT, |l| l.0);
+        let (parts, body) = req.into_parts();
+        json_body(&parts.headers, body, limit, timeout).await.map(Json)
+    }
+}
+
+/// axum's own default body limit, for a route without a [`BodyLimit`].
+const DEFAULT_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The body of a request as `T`: the [`Json`] extractor, and the verify fast
+/// path, which reads its request outside the router.
+pub(crate) async fn json_body<T, B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<T, ApiError>
+where
+    T: DeserializeOwned,
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if !json_content_type(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send the body as JSON with 'Content-Type: application/json'",
+        ));
+    }
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let Some(declared) = declared
+        && declared > limit
+    {
+        if declared <= LINGER_BYTES {
+            let drain = http_body_util::Limited::new(body, LINGER_BYTES).collect();
+            let _ = tokio::time::timeout(timeout, drain).await;
+        }
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("the body is {declared} bytes; this call accepts at most {limit} (see http.max_body_bytes)"),
+        ));
+    }
+    // A body that stalls is the client's fault: 408, not the 503 of the
+    // request timeout.
+    let bytes = match tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
-                format!("the body is {declared} bytes; this call accepts at most {limit} (see http.max_body_bytes)"),
+                format!("the body is larger than this call accepts ({limit} bytes, see http.max_body_bytes)"),
             ));
         }
-        // A body that stalls is the client's fault: 408, not the 503 of the
-        // request timeout.
-        match tokio::time::timeout(timeout, axum::Json::<T>::from_request(req, state)).await {
-            Ok(Ok(axum::Json(v))) => Ok(Json(v)),
-            Ok(Err(rej)) => Err(json_rejection(rej)),
-            Err(_) => Err(ApiError::new(
+        Ok(Err(_)) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid-body", "the request body could not be read"));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body-timeout",
                 format!("the request body stalled for {} ms; send it whole and promptly", timeout.as_millis()),
-            )),
+            ));
         }
-    }
+    };
+    axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(v)| v).map_err(json_rejection)
+}
+
+/// `application/json`, or any `application/…+json`, parameters allowed
+/// (axum's rule).
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json") || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
 fn json_rejection(rej: JsonRejection) -> ApiError {
@@ -109,27 +163,39 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let app = AppState::from_ref(state);
-        let header = parts.headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
-        let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        let authenticated = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            // The scheme is case-insensitive (RFC 9110, section 11.1).
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or(AuthError::Malformed)
-            .and_then(|token| app.service.authenticate(token));
-        let (workspace_id, root_key_id, role) = match authenticated {
-            Ok(who) => who,
-            Err(e) => {
-                // A wrong root key: the rules engine watches for floods of them.
-                app.service.note_auth_failure(source_ip.as_deref());
-                return Err(e.into());
-            }
-        };
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        tracing::Span::current().record("root_key_id", root_key_id.as_str());
-        Ok(Auth(Actor { workspace_id, root_key_id, role, source_ip, request_id }))
+        authenticate(&app, &parts.headers, peer, request_id).map(Auth)
     }
+}
+
+/// The root key of `Authorization: Bearer`, as an [`Actor`]: the [`Auth`]
+/// extractor, and the verify fast path.
+pub(crate) fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    request_id: Option<String>,
+) -> Result<Actor, ApiError> {
+    let header = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let source_ip = peer.map(|p| p.ip().to_string());
+    let authenticated = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(AuthError::Malformed)
+        .and_then(|token| app.service.authenticate(token));
+    let (workspace_id, root_key_id, role) = match authenticated {
+        Ok(who) => who,
+        Err(e) => {
+            // A wrong root key: the rules engine watches for floods of them.
+            app.service.note_auth_failure(source_ip.as_deref());
+            return Err(e.into());
+        }
+    };
+    tracing::Span::current().record("root_key_id", root_key_id.as_str());
+    Ok(Actor { workspace_id, root_key_id, role, source_ip, request_id })
 }

@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod extract;
+mod fast;
 pub mod listen;
 pub mod metrics_catalog;
 pub mod request_id;
@@ -232,6 +233,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// 5. body limit, enforced by our `Json` extractor;
 /// 6. the routes, with problem+json fallbacks for unknown paths.
 pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
+    api(service, http, ops).router
+}
+
+/// What [`listen::serve`] serves: the router, and the verify fast path in
+/// front of it (`fast`), which answers `POST /v1/keys/verify` with the same
+/// guarantees and without the layers' cost.
+pub struct Api {
+    router: axum::Router,
+    fast: fast::Fast,
+}
+
+/// Builds the [`Api`]: [`app`]'s router and the fast path over the same state.
+pub fn api(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> Api {
     let (router, api) = routes(http.max_bulk_body_bytes);
     let openapi = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
     let state = AppState(Arc::new(App {
@@ -241,7 +255,14 @@ pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
         max_uri_bytes: http.max_uri_bytes,
         http_metrics: request_id::HttpMetrics::default(),
     }));
-    router
+    let fast = fast::Fast {
+        route: state.http_metrics.route(Some(fast::VERIFY_PATH)),
+        state: state.clone(),
+        max_body_bytes: http.max_body_bytes,
+        body_timeout: Duration::from_millis(http.body_read_timeout_ms),
+        request_timeout: Duration::from_millis(http.request_timeout_ms),
+    };
+    let router = router
         .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(axum::Extension(BodyLimit(http.max_body_bytes)))
@@ -253,7 +274,8 @@ pub fn app(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> axum::Router {
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, HeaderName::from_static("x-api-key")]))
-        .with_state(state)
+        .with_state(state);
+    Api { router, fast }
 }
 
 #[cfg(test)]

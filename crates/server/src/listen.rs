@@ -32,7 +32,6 @@ use axum::extract::connect_info::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
@@ -86,10 +85,11 @@ fn take_slot(counts: &Arc<Mutex<Counts>>, ip: IpAddr, limits: &HttpConfig) -> Re
 /// in flight finish for at most `shutdown_grace_ms`.
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    api: crate::Api,
     limits: &HttpConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let api = Arc::new(api);
     let counts = Arc::new(Mutex::new(Counts::default()));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -129,12 +129,18 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(IdleIo::new(stream, idle));
-        let app = app.clone();
-        let service = TowerToHyperService::new(tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let mut req = req.map(axum::body::Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req)
-        }));
+        let api = api.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let api = api.clone();
+            async move {
+                if crate::fast::takes(&req) {
+                    return Ok::<_, std::convert::Infallible>(crate::fast::verify(&api.fast, req, peer).await);
+                }
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                api.router.clone().oneshot(req).await
+            }
+        });
         let conn = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             let _slot = slot;

@@ -38,44 +38,63 @@ fn acceptable(v: &HeaderValue, service: &keyward_service::Service) -> Option<Str
 }
 
 pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| acceptable(v, &state.service))
-        .unwrap_or_else(|| keyward_core::id::new_request_id(keyward_core::time::now_ms()));
+    let id = request_id(req.headers(), &state.service);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        path = %loggable_path(req.uri().path()),
-        root_key_id = tracing::field::Empty,
-    );
+    let span = span(&id, req.method().as_str(), req.uri().path());
     let started = Instant::now();
     // The route template, not the path: metric labels stay bounded.
     let route = state.http_metrics.route(req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str()));
-
-    let too_long = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > state.max_uri_bytes;
-    let max_uri = state.max_uri_bytes;
+    let too_long = too_long(req.uri(), state.max_uri_bytes, &id);
     async move {
-        let res = if too_long {
-            crate::error::problem_response_for(
-                StatusCode::URI_TOO_LONG,
-                "uri-too-long",
-                &format!("the request target is longer than {max_uri} bytes; send long input in a JSON body"),
-                Some(id.clone()),
-            )
-        } else {
-            crate::error::REQUEST_ID.scope(id.clone(), next.run(req)).await
+        let res = match too_long {
+            Some(res) => res,
+            None => crate::error::REQUEST_ID.scope(id.clone(), next.run(req)).await,
         };
-        let res = problem_body(res, &id);
-        let elapsed = started.elapsed();
-        tracing::info!(status = res.status().as_u16(), micros = elapsed.as_micros() as u64, "Request handled.");
-        route.record(res.status().as_u16(), elapsed);
-        res
+        finish(res, &id, started, &route)
     }
     .instrument(span)
     .await
+}
+
+/// The caller's `X-Request-Id` if [`acceptable`], else a new one.
+pub(crate) fn request_id(headers: &axum::http::HeaderMap, service: &keyward_service::Service) -> String {
+    headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| acceptable(v, service))
+        .unwrap_or_else(|| keyward_core::id::new_request_id(keyward_core::time::now_ms()))
+}
+
+/// The span of one request: every log line inside it carries the request id.
+pub(crate) fn span(id: &str, method: &str, path: &str) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        path = %loggable_path(path),
+        root_key_id = tracing::field::Empty,
+    )
+}
+
+/// The 414 of a request target longer than `max_uri` bytes.
+pub(crate) fn too_long(uri: &axum::http::Uri, max_uri: usize, id: &str) -> Option<Response> {
+    (uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > max_uri).then(|| {
+        problem_response_for(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            &format!("the request target is longer than {max_uri} bytes; send long input in a JSON body"),
+            Some(id.to_owned()),
+        )
+    })
+}
+
+/// The end of every request: a problem body where one is due, the request
+/// id, the log line and the route's metrics.
+pub(crate) fn finish(res: Response, id: &str, started: Instant, route: &RouteMetrics) -> Response {
+    let res = problem_body(res, id);
+    let elapsed = started.elapsed();
+    tracing::info!(status = res.status().as_u16(), micros = elapsed.as_micros() as u64, "Request handled.");
+    route.record(res.status().as_u16(), elapsed);
+    res
 }
 
 /// The HTTP layer's metric handles, made once per route (and status) and

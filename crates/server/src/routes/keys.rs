@@ -130,13 +130,20 @@ pub async fn verify(
     Json(req): Json<VerifyRequest>,
 ) -> Result<axum::response::Response, ApiError> {
     let (answer, limits) = state.service.verify_request(&actor, &req, &rid.0).await?;
+    Ok(verify_answer(answer, limits))
+}
+
+/// A verify's 200: the decision, and the key's tightest window as the IETF
+/// draft's headers (the body has the same figures in `ratelimit`).
+pub(crate) fn verify_answer(
+    answer: VerifyResponse,
+    limits: Option<keyward_core::policy::RateLimitFields>,
+) -> axum::response::Response {
     let mut res = axum::Json(answer).into_response();
-    // The key's tightest window, as the IETF draft's headers (the body has
-    // the same figures in `ratelimit`).
     for (name, value) in limits.map(|l| l.headers(false)).unwrap_or_default() {
         if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
             res.headers_mut().insert(axum::http::HeaderName::from_static(name), v);
         }
     }
-    Ok(res)
+    res
 }
