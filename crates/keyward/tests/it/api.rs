@@ -235,6 +235,22 @@ fn bad_input_gets_a_problem_never_a_500() {
     post("/v1/keyspaces", r#"{"name": ""}"#).problem(400);
     post("/v1/keys/verify", r#"{"key": "x", "ip": "999.1.1.1"}"#).problem(400);
     post("/v1/keys/verify", r#"{}"#).problem(422);
+    // The verify fast path (answered in front of the router) gives the router's answers.
+    post("/v1/keys/verify", "{not json").problem(400);
+    let p = post("/v1/keys/verify", r#"{"key": "x", "colour": "red"}"#).problem(422);
+    assert!(p["detail"].as_str().unwrap().contains("colour"), "{p}");
+    s.raw("POST", "/v1/keys/verify", Some(&root), Some(r#"{"key": "x"}"#), &[]).problem(415);
+    post("/v1/keys/verify", &format!(r#"{{"key": "{}"}}"#, "x".repeat(200_000))).problem(413);
+    s.raw("POST", "/v1/keys/verify", None, Some(r#"{"key": "x"}"#), &json_ct).problem(401);
+    let r = s.raw("GET", "/v1/keys/verify", Some(&root), None, &[]);
+    r.problem(405);
+    assert!(r.header("allow").is_some());
+    let mine = [("Content-Type", "application/json"), ("X-Request-Id", "trace-4711")];
+    let r = s.raw("POST", "/v1/keys/verify", Some(&root), Some(r#"{"key": "x"}"#), &mine);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-request-id"), Some("trace-4711"));
+    let p = s.raw("POST", "/v1/keys/verify", Some(&root), Some("{"), &mine).problem(400);
+    assert_eq!(p["request_id"], "trace-4711", "{p}");
     post("/v1/root-keys", r#"{"name": "x", "role": "superuser"}"#).problem(422);
     post(&format!("/v1/keys/{id}/revoke"), r#"{"reason": "bored"}"#).problem(422);
     // No content type, oversized body, unknown route, wrong method, bad query.
