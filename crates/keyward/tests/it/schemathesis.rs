@@ -95,6 +95,8 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     let s = Server::start();
     let report = s.dir.path().join("schemathesis.json");
     let out = Command::new(&st)
+        // Its cache (`.schemathesis/`) goes to the server's temp dir, not the source tree.
+        .current_dir(s.dir.path())
         .arg("run")
         .arg(s.url("/openapi.json"))
         .args(["-H", &format!("Authorization: Bearer {}", s.root)])
