@@ -113,7 +113,8 @@ fn json_content_type(headers: &HeaderMap) -> bool {
         return false;
     };
     kind.eq_ignore_ascii_case("application")
-        && (sub.eq_ignore_ascii_case("json") || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub.as_bytes()[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 fn json_rejection(rej: JsonRejection) -> ApiError {

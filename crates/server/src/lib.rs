@@ -1,4 +1,5 @@
-//! keyward's HTTP API. [`app`] builds the whole stack; routes live in
+//! keyward's HTTP API. [`api`] builds the whole stack (the router of [`app`]
+//! and the verify fast path in front of it, `fast`); routes live in
 //! `routes`, one module per resource; [`error::ApiError`] is the only thing
 //! that turns failures into responses.
 //!
