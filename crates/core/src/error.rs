@@ -31,3 +31,12 @@ pub enum PepperError {
     #[error("pepper must be 64 hex characters (32 bytes)")]
     Format,
 }
+
+/// A sealed secret or a wrapped data key could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SealError {
+    #[error("a master key must be 64 hex characters (32 bytes)")]
+    Format,
+    #[error("sealed data is damaged, or was sealed under another key")]
+    Open,
+}

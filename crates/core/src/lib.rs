@@ -1,7 +1,7 @@
 //! keyward's domain, with no IO and no async: the key format and its checksum
 //! (`key`), the keyed hash stored in place of a key (`hash`), identifiers (`id`),
 //! root-key roles (`role`), the verification outcome codes (`outcome`) and the
-//! decision itself (`verify`).
+//! decision itself (`verify`), and envelope encryption's primitives (`seal`).
 //!
 //! Invariant: a raw key exists only inside [`key::RawKey`], whose `Debug` and
 //! `Display` print the hint, never the secret.
@@ -15,6 +15,7 @@ pub mod outcome;
 pub mod policy;
 pub mod redact;
 pub mod role;
+pub mod seal;
 pub mod time;
 pub mod verify;
 pub mod window;

@@ -33,6 +33,8 @@ pub enum Permission {
     AlertsWrite,
     /// Change alert rules and webhook endpoints.
     AlertsConfigure,
+    /// Server-wide secrets: rotate the master key, reveal recoverable keys.
+    SecretsManage,
 }
 
 impl Role {

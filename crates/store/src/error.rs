@@ -20,6 +20,16 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("opening the store at {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
+    /// The file is not a database this key opens: encrypted without a key
+    /// given, or under another key, or damaged.
+    #[error("{path} cannot be read: {}", if *keyed {
+        "it is not encrypted with this data dir's key (a file from another data dir, or damaged)"
+    } else {
+        "it is encrypted or damaged; if the data dir is encrypted, configure its master key (KEYWARD_MASTER_KEY)"
+    })]
+    Unreadable { path: String, keyed: bool },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
 }
 
 impl StoreError {
@@ -35,4 +45,26 @@ impl StoreError {
         matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
             || matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == 778)
     }
+}
+
+/// The data dir's keyring (data keys wrapped by the master key) could not be
+/// used. Every message says what to do next; none carries key material.
+#[derive(Debug, Error)]
+pub enum KeyringError {
+    #[error(
+        "data dir {dir} is encrypted (it has keyring.json) but no master key is configured; \
+         set KEYWARD_MASTER_KEY, KEYWARD_MASTER_KEY_FILE or KEYWARD_MASTER_KEY_COMMAND to the master key with id {wanted}"
+    )]
+    MasterKeyMissing { dir: String, wanted: String },
+    #[error(
+        "the master key given (id {given}) does not open data dir {dir}: its data keys are wrapped by the master key with id {wanted}; \
+         give that key, or list it in KEYWARD_MASTER_KEY_PREVIOUS while the new one is current"
+    )]
+    WrongMasterKey { dir: String, given: String, wanted: String },
+    #[error("keyring {path} is damaged: {detail}; restore it from the backup of the data dir")]
+    Damaged { path: String, detail: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the new master key is the current one (id {0}); generate another with `keyward master-key generate`")]
+    SameKey(String),
 }

@@ -176,13 +176,14 @@ pub struct EventFilter {
 /// The event log on SQLite.
 pub struct SqliteEventLog {
     path: PathBuf,
+    /// The `events` DEK when the data dir is encrypted; every connection is keyed with it.
+    key: Option<keyward_core::seal::SecretKey>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
 }
 
-fn open_conn(path: &Path) -> Result<Connection> {
-    let conn =
-        Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+fn open_conn(path: &Path, key: Option<&keyward_core::seal::SecretKey>) -> Result<Connection> {
+    let conn = crate::cipher::open_db(path, key)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // Each batch is one transaction ending in one fsync: the durability bound
@@ -232,7 +233,12 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<UsageEvent> {
 
 impl SqliteEventLog {
     pub fn open(path: &Path) -> Result<Self> {
-        let mut conn = open_conn(path)?;
+        Self::open_with(path, None)
+    }
+
+    /// [`SqliteEventLog::open`], encrypted with `key` (the data dir's `events` DEK) when given.
+    pub fn open_with(path: &Path, key: Option<&keyward_core::seal::SecretKey>) -> Result<Self> {
+        let mut conn = open_conn(path, key)?;
         register_functions(&conn)?;
         let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let supported = SCHEMA.len() as i64;
@@ -248,14 +254,19 @@ impl SqliteEventLog {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(SqliteEventLog { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::default() })
+        Ok(SqliteEventLog {
+            path: path.to_owned(),
+            key: key.cloned(),
+            writer: Mutex::new(conn),
+            readers: Mutex::default(),
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.readers.lock().pop();
         let conn = match conn {
             Some(c) => c,
-            None => open_conn(&self.path)?,
+            None => open_conn(&self.path, self.key.as_ref())?,
         };
         let out = f(&conn);
         let mut pool = self.readers.lock();

@@ -9,12 +9,14 @@
 //!   `synchronous=FULL`: what the API acknowledges survives a crash.
 
 pub mod alerts;
+pub mod cipher;
+pub mod datadir;
 pub mod error;
 pub mod events;
 pub mod model;
 pub mod sqlite;
 
-pub use error::StoreError;
+pub use error::{KeyringError, StoreError};
 pub use model::*;
 
 /// Result of a store call.
@@ -85,6 +87,9 @@ pub trait Store: alerts::AlertStore + Send + Sync + 'static {
     fn all_root_keys(&self) -> Result<Vec<RootKeyRecord>>;
 
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
+    /// Records an action that changes nothing in the store itself (e.g. a
+    /// master-key rotation, which rewrites the keyring file).
+    fn append_audit(&self, audit: &AuditEntry) -> Result<()>;
     /// Recomputes the hash chain of a workspace's audit log.
     fn verify_audit(&self, workspace_id: &str) -> Result<AuditCheck>;
 }

@@ -242,11 +242,14 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and runs pending migrations.
+    /// Opens (creating if needed, mode 0600) the database file and runs pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn =
-            Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        Self::init(conn)
+        Self::open_with(path, None)
+    }
+
+    /// [`SqliteStore::open`], encrypted with `key` (the data dir's `store` DEK) when given.
+    pub fn open_with(path: &Path, key: Option<&keyward_core::seal::SecretKey>) -> Result<Self> {
+        Self::init(crate::cipher::open_db(path, key)?)
     }
 
     /// An in-memory database, for tests and benchmarks.
@@ -968,6 +971,10 @@ impl Store for SqliteStore {
             insert_root_key_tx(tx, rk)?;
             append_audit(tx, audit)
         })
+    }
+
+    fn append_audit(&self, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| append_audit(tx, audit))
     }
 
     fn revoke_root_key(&self, workspace_id: &str, id: &str, at: i64, audit: &AuditEntry) -> Result<()> {
