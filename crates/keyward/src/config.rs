@@ -39,6 +39,70 @@ pub struct Config {
     pub geoip: keyward_events::geo::GeoConfig,
     /// The gateway (see `keyward_gateway::ProxyConfig`).
     pub proxy: keyward_gateway::ProxyConfig,
+    pub encryption: EncryptionConfig,
+}
+
+/// Encryption at rest: the master key (KEK) that wraps the data dir's data
+/// keys. Give it in exactly one way; none means the data dir is not encrypted
+/// (said at start). It is never written to the data dir.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// 64 hex characters. Env `KEYWARD_MASTER_KEY`. Prefer a file or a command
+    /// in production: the environment of a process can be read by its user.
+    pub master_key: Option<String>,
+    /// A file holding the key (64 hex characters). Env `KEYWARD_MASTER_KEY_FILE`.
+    pub master_key_file: Option<PathBuf>,
+    /// A shell command that prints the key on stdout (a KMS or vault client),
+    /// run once at start and on `master-key rotate`. Env `KEYWARD_MASTER_KEY_COMMAND`.
+    pub master_key_command: Option<String>,
+    /// Master keys used before the current one, which may still wrap data keys
+    /// (an offline rotation: the new key current, the old one here; keyward
+    /// re-wraps at start). Env `KEYWARD_MASTER_KEY_PREVIOUS`, comma-separated.
+    pub previous: Vec<String>,
+}
+
+impl EncryptionConfig {
+    /// The configured master key, read from its source, if one is configured.
+    pub fn master_key(&self) -> anyhow::Result<Option<keyward_core::seal::SecretKey>> {
+        let text = match (&self.master_key, &self.master_key_file, &self.master_key_command) {
+            (Some(hex), None, None) => zeroize::Zeroizing::new(hex.clone()),
+            (None, Some(path), None) => zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the master key file {}", path.display()))?,
+            ),
+            (None, None, Some(cmd)) => {
+                let out = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                    .with_context(|| format!("running the master key command {cmd:?}"))?;
+                if !out.status.success() {
+                    bail!("the master key command {cmd:?} failed ({}); see its output above", out.status);
+                }
+                zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            (None, None, None) => return Ok(None),
+            _ => bail!(
+                "encryption: give the master key in one way only (master_key, master_key_file or master_key_command)"
+            ),
+        };
+        keyward_core::seal::SecretKey::from_hex(&text).map(Some).map_err(|_| {
+            anyhow::anyhow!("the master key must be 64 hex characters; make one with `keyward master-key generate`")
+        })
+    }
+
+    pub fn previous_keys(&self) -> anyhow::Result<Vec<keyward_core::seal::SecretKey>> {
+        self.previous
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                keyward_core::seal::SecretKey::from_hex(h)
+                    .map_err(|_| anyhow::anyhow!("encryption.previous[{i}]: must be 64 hex characters"))
+            })
+            .collect()
+    }
 }
 
 /// GitHub secret scanning (partner program): the public keys GitHub signs
@@ -139,6 +203,7 @@ impl Default for Config {
             webhooks: keyward_alerts::DeliveryConfig::default(),
             geoip: keyward_events::geo::GeoConfig::default(),
             proxy: keyward_gateway::ProxyConfig::default(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -197,6 +262,18 @@ impl Config {
         }
         if let Some(v) = env("KEYWARD_PEPPER_FILE") {
             cfg.pepper.file = Some(v.into());
+        }
+        if let Some(v) = env("KEYWARD_MASTER_KEY") {
+            cfg.encryption.master_key = Some(v);
+        }
+        if let Some(v) = env("KEYWARD_MASTER_KEY_FILE") {
+            cfg.encryption.master_key_file = Some(v.into());
+        }
+        if let Some(v) = env("KEYWARD_MASTER_KEY_COMMAND") {
+            cfg.encryption.master_key_command = Some(v);
+        }
+        if let Some(v) = env("KEYWARD_MASTER_KEY_PREVIOUS") {
+            cfg.encryption.previous = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
         if let Some(v) = env("KEYWARD_MAX_BODY_BYTES") {
             match v.parse() {
@@ -259,7 +336,7 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy";
+        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption";
         let mut cfg = Config::default();
         for (key, value) in table {
             fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
@@ -282,6 +359,7 @@ impl Config {
                 "webhooks" => take(value, &mut cfg.webhooks),
                 "proxy" => take(value, &mut cfg.proxy),
                 "geoip" => take(value, &mut cfg.geoip),
+                "encryption" => take(value, &mut cfg.encryption),
                 other => {
                     problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
                     continue;
@@ -357,6 +435,30 @@ impl Config {
         p.extend(self.webhooks.problems());
         p.extend(self.geoip.problems());
         p.extend(self.proxy.problems());
+        let e = &self.encryption;
+        if [e.master_key.is_some(), e.master_key_file.is_some(), e.master_key_command.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count()
+            > 1
+        {
+            p.push(
+                "encryption: give the master key in one way only (master_key, master_key_file or master_key_command)"
+                    .into(),
+            );
+        }
+        if let Some(h) = &e.master_key
+            && keyward_core::seal::SecretKey::from_hex(h).is_err()
+        {
+            p.push(
+                "encryption.master_key: must be 64 hex characters; make one with `keyward master-key generate`".into(),
+            );
+        }
+        for (i, h) in e.previous.iter().enumerate() {
+            if keyward_core::seal::SecretKey::from_hex(h).is_err() {
+                p.push(format!("encryption.previous[{i}]: must be 64 hex characters"));
+            }
+        }
         for (i, s) in self.sinks.iter().enumerate() {
             p.extend(s.problems(&format!("sinks[{i}]")));
             if self.sinks[..i].iter().any(|o| o.name() == s.name()) {

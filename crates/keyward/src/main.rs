@@ -34,6 +34,7 @@ Examples:
   keyward incident report inc_...
   keyward root-keys create --name ci --role verifier
   keyward audit --verify
+  keyward master-key generate > master.key   then  KEYWARD_MASTER_KEY_FILE=master.key keyward serve
   keyward alerts --follow               print alerts as they are raised
   keyward webhooks create --url https://ops.example.com/keyward
   source <(keyward completions bash)
@@ -83,6 +84,9 @@ enum Command {
     Workspaces(client::WorkspacesCmd),
     /// The admin audit log of a running server; --verify checks its hash chain.
     Audit(client::AuditCmd),
+    /// The master key that encrypts the data dir at rest: generate one, see its status, rotate it online.
+    #[command(subcommand)]
+    MasterKey(client::MasterKeyCmd),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   source <(keyward completions bash)                       # this shell
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
         Command::RootKeys(c) => client::root_keys(c),
         Command::Workspaces(c) => client::workspaces(c),
         Command::Audit(c) => client::audit(c),
+        Command::MasterKey(c) => client::master_key(c),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -13,6 +13,9 @@ use anyhow::{Context, bail};
 use keyward_core::{KeyHasher, Pepper};
 use keyward_events::{EventPipeline, Sinks};
 use keyward_service::Service;
+use keyward_store::KeyringError;
+use keyward_store::cipher::{self, Keyring, Purpose};
+use keyward_store::datadir;
 use keyward_store::events::SqliteEventLog;
 use keyward_store::sqlite::SqliteStore;
 
@@ -29,14 +32,31 @@ struct DataDir {
 
 fn open(cfg: &Config) -> anyhow::Result<DataDir> {
     let dir = &cfg.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
-    let lock = File::create(dir.join("lock")).with_context(|| format!("creating lock file in {}", dir.display()))?;
+    let loose = datadir::prepare(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    for warning in loose {
+        tracing::warn!("{warning}");
+    }
+    let lock = datadir::create_private(&dir.join("lock"))
+        .with_context(|| format!("creating lock file in {}", dir.display()))?;
     if lock.try_lock().is_err() {
         bail!("another keyward process is using data dir {}; stop it first or pass another --data-dir", dir.display());
     }
-    let pepper = load_pepper(cfg)?;
-    let store = Arc::new(SqliteStore::open(&dir.join("keyward.db")).context("opening the embedded store")?);
-    let log = SqliteEventLog::open(&dir.join("events.db")).context("opening the event log")?;
+    let keyring = open_keyring(cfg)?;
+    let pepper = load_pepper(cfg, keyring.as_deref())?;
+    let (store_key, events_key) = match &keyring {
+        Some(k) => (Some(k.dek(Purpose::Store)), Some(k.dek(Purpose::Events))),
+        None => (None, None),
+    };
+    let store_path = dir.join("keyward.db");
+    let events_path = dir.join("events.db");
+    if let Some(ring) = &keyring {
+        for (path, purpose) in [(&store_path, Purpose::Store), (&events_path, Purpose::Events)] {
+            encrypt_if_plain(path, &ring.dek(purpose))?;
+        }
+    }
+    let store =
+        Arc::new(SqliteStore::open_with(&store_path, store_key.as_ref()).context("opening the embedded store")?);
+    let log = SqliteEventLog::open_with(&events_path, events_key.as_ref()).context("opening the event log")?;
     let events = EventPipeline::start(Arc::new(log), cfg.events.clone()).context("starting the event writer")?;
     let older = cfg
         .pepper
@@ -55,16 +75,115 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let alert_store: Arc<dyn keyward_store::alerts::AlertStore> = store.clone();
     let service = Service::open(store, KeyHasher::new(&pepper, &older), cfg.cache.clone())?.with_events(events.clone());
+    if let Some(ring) = &keyring {
+        // A key file or command can name a new key while the server runs; an env value cannot.
+        let e = &cfg.encryption;
+        let source: Option<keyward_service::secrets::KeySource> =
+            if e.master_key_file.is_some() || e.master_key_command.is_some() {
+                let e = e.clone();
+                Some(Arc::new(move || match e.master_key() {
+                    Ok(Some(k)) => Ok(k),
+                    Ok(None) => Err("no master key is configured".to_owned()),
+                    Err(err) => Err(format!("{err:#}")),
+                }))
+            } else {
+                None
+            };
+        service.attach_keyring(ring.clone(), source);
+    }
     Ok(DataDir { service: Arc::new(service), events, alert_store, _lock: lock })
 }
 
-/// The pepper from hex, from its file, or made and saved on first start.
-fn load_pepper(cfg: &Config) -> anyhow::Result<Pepper> {
+/// The data dir's keyring when a master key is configured; without one, says
+/// that data is not encrypted (and refuses a data dir that is).
+fn open_keyring(cfg: &Config) -> anyhow::Result<Option<Arc<Keyring>>> {
+    let dir = &cfg.data_dir;
+    let Some(kek) = cfg.encryption.master_key()? else {
+        if let Some(wanted) = cipher::encrypted_by(dir)? {
+            return Err(KeyringError::MasterKeyMissing { dir: dir.display().to_string(), wanted }.into());
+        }
+        tracing::warn!(
+            data_dir = %dir.display(),
+            "Data at rest is NOT encrypted: key hashes, owner ids, IPs and the pepper are readable by anyone who can \
+             read the data dir. Set KEYWARD_MASTER_KEY (make one with `keyward master-key generate`) to encrypt it."
+        );
+        return Ok(None);
+    };
+    let previous = cfg.encryption.previous_keys()?;
+    let (ring, opened) = Keyring::open(dir, kek, &previous)?;
+    if opened.created > 0 {
+        tracing::info!(data_keys = opened.created, master_key_id = %ring.kek_id(), "Created data keys wrapped by the master key.");
+    }
+    if opened.rewrapped > 0 {
+        tracing::info!(
+            data_keys = opened.rewrapped,
+            master_key_id = %ring.kek_id(),
+            "Re-wrapped data keys found under a previous master key; the previous key is no longer needed."
+        );
+    }
+    tracing::info!(master_key_id = %ring.kek_id(), "Data at rest is encrypted (AES-256, envelope).");
+    Ok(Some(Arc::new(ring)))
+}
+
+/// A data dir that gets a master key after it ran without one: its plain
+/// database files are encrypted in place before they are opened.
+fn encrypt_if_plain(path: &Path, dek: &keyward_core::seal::SecretKey) -> anyhow::Result<()> {
+    if !cipher::is_plain_sqlite(path) {
+        return Ok(());
+    }
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(path = %path.display(), bytes = size, "Encrypting a plain database file; this rewrites it once.");
+    let started = std::time::Instant::now();
+    cipher::encrypt_in_place(path, dek).with_context(|| format!("encrypting {}", path.display()))?;
+    tracing::info!(
+        path = %path.display(),
+        ms = started.elapsed().as_millis() as u64,
+        "Encrypted. The old plain pages may survive in free disk blocks: wipe or re-provision the volume for full protection."
+    );
+    Ok(())
+}
+
+/// The AEAD label the pepper is sealed under.
+const PEPPER_AAD: &[u8] = b"keyward pepper";
+
+/// The pepper from hex, from its file, or made and saved on first start. With
+/// a keyring, the data dir's pepper is sealed in `pepper.enc` (a plain
+/// `pepper` left from before encryption is sealed, then removed).
+fn load_pepper(cfg: &Config, keyring: Option<&Keyring>) -> anyhow::Result<Pepper> {
     let version = cfg.pepper.version.unwrap_or(1);
     if let Some(h) = &cfg.pepper.hex {
         return Pepper::from_hex(version, h).context("reading the pepper from KEYWARD_PEPPER / pepper.hex");
     }
     let path = cfg.pepper.file.clone().unwrap_or_else(|| cfg.data_dir.join("pepper"));
+    if let (Some(ring), None) = (keyring, &cfg.pepper.file) {
+        let sealed_path = cfg.data_dir.join("pepper.enc");
+        let dek = ring.dek(Purpose::Secrets);
+        if sealed_path.exists() {
+            let text =
+                std::fs::read_to_string(&sealed_path).with_context(|| format!("reading {}", sealed_path.display()))?;
+            let bytes =
+                hex::decode(text.trim()).ok().and_then(|b: Vec<u8>| dek.open(PEPPER_AAD, &b).ok()).with_context(
+                    || format!("{} is damaged; restore it from the data dir's backup", sealed_path.display()),
+                )?;
+            let bytes: [u8; 32] = bytes.as_slice().try_into().context("the sealed pepper is not 32 bytes")?;
+            return Ok(Pepper::new(version, bytes));
+        }
+        let pepper = if path.exists() {
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("reading pepper file {}", path.display()))?;
+            Pepper::from_hex(version, &text).with_context(|| format!("pepper file {}", path.display()))?
+        } else {
+            Pepper::generate(version)
+        };
+        let plain = hex::decode(pepper.to_hex()).expect("own hex");
+        write_secret(&sealed_path, &hex::encode(dek.seal(PEPPER_AAD, &plain)))
+            .with_context(|| format!("writing {}", sealed_path.display()))?;
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("removing the plain {}", path.display()))?;
+            tracing::info!(path = %sealed_path.display(), "Sealed the pepper under the data dir's keys; the plain file is removed.");
+        }
+        return Ok(pepper);
+    }
     if path.exists() {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading pepper file {}", path.display()))?;
         return Pepper::from_hex(version, &text).with_context(|| format!("pepper file {}", path.display()));

@@ -20,6 +20,7 @@ pub mod index;
 pub mod leaks;
 pub mod lifecycle;
 mod manage;
+pub mod secrets;
 pub mod validate;
 pub mod verify;
 mod views;
@@ -112,6 +113,8 @@ pub struct Service {
     outcome_counters: std::sync::OnceLock<[metrics::Counter; 11]>,
     /// IP enrichment (country, autonomous system), when configured.
     geo: std::sync::OnceLock<Arc<keyward_events::geo::Geo>>,
+    /// The data dir's keys when it is encrypted (see `secrets`).
+    secrets: std::sync::OnceLock<secrets::Secrets>,
     /// Prefixes of keys imported from other systems (see `import`).
     imported: import::ImportedPrefixes,
     usage_durable_through: std::sync::atomic::AtomicI64,
@@ -177,6 +180,7 @@ impl Service {
             sinks: std::sync::OnceLock::new(),
             monitor: std::sync::OnceLock::new(),
             geo: std::sync::OnceLock::new(),
+            secrets: std::sync::OnceLock::new(),
             scopes_wanted: std::sync::atomic::AtomicBool::new(false),
             outcome_counters: std::sync::OnceLock::new(),
             imported,

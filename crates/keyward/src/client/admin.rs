@@ -271,3 +271,87 @@ pub fn incident(cmd: IncidentCmd) -> anyhow::Result<()> {
         }
     }
 }
+
+/// `keyward master-key …`: the master key that encrypts the data dir at rest.
+#[derive(Subcommand)]
+pub enum MasterKeyCmd {
+    /// Print a new random master key (64 hex characters) on stdout; nothing is stored.
+    #[command(after_help = "Examples:
+  keyward master-key generate > /etc/keyward/master.key && chmod 600 /etc/keyward/master.key
+  KEYWARD_MASTER_KEY_FILE=/etc/keyward/master.key keyward serve")]
+    Generate,
+    /// Whether the running server's data dir is encrypted, and its master key id (admin).
+    #[command(after_help = "Example:\n  keyward master-key status")]
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Re-wrap the data keys of a running server under a new master key, online (admin; audited).
+    /// Configure the new key before the next start: the old one no longer opens the data dir.
+    #[command(after_help = "Examples:
+  keyward master-key generate > new.key
+  keyward master-key rotate --new-key-file new.key
+  keyward master-key rotate     # the server re-reads KEYWARD_MASTER_KEY_FILE / _COMMAND")]
+    Rotate {
+        #[command(flatten)]
+        conn: Conn,
+        /// File with the new key; `-` reads stdin. Omitted: the server reads its key file or command again.
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<std::path::PathBuf>,
+    },
+}
+
+pub fn master_key(cmd: MasterKeyCmd) -> anyhow::Result<()> {
+    match cmd {
+        MasterKeyCmd::Generate => {
+            let key = keyward_core::seal::SecretKey::generate();
+            println!("{}", key.to_hex().as_str());
+            eprintln!(
+                "Master key id {}. Keep the key outside the data dir (a vault, a KMS, a root-only file).",
+                key.id()
+            );
+            Ok(())
+        }
+        MasterKeyCmd::Status { conn } => {
+            let v = call(&conn, "GET", "/v1/master-key", None)?;
+            if conn.json {
+                return print_json(&v);
+            }
+            if v["encrypted"].as_bool() == Some(true) {
+                println!("encrypted at rest, master key id {}", text(&v, "master_key_id"));
+            } else {
+                println!(
+                    "NOT encrypted at rest: start keyward with KEYWARD_MASTER_KEY_FILE (see `keyward master-key generate`)"
+                );
+            }
+            Ok(())
+        }
+        MasterKeyCmd::Rotate { conn, new_key_file } => {
+            let body = match new_key_file {
+                Some(path) => {
+                    let text = if path.as_os_str() == "-" {
+                        std::io::read_to_string(std::io::stdin()).context("reading the new key from stdin")?
+                    } else {
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading the new key from {}", path.display()))?
+                    };
+                    let text = zeroize::Zeroizing::new(text);
+                    json!({ "new_master_key": text.trim() })
+                }
+                None => json!({}),
+            };
+            let v = call(&conn, "POST", "/v1/master-key/rotate", Some(body))?;
+            if conn.json {
+                return print_json(&v);
+            }
+            println!(
+                "rotated: {} data keys re-wrapped, master key id {} -> {}",
+                v["data_keys"],
+                text(&v, "previous_master_key_id"),
+                text(&v, "master_key_id")
+            );
+            eprintln!("Configure the new key before the next start: the old one no longer opens the data dir.");
+            Ok(())
+        }
+    }
+}

@@ -11,7 +11,8 @@ mod keys;
 mod output;
 
 pub use admin::{
-    AuditCmd, IncidentCmd, KeyspacesCmd, RootKeysCmd, WorkspacesCmd, audit, incident, keyspaces, root_keys, workspaces,
+    AuditCmd, IncidentCmd, KeyspacesCmd, MasterKeyCmd, RootKeysCmd, WorkspacesCmd, audit, incident, keyspaces,
+    master_key, root_keys, workspaces,
 };
 pub use alerts::{AlertsCmd, WebhooksCmd, alerts, webhooks};
 pub use events::{EventsCmd, events};

@@ -409,6 +409,8 @@ fn openapi_document_matches_the_routes() {
         "/v1/root-keys/{id}",
         "/v1/audit",
         "/v1/audit/verify",
+        "/v1/master-key",
+        "/v1/master-key/rotate",
         "/v1/alerts",
         "/v1/alerts/{id}",
         "/v1/alerts/{id}/ack",

@@ -15,5 +15,6 @@ mod policy;
 mod readme;
 mod regression;
 mod schemathesis;
+mod security;
 mod traffic;
 mod util;

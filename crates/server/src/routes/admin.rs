@@ -7,6 +7,8 @@ use keyward_service::api::{
     RootKeyView,
 };
 
+use keyward_service::secrets::{MasterKeyRotated, MasterKeyView, RotateMasterKey};
+
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, Query};
@@ -73,4 +75,25 @@ pub async fn verify_audit(
     Auth(actor): Auth,
 ) -> Result<axum::Json<AuditVerifyView>, ApiError> {
     Ok(axum::Json(state.service.verify_audit(&actor).await?))
+}
+
+/// Whether the data dir is encrypted at rest, and the id of its master key (admin).
+#[utoipa::path(get, path = "/v1/master-key", operation_id = "getMasterKey", tag = "admin",
+    responses((status = 200, body = MasterKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
+pub async fn master_key(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+) -> Result<axum::Json<MasterKeyView>, ApiError> {
+    Ok(axum::Json(state.service.master_key(&actor)?))
+}
+
+/// Re-wrap every data key under a new master key, online (admin; audited).
+#[utoipa::path(post, path = "/v1/master-key/rotate", operation_id = "rotateMasterKey", tag = "admin", request_body = RotateMasterKey,
+    responses((status = 200, body = MasterKeyRotated), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
+pub async fn rotate_master_key(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Json(req): Json<RotateMasterKey>,
+) -> Result<axum::Json<MasterKeyRotated>, ApiError> {
+    Ok(axum::Json(state.service.rotate_master_key(&actor, req).await?))
 }

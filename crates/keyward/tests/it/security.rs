@@ -1,0 +1,277 @@
+//! Protection at rest (issue 12): file modes, a data dir encrypted under a
+//! master key (searched byte by byte for what it must not show), opening it
+//! with, without and with the wrong key, and the master key's online rotation.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::{BIN, Server, contains, files_under};
+
+fn new_master_key() -> String {
+    let out = Command::new(BIN).args(["master-key", "generate"]).output().unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(key.len(), 64, "{key}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Master key id"));
+    key
+}
+
+/// Starts `keyward serve` on `data` expecting it to refuse; returns its stderr.
+fn refused_start(data: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("KEYWARD_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "it started: {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("keyward started where it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Test values that must not be readable in the data dir.
+struct Canaries {
+    owner: String,
+    meta: String,
+    agent: String,
+    ip: String,
+    key: String,
+    note: String,
+}
+
+/// Creates a key with canary values and uses it from a canary IP and user agent.
+fn plant(s: &Server, tag: &str) -> Canaries {
+    let ks = s.keyspace();
+    let c = Canaries {
+        owner: format!("owner-{tag}-5521"),
+        meta: format!("meta-{tag}-8713"),
+        agent: format!("agent-{tag}-3302"),
+        ip: "203.0.113.91".into(),
+        key: String::new(),
+        note: format!("note-{tag}-6604"),
+    };
+    let (key_id, key) = s.key(json!({"keyspace_id": ks, "owner_id": c.owner, "meta": {"team": c.meta}}));
+    let r = s.raw(
+        "POST",
+        "/v1/keys/verify",
+        Some(&s.root),
+        Some(&json!({"key": key, "ip": c.ip, "user_agent": c.agent}).to_string()),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(r.json()["code"], "VALID", "{}", r.text);
+    let inc = s.call("POST", "/v1/incidents", Some(json!({"title": "leak", "key_ids": [key_id], "notes": c.note})));
+    assert!(inc.status < 300, "{}", inc.text);
+    // The event is written (the writer commits every 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = s.call("GET", &format!("/v1/events?owner_id={}", c.owner), None).json();
+        if ev["data"].as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(ev["data"][0]["ip"], c.ip.as_str());
+            assert_eq!(ev["data"][0]["user_agent"], c.agent.as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the event was not written: {ev}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Canaries { key, ..c }
+}
+
+fn visible(data: &Path, c: &Canaries) -> Vec<String> {
+    let mut found = Vec::new();
+    for (path, bytes) in files_under(data) {
+        for needle in [&c.owner, &c.meta, &c.agent, &c.ip, &c.key, &c.note] {
+            if contains(&bytes, needle) {
+                found.push(format!("{} in {}", needle, path.display()));
+            }
+        }
+        if bytes.starts_with(b"SQLite format 3\0") {
+            found.push(format!("{} is a plain SQLite file", path.display()));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_plain_data_dir_shows_its_data_which_is_why_encryption_exists() {
+    // The control: without a master key the same search finds the canaries,
+    // so the search below can fail.
+    let s = Server::start();
+    let c = plant(&s, "plain");
+    std::thread::sleep(Duration::from_millis(300));
+    let found = visible(&s.data_dir(), &c);
+    assert!(found.iter().any(|f| f.contains(&c.owner)), "{found:?}");
+    assert!(found.iter().any(|f| f.contains("plain SQLite")), "{found:?}");
+    assert!(s.log.lock().contains("Data at rest is NOT encrypted"));
+}
+
+#[test]
+fn an_encrypted_data_dir_reveals_nothing_and_opens_only_with_its_master_key() {
+    let mk = new_master_key();
+    let mut s = Server::start_with(&[("KEYWARD_MASTER_KEY", &mk)]);
+    let c = plant(&s, "sealed");
+    assert!(s.log.lock().contains("Data at rest is encrypted"));
+    // While it runs (rows in the WAL too) and after a clean stop.
+    let found = visible(&s.data_dir(), &c);
+    assert!(found.is_empty(), "readable without the master key: {found:?}");
+    let data = s.data_dir();
+    assert!(!data.join("pepper").exists(), "a plain pepper file");
+    let sealed = std::fs::read_to_string(data.join("pepper.enc")).unwrap();
+    assert!(sealed.trim().len() > 64 + 24, "the sealed pepper carries nonce and tag");
+    assert!(!std::fs::read_to_string(data.join("keyring.json")).unwrap().contains(&mk));
+    s.stop();
+    let found = visible(&data, &c);
+    assert!(found.is_empty(), "readable after a stop: {found:?}");
+    for (path, bytes) in files_under(&data) {
+        assert!(!contains(&bytes, &mk), "the master key is in {}", path.display());
+    }
+
+    let err = refused_start(&data, &[]);
+    assert!(err.contains("is encrypted") && err.contains("KEYWARD_MASTER_KEY"), "{err}");
+    let other = new_master_key();
+    let err = refused_start(&data, &[("KEYWARD_MASTER_KEY", &other)]);
+    assert!(err.contains("does not open data dir"), "{err}");
+    let err = refused_start(&data, &[("KEYWARD_MASTER_KEY", "abc")]);
+    assert!(err.contains("64 hex characters"), "{err}");
+
+    s.restart();
+    assert_eq!(s.code(&c.key), "VALID");
+    let ev = s.call("GET", &format!("/v1/events?owner_id={}", c.owner), None).json();
+    assert!(!ev["data"].as_array().unwrap().is_empty(), "{ev}");
+    let status = s.call("GET", "/v1/master-key", None).json();
+    assert_eq!(status["encrypted"], true, "{status}");
+    assert_eq!(status["master_key_id"].as_str().unwrap().len(), 16);
+}
+
+#[test]
+fn a_plain_data_dir_is_encrypted_in_place_when_a_master_key_is_given() {
+    let mut s = Server::start();
+    let c = plant(&s, "later");
+    s.stop();
+    assert!(s.data_dir().join("pepper").exists());
+    let mk = new_master_key();
+    s.env.push(("KEYWARD_MASTER_KEY".into(), mk));
+    s.restart();
+    assert!(s.log.lock().contains("Encrypting a plain database file"));
+    assert!(s.log.lock().contains("Sealed the pepper"));
+    assert_eq!(s.code(&c.key), "VALID", "keys survive, and the pepper with them");
+    s.stop();
+    let found = visible(&s.data_dir(), &c);
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn the_master_key_rotates_online_under_load_without_a_failed_verify() {
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("master.key");
+    std::fs::write(&file, new_master_key()).unwrap();
+    let mut s = Server::start_with(&[("KEYWARD_MASTER_KEY_FILE", file.to_str().unwrap())]);
+    let ks = s.keyspace();
+    let (_, key) = s.key(json!({"keyspace_id": ks}));
+    let before = s.call("GET", "/v1/master-key", None).json()["master_key_id"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, bad) = (stop.clone(), ok.clone(), bad.clone());
+        let (url, root, key) = (s.url("/v1/keys/verify"), s.root.clone(), key.clone());
+        std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new().build();
+            while !stop.load(Ordering::Relaxed) {
+                let r = agent.post(&url).set("Authorization", &format!("Bearer {root}")).send_json(json!({"key": key}));
+                match r.ok().and_then(|r| r.into_json::<serde_json::Value>().ok()) {
+                    Some(v) if v["code"] == "VALID" => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => bad.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("KEYWARD_SERVER", s.url(""))
+            .env("KEYWARD_ROOT_KEY", &s.root)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // 1. The new key in the request (from a file, as the CLI sends it).
+    let new_file = keys.path().join("new.key");
+    std::fs::write(&new_file, new_master_key()).unwrap();
+    let (done, out) = cli(&["master-key", "rotate", "--new-key-file", new_file.to_str().unwrap()]);
+    assert!(done, "{out}");
+    assert!(out.contains(&format!("{before} ->")), "{out}");
+    let (done, out) = cli(&["master-key", "rotate", "--new-key-file", new_file.to_str().unwrap()]);
+    assert!(!done && out.contains("409") && out.contains("in use"), "{out}");
+    // 2. The server re-reads its key file.
+    let third = new_master_key();
+    std::fs::write(&file, &third).unwrap();
+    let (done, out) = cli(&["master-key", "rotate"]);
+    assert!(done, "{out}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(bad.load(Ordering::Relaxed), 0, "verifies failed during rotation");
+    assert!(ok.load(Ordering::Relaxed) > 50, "too little load: {}", ok.load(Ordering::Relaxed));
+
+    let audit = s.call("GET", "/v1/audit?action=master_key.rotate", None).json();
+    let items = audit["data"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{audit}");
+    assert_eq!(items[1]["before"]["master_key_id"], before.as_str());
+
+    // Only an admin may rotate.
+    let auditor =
+        s.create("/v1/root-keys", json!({"name": "a", "role": "auditor"}))["key"].as_str().unwrap().to_owned();
+    s.call_as(&auditor, "POST", "/v1/master-key/rotate", Some(json!({}))).problem(403);
+    s.call("POST", "/v1/master-key/rotate", Some(json!({"new_master_key": "xyz"}))).problem(400);
+
+    // The file now holds the current key: a restart opens the dir with it.
+    s.restart();
+    assert_eq!(s.code(&key), "VALID");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_dir_is_private_and_looser_modes_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = Server::start();
+    let data = s.data_dir();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    let files = files_under(&data);
+    assert!(files.len() >= 5, "{files:?}", files = files.iter().map(|f| &f.0).collect::<Vec<_>>());
+    for (path, _) in &files {
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+    }
+    assert!(!s.log.lock().contains("other users can"));
+    std::fs::set_permissions(data.join("keyward.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.restart();
+    let log = s.log.lock().clone();
+    assert!(log.contains("has mode 755") && log.contains("chmod 700"), "{log}");
+    assert!(log.contains("keyward.db has mode 644") && log.contains("chmod 600"), "{log}");
+}
