@@ -281,6 +281,12 @@ impl Config {
                 Err(_) => problems.push(format!("KEYWARD_MAX_BODY_BYTES: {v:?} is not a whole number")),
             }
         }
+        if let Some(v) = env("KEYWARD_ROOT_AUTH_FAILURES_PER_MINUTE") {
+            match v.parse() {
+                Ok(n) => cfg.http.root_auth_failures_per_minute = n,
+                Err(_) => problems.push(format!("KEYWARD_ROOT_AUTH_FAILURES_PER_MINUTE: {v:?} is not a whole number")),
+            }
+        }
         if let Some(v) = env("KEYWARD_LAST_USED_FLUSH_MS") {
             match v.parse() {
                 Ok(n) => cfg.last_used.flush_interval_ms = n,

@@ -43,11 +43,13 @@ pub struct ApiError {
     pub detail: String,
     pub internal: Option<String>,
     pub www_authenticate: bool,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, slug, detail: detail.into(), internal: None, www_authenticate: false }
+        ApiError { status, slug, detail: detail.into(), internal: None, www_authenticate: false, retry_after: None }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -112,6 +114,9 @@ impl IntoResponse for ApiError {
         let mut res = problem_response(self.status, self.slug, &self.detail);
         if self.www_authenticate {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

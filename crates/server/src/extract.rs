@@ -178,6 +178,25 @@ pub(crate) fn authenticate(
     peer: Option<SocketAddr>,
     request_id: Option<String>,
 ) -> Result<Actor, ApiError> {
+    let now = keyward_core::time::now_ms();
+    if let Some(ip) = peer.map(|p| p.ip())
+        && let Some(ms) = app.throttle.blocked_for(ip, now)
+    {
+        app.auth_throttled.increment(1);
+        // Still a refused authentication for the rules engine: the flood goes on.
+        app.service.note_auth_failure(Some(&ip.to_string()));
+        let secs = (ms as u64).div_ceil(1000);
+        return Err(ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-auth-failures",
+                format!(
+                    "too many failed root-key authentications from this address; retry in {secs} s with a valid root key"
+                ),
+            )
+        });
+    }
     let header = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
     let source_ip = peer.map(|p| p.ip().to_string());
     let authenticated = header
@@ -192,7 +211,18 @@ pub(crate) fn authenticate(
     let (workspace_id, root_key_id, role) = match authenticated {
         Ok(who) => who,
         Err(e) => {
-            // A wrong root key: the rules engine watches for floods of them.
+            // A wrong root key: counted, throttled per address, and watched
+            // by the rules engine for floods.
+            app.auth_failures.increment(1);
+            if let Some(ip) = peer.map(|p| p.ip())
+                && let crate::throttle::Failure::Blocked(ms) = app.throttle.fail(ip, now)
+            {
+                tracing::warn!(
+                    source_ip = %ip,
+                    block_s = ms / 1000,
+                    "Blocked an address after repeated failed root-key authentications."
+                );
+            }
             app.service.note_auth_failure(source_ip.as_deref());
             return Err(e.into());
         }

@@ -16,6 +16,7 @@ pub mod listen;
 pub mod metrics_catalog;
 pub mod request_id;
 pub mod routes;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,10 @@ pub struct App {
     pub max_uri_bytes: usize,
     /// Metric handles of the HTTP layer, made once per route and status.
     pub http_metrics: request_id::HttpMetrics,
+    /// Failed root-key authentications, per source address.
+    pub throttle: throttle::AuthThrottle,
+    pub auth_failures: metrics::Counter,
+    pub auth_throttled: metrics::Counter,
 }
 
 /// Operational parts the binary owns and the server reports on.
@@ -92,6 +97,10 @@ pub struct HttpConfig {
     pub max_uri_bytes: usize,
     /// How long a graceful stop waits for requests in flight, ms. Default 10000.
     pub shutdown_grace_ms: u64,
+    /// Failed root-key authentications one address may make within a minute
+    /// before it is refused (429) for a minute, doubling up to an hour while
+    /// it goes on. Default 20.
+    pub root_auth_failures_per_minute: u32,
 }
 
 impl Default for HttpConfig {
@@ -107,6 +116,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 1_000,
             max_uri_bytes: 8192,
             shutdown_grace_ms: 10_000,
+            root_auth_failures_per_minute: 20,
         }
     }
 }
@@ -128,6 +138,9 @@ impl HttpConfig {
             if v == 0 {
                 p.push(format!("http.{name}: must be at least 1"));
             }
+        }
+        if !(1..=10_000).contains(&self.root_auth_failures_per_minute) {
+            p.push("http.root_auth_failures_per_minute: must be between 1 and 10000".into());
         }
         if self.max_uri_bytes < 256 {
             p.push("http.max_uri_bytes: must be at least 256".into());
@@ -257,6 +270,9 @@ pub fn api(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> Api {
         ops,
         max_uri_bytes: http.max_uri_bytes,
         http_metrics: request_id::HttpMetrics::default(),
+        throttle: throttle::AuthThrottle::new(http.root_auth_failures_per_minute),
+        auth_failures: metrics::counter!("keyward_root_auth_failures_total"),
+        auth_throttled: metrics::counter!("keyward_root_auth_throttled_total"),
     }));
     let fast = fast::Fast {
         route: state.http_metrics.route(Some(fast::VERIFY_PATH)),

@@ -12,6 +12,14 @@ pub fn describe() {
     // `request_id::HttpMetrics::render_latency`.
     describe_gauge!("keyward_http_connections", "Open HTTP connections.");
     describe_counter!(
+        "keyward_root_auth_failures_total",
+        "Failed root-key authentications (malformed, unknown or revoked root keys)."
+    );
+    describe_counter!(
+        "keyward_root_auth_throttled_total",
+        "Requests refused (429) because their address made too many failed root-key authentications."
+    );
+    describe_counter!(
         "keyward_http_connections_refused_total",
         "Connections closed on accept because a cap was reached, by cap (total, per_ip, proxy)."
     );

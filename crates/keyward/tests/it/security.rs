@@ -275,3 +275,62 @@ fn the_data_dir_is_private_and_looser_modes_are_reported() {
     assert!(log.contains("has mode 755") && log.contains("chmod 700"), "{log}");
     assert!(log.contains("keyward.db has mode 644") && log.contains("chmod 600"), "{log}");
 }
+
+#[test]
+fn root_key_guessing_is_slowed_down_counted_logged_and_alerted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, "0").unwrap();
+    let s = Server::start_with(&[("KEYWARD_TEST_CLOCK_FILE", clock.to_str().unwrap())]);
+    let guess = |i: usize| format!("kw_root_{:0>38}", i);
+    for i in 0..20 {
+        let r = s.raw_any("GET", "/v1/keys", Some(&guess(i)), None, &[]);
+        assert_eq!(r.status, 401, "guess {i}: {}", r.text);
+    }
+    // The 21st guess, and even the right key, from that address: 429.
+    for key in [guess(20), s.root.clone()] {
+        let r = s.raw_any("GET", "/v1/keys", Some(&key), None, &[]);
+        let p = r.problem(429);
+        assert!(p["detail"].as_str().unwrap().contains("too many failed root-key authentications"), "{p}");
+        let wait: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+        assert!((55..=60).contains(&wait), "Retry-After {wait}");
+    }
+    // The verify fast path authenticates the same way.
+    let r = s.raw_any(
+        "POST",
+        "/v1/keys/verify",
+        Some(&s.root),
+        Some(r#"{"key":"x"}"#),
+        &[("Content-Type", "application/json")],
+    );
+    r.problem(429);
+    assert!(s.log.lock().contains("Blocked an address after repeated failed root-key authentications"));
+
+    // A minute later the address may try again; the next block lasts twice as long.
+    std::fs::write(&clock, "61000").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.raw_any("GET", "/v1/keys", Some(&s.root), None, &[]).status != 200 {
+        assert!(Instant::now() < deadline, "still blocked after the minute");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let metrics = s.raw_any("GET", "/metrics", None, None, &[]).text;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    };
+    assert_eq!(value("keyward_root_auth_failures_total"), 20.0);
+    assert!(value("keyward_root_auth_throttled_total") >= 3.0);
+    let alerts = s.call("GET", "/v1/alerts?rule=root_auth_failures", None).json();
+    let a = &alerts["data"][0];
+    assert_eq!(a["subject"]["ip"], "127.0.0.1", "{alerts}");
+    assert_eq!(a["severity"], "high", "{alerts}");
+    for i in 100..120 {
+        assert_eq!(s.raw_any("GET", "/v1/keys", Some(&guess(i)), None, &[]).status, 401);
+    }
+    let r = s.raw_any("GET", "/v1/keys", Some(&s.root), None, &[]);
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((115..=120).contains(&wait), "the second block doubles: {wait}");
+}
