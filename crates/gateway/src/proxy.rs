@@ -330,6 +330,7 @@ fn unavailable(request_id: &str, detail: &str) -> Response<Bytes> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
+    tls: Option<Arc<keyward_server::tls::Tls>>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
@@ -356,15 +357,38 @@ pub async fn serve(
                 };
                 let _ = io.set_nodelay(true);
                 let gw = gateway.clone();
+                let hsts = tls.as_ref().and_then(|t| t.hsts().cloned());
                 let svc = hyper::service::service_fn(move |req| {
                     let gw = gw.clone();
-                    async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+                    let hsts = hsts.clone();
+                    async move {
+                        let mut res = gw.handle(req, peer).await;
+                        if let Some(h) = hsts {
+                            res.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, h);
+                        }
+                        Ok::<_, Infallible>(res)
+                    }
                 });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop(permit);
-                });
+                match &tls {
+                    None => {
+                        let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                            drop(permit);
+                        });
+                    }
+                    Some(tls) => {
+                        let (acceptor, builder, watcher) = (tls.acceptor(), builder.clone(), graceful.watcher());
+                        let handshake = gateway.header_read_timeout;
+                        tokio::spawn(async move {
+                            // The handshake shares the head's deadline.
+                            if let Ok(Ok(stream)) = tokio::time::timeout(handshake, acceptor.accept(io)).await {
+                                let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await;
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }

@@ -40,6 +40,8 @@ pub struct Config {
     /// The gateway (see `keyward_gateway::ProxyConfig`).
     pub proxy: keyward_gateway::ProxyConfig,
     pub encryption: EncryptionConfig,
+    /// TLS for the API listener and the gateway's (see `keyward_server::tls::TlsConfig`).
+    pub tls: keyward_server::tls::TlsConfig,
 }
 
 /// Encryption at rest: the master key (KEK) that wraps the data dir's data
@@ -204,6 +206,7 @@ impl Default for Config {
             geoip: keyward_events::geo::GeoConfig::default(),
             proxy: keyward_gateway::ProxyConfig::default(),
             encryption: EncryptionConfig::default(),
+            tls: keyward_server::tls::TlsConfig::default(),
         }
     }
 }
@@ -262,6 +265,15 @@ impl Config {
         }
         if let Some(v) = env("KEYWARD_PEPPER_FILE") {
             cfg.pepper.file = Some(v.into());
+        }
+        if let Some(v) = env("KEYWARD_TLS_CERT") {
+            cfg.tls.cert = Some(v.into());
+        }
+        if let Some(v) = env("KEYWARD_TLS_KEY") {
+            cfg.tls.key = Some(v.into());
+        }
+        if let Some(v) = env("KEYWARD_TLS_CLIENT_CA") {
+            cfg.tls.client_ca = Some(v.into());
         }
         if let Some(v) = env("KEYWARD_MASTER_KEY") {
             cfg.encryption.master_key = Some(v);
@@ -342,7 +354,7 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption";
+        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption, tls";
         let mut cfg = Config::default();
         for (key, value) in table {
             fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
@@ -366,6 +378,7 @@ impl Config {
                 "proxy" => take(value, &mut cfg.proxy),
                 "geoip" => take(value, &mut cfg.geoip),
                 "encryption" => take(value, &mut cfg.encryption),
+                "tls" => take(value, &mut cfg.tls),
                 other => {
                     problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
                     continue;
@@ -441,6 +454,7 @@ impl Config {
         p.extend(self.webhooks.problems());
         p.extend(self.geoip.problems());
         p.extend(self.proxy.problems());
+        p.extend(self.tls.problems());
         let e = &self.encryption;
         if [e.master_key.is_some(), e.master_key_file.is_some(), e.master_key_command.is_some()]
             .iter()

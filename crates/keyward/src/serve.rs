@@ -335,7 +335,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let deliverer = keyward_alerts::Deliverer::start(dd.alert_store.clone(), cfg.webhooks.clone())
         .context("starting webhook delivery")?;
-    let ops = keyward_server::Ops { metrics: Some(metrics), github_keys };
+    let tls = match cfg.tls.enabled() {
+        true => {
+            let tls = keyward_server::tls::Tls::load(&cfg.tls, &[b"http/1.1"]).context("loading [tls]")?;
+            Some(Arc::new(tls))
+        }
+        false => None,
+    };
+    let tls_watch = tls.as_ref().map(|t| t.watch());
+    let ops = keyward_server::Ops {
+        metrics: Some(metrics),
+        github_keys,
+        client_cert_for_root_keys: cfg.tls.root_keys_need_client_cert(),
+    };
     let app = keyward_server::api(service.clone(), &http, ops);
 
     let flusher = every(Duration::from_millis(cfg.last_used.flush_interval_ms), {
@@ -395,21 +407,41 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(proxy_listen = %plistener.local_addr()?, "The gateway is forwarding.");
             let mut stop = stop_rx.clone();
             let grace = Duration::from_millis(http.shutdown_grace_ms);
+            // The same certificate, with h2 offered; client certificates only
+            // when every connection must have one (root keys do not pass here).
+            let ptls = match cfg.tls.enabled() {
+                true => {
+                    let mut pcfg = cfg.tls.clone();
+                    if pcfg.client_auth != keyward_server::tls::ClientAuth::Required {
+                        pcfg.client_ca = None;
+                    }
+                    let tls = keyward_server::tls::Tls::load(&pcfg, &[b"h2", b"http/1.1"])
+                        .context("loading [tls] for the proxy")?;
+                    let tls = Arc::new(tls);
+                    let _watch = tls.watch();
+                    Some(tls)
+                }
+                false => None,
+            };
             Some(tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                keyward_gateway::proxy::serve(plistener, Arc::new(gateway), stopped, grace).await
+                keyward_gateway::proxy::serve(plistener, Arc::new(gateway), ptls, stopped, grace).await
             }))
         }
         None => None,
     };
-    tracing::info!(listen = %local, data_dir = %cfg.data_dir.display(), "keyward is serving.");
+    let scheme = if cfg.tls.enabled() { "https" } else { "http" };
+    tracing::info!(listen = %local, scheme, data_dir = %cfg.data_dir.display(), "keyward is serving.");
     let stopping = async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     };
-    keyward_server::listen::serve(listener, app, &http, stopping).await.context("serving HTTP")?;
+    keyward_server::listen::serve(listener, app, &http, tls, stopping).await.context("serving HTTP")?;
+    if let Some(w) = tls_watch {
+        w.abort();
+    }
     if let Some(p) = proxy {
         let _ = p.await;
     }

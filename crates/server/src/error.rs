@@ -171,6 +171,18 @@ pub fn sanitize(text: &str) -> String {
     out
 }
 
+/// A certificate, key or CA file could not be used for TLS. Says which file
+/// and why; never prints key material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} holds no {what} in PEM form (-----BEGIN …-----)")]
+    Pem { path: String, what: &'static str },
+    #[error("the TLS certificate and key do not make a usable configuration: {0}")]
+    Config(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::sanitize;

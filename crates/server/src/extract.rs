@@ -166,7 +166,7 @@ where
         let app = AppState::from_ref(state);
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        authenticate(&app, &parts.headers, peer, request_id).map(Auth)
+        authenticate(&app, parts, peer, request_id).map(Auth)
     }
 }
 
@@ -174,10 +174,11 @@ where
 /// extractor, and the verify fast path.
 pub(crate) fn authenticate(
     app: &App,
-    headers: &HeaderMap,
+    parts: &Parts,
     peer: Option<SocketAddr>,
     request_id: Option<String>,
 ) -> Result<Actor, ApiError> {
+    let headers = &parts.headers;
     let now = keyward_core::time::now_ms();
     if let Some(ip) = peer.map(|p| p.ip())
         && let Some(ms) = app.throttle.blocked_for(ip, now)
@@ -227,6 +228,20 @@ pub(crate) fn authenticate(
             return Err(e.into());
         }
     };
+    // mTLS for root-key callers: the key alone is not enough.
+    if app.ops.client_cert_for_root_keys
+        && parts.extensions.get::<crate::tls::ClientCert>() != Some(&crate::tls::ClientCert(true))
+    {
+        tracing::warn!(root_key_id = %root_key_id, "Root key refused: no verified client certificate (mTLS).");
+        return Err(ApiError {
+            www_authenticate: true,
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "client-certificate-required",
+                "this server takes root keys only over TLS with a client certificate signed by its client CA (tls.client_ca); connect with one (curl --cert --key, or KEYWARD_CLIENT_CERT/KEYWARD_CLIENT_KEY for the CLI)",
+            )
+        });
+    }
     tracing::Span::current().record("root_key_id", root_key_id.as_str());
     Ok(Actor { workspace_id, root_key_id, role, source_ip, request_id })
 }

@@ -71,7 +71,7 @@ pub(crate) async fn verify(fast: &Fast, req: hyper::Request<Incoming>, peer: Soc
 
 async fn answer(fast: &Fast, req: hyper::Request<Incoming>, peer: SocketAddr, id: &str) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let actor = extract::authenticate(&fast.state, &parts.headers, Some(peer), Some(id.to_owned()))?;
+    let actor = extract::authenticate(&fast.state, &parts, Some(peer), Some(id.to_owned()))?;
     let req: VerifyRequest = extract::json_body(&parts.headers, body, fast.max_body_bytes, fast.body_timeout).await?;
     let (answer, limits) = fast.state.service.verify_request(&actor, &req, id).await?;
     Ok(routes::keys::verify_answer(answer, limits))

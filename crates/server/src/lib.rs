@@ -17,6 +17,7 @@ pub mod metrics_catalog;
 pub mod request_id;
 pub mod routes;
 pub mod throttle;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,9 @@ pub struct Ops {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// GitHub secret-scanning public keys, by identifier.
     pub github_keys: keyward_service::github::GithubKeys,
+    /// mTLS for root-key callers (`tls.client_ca`): a root key is taken only
+    /// on a connection with a verified client certificate.
+    pub client_cert_for_root_keys: bool,
 }
 
 /// Limits of the HTTP layer: the `[http]` section of the config file.

@@ -87,6 +87,7 @@ pub async fn serve(
     listener: TcpListener,
     api: crate::Api,
     limits: &HttpConfig,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let api = Arc::new(api);
@@ -128,26 +129,30 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(IdleIo::new(stream, idle));
-        let api = api.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let api = api.clone();
-            async move {
-                if crate::fast::takes(&req) {
-                    return Ok::<_, std::convert::Infallible>(crate::fast::verify(&api.fast, req, peer).await);
-                }
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                api.router.clone().oneshot(req).await
+        let io = IdleIo::new(stream, idle);
+        let conn = Conn { api: api.clone(), peer, builder: builder.clone(), watcher: graceful.watcher() };
+        match &tls {
+            None => {
+                tokio::spawn(conn.run(io, None, slot));
             }
-        });
-        let conn = graceful.watch(builder.serve_connection(io, service));
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "Connection ended with an error.");
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                let hsts = tls.hsts().cloned();
+                let handshake = Duration::from_millis(limits.header_read_timeout_ms);
+                tokio::spawn(async move {
+                    // The handshake shares the head's deadline: a client that
+                    // opens a connection and sends nothing holds nothing for long.
+                    match tokio::time::timeout(handshake, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => {
+                            let verified = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                            conn.run(stream, Some((crate::tls::ClientCert(verified), hsts)), slot).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, peer_ip = %peer.ip(), "TLS handshake failed."),
+                        Err(_) => tracing::debug!(peer_ip = %peer.ip(), "TLS handshake timed out."),
+                    }
+                });
             }
-        });
+        }
     }
     drop(listener);
     tokio::select! {
@@ -157,6 +162,52 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// One accepted connection, served by hyper once its TLS handshake (if any) is done.
+struct Conn {
+    api: Arc<crate::Api>,
+    peer: std::net::SocketAddr,
+    builder: http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Conn {
+    /// Serves requests on `io`; `tls` carries the client-certificate state
+    /// every request is marked with, and the HSTS header every answer gets.
+    async fn run<I>(self, io: I, tls: Option<(crate::tls::ClientCert, Option<axum::http::HeaderValue>)>, slot: Slot)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let _slot = slot;
+        let Conn { api, peer, builder, watcher } = self;
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let api = api.clone();
+            let tls = tls.clone();
+            async move {
+                if let Some((cert, _)) = &tls {
+                    req.extensions_mut().insert(*cert);
+                }
+                let mut res = if crate::fast::takes(&req) {
+                    crate::fast::verify(&api.fast, req, peer).await
+                } else {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    match api.router.clone().oneshot(req).await {
+                        Ok(res) => res,
+                        Err(never) => match never {},
+                    }
+                };
+                if let Some((_, Some(hsts))) = &tls {
+                    res.headers_mut().insert(axum::http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                }
+                Ok::<_, std::convert::Infallible>(res)
+            }
+        });
+        if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(io), service)).await {
+            tracing::debug!(error = %e, "Connection ended with an error.");
+        }
+    }
 }
 
 /// A stream that fails with `TimedOut` once no byte has moved either way

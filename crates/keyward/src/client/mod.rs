@@ -51,7 +51,7 @@ pub fn call(conn: &Conn, method: &str, path: &str, body: Option<Value>) -> anyho
         );
     };
     let url = format!("{}{}", conn.server.trim_end_matches('/'), path);
-    let req = ureq::request(method, &url).set("Authorization", &format!("Bearer {root_key}"));
+    let req = agent()?.request(method, &url).set("Authorization", &format!("Bearer {root_key}"));
     let res = match body {
         Some(b) => req.send_json(b),
         None => req.call(),
@@ -75,6 +75,49 @@ pub fn call(conn: &Conn, method: &str, path: &str, body: Option<Value>) -> anyho
             Err(anyhow::Error::new(e)).with_context(|| format!("reaching {}; is `keyward serve` running?", conn.server))
         }
     }
+}
+
+/// The HTTP client: HTTPS trusts the usual roots plus `KEYWARD_CA_CERT` (a
+/// PEM file, for a private CA), and presents `KEYWARD_CLIENT_CERT` /
+/// `KEYWARD_CLIENT_KEY` when the server wants client certificates (mTLS).
+fn agent() -> anyhow::Result<ureq::Agent> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let (ca, cert, key) = (env("KEYWARD_CA_CERT"), env("KEYWARD_CLIENT_CERT"), env("KEYWARD_CLIENT_KEY"));
+    if ca.is_none() && cert.is_none() {
+        return Ok(ureq::agent());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &ca {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("KEYWARD_CA_CERT: reading {}", ca.display()))?;
+        for c in certs {
+            roots.add(c).with_context(|| format!("KEYWARD_CA_CERT: {} is not a CA certificate", ca.display()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let config = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(&cert)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("KEYWARD_CLIENT_CERT: reading {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(&key)
+                .with_context(|| format!("KEYWARD_CLIENT_KEY: reading {}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("KEYWARD_CLIENT_CERT and KEYWARD_CLIENT_KEY do not match")?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => bail!("give both KEYWARD_CLIENT_CERT and KEYWARD_CLIENT_KEY, or neither"),
+    };
+    Ok(ureq::AgentBuilder::new().tls_config(std::sync::Arc::new(config)).build())
 }
 
 fn print_json(v: &Value) -> anyhow::Result<()> {

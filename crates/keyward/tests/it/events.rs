@@ -527,47 +527,9 @@ fn keyspaces_can_pseudonymize_source_addresses() {
 fn https_sinks_verify_the_endpoint_certificate() {
     let dir = tempfile::tempdir().unwrap();
     // A private CA and a leaf certificate for localhost signed by it.
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("this test makes certificates with openssl: install it (Debian: apt-get install openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "2", "-subj", "/CN=keyward test CA", "-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat(),
-    );
-    openssl(&[&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr"]].concat());
-    std::fs::write(
-        dir.path().join("leaf.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    let cap = Capture::start_tls(&dir.path().join("cert.pem"), &dir.path().join("key.pem"));
+    let ca = crate::util::TestCa::new(dir.path());
+    let (cert, key) = ca.leaf("cert", false);
+    let cap = Capture::start_tls(&cert, &key);
     let config = format!(
         r#"
 [[sinks]]

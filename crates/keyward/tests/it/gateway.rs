@@ -489,3 +489,33 @@ fn the_proxy_closes_connections_past_its_cap() {
     let metrics = s.raw("GET", "/metrics", None, None, &[]).text;
     assert!(metrics.contains("keyward_http_connections_refused_total{cap=\"proxy\"} 1"), "{metrics}");
 }
+
+#[test]
+fn the_proxy_speaks_https_with_h2_by_alpn() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::util::TestCa::new(dir.path());
+    let (cert, tls_key) = ca.leaf("proxy", false);
+    let listen = format!("127.0.0.1:{}", crate::util::free_port());
+    let s = Server::start_with(&[
+        ("KEYWARD_PROXY_LISTEN", &listen),
+        ("KEYWARD_UPSTREAM", &up.url()),
+        ("KEYWARD_TLS_CERT", cert.to_str().unwrap()),
+        ("KEYWARD_TLS_KEY", tls_key.to_str().unwrap()),
+        ("TEST_CA", ca.ca().to_str().unwrap()),
+    ]);
+    let (_, key) = s.key(json!({"keyspace_id": s.keyspace(), "scopes": ["read"]}));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2", "-D", "-", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "--cacert"])
+        .arg(ca.ca())
+        .arg("-H")
+        .arg(format!("X-API-Key: {key}"))
+        .arg(format!("https://{listen}/tls"))
+        .output()
+        .expect("curl is installed (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("2 200"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("strict-transport-security: max-age=31536000"), "{text}");
+    assert_eq!(up.last().target, "/tls");
+    assert!(up.last().header("x-api-key").is_none());
+}

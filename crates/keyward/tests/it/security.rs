@@ -304,7 +304,11 @@ fn root_key_guessing_is_slowed_down_counted_logged_and_alerted() {
         &[("Content-Type", "application/json")],
     );
     r.problem(429);
-    assert!(s.log.lock().contains("Blocked an address after repeated failed root-key authentications"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.log.lock().contains("Blocked an address after repeated failed root-key authentications") {
+        assert!(Instant::now() < deadline, "the block is not logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // A minute later the address may try again; the next block lasts twice as long.
     std::fs::write(&clock, "61000").unwrap();
@@ -333,4 +337,185 @@ fn root_key_guessing_is_slowed_down_counted_logged_and_alerted() {
     let r = s.raw_any("GET", "/v1/keys", Some(&s.root), None, &[]);
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((115..=120).contains(&wait), "the second block doubles: {wait}");
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed (apt-get install curl)");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// The subject of the certificate the server presents now.
+fn served_subject(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).replace(' ', "")
+}
+
+#[test]
+fn https_with_a_private_ca_for_curl_and_the_cli_with_hsts_and_a_certificate_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::util::TestCa::new(dir.path());
+    let (cert, key) = ca.leaf("server1", false);
+    let (ca_pem, cert_s, key_s) =
+        (ca.ca().display().to_string(), cert.display().to_string(), key.display().to_string());
+    let s = Server::start_full(
+        &[("KEYWARD_TLS_CERT", &cert_s), ("KEYWARD_TLS_KEY", &key_s), ("TEST_CA", &ca_pem)],
+        Some("[tls]\nreload_check_ms = 200\n"),
+    );
+    assert!(s.url("").starts_with("https://"));
+    // The harness itself goes over HTTPS.
+    let ks = s.keyspace();
+    let (_, api_key) = s.key(json!({"keyspace_id": ks}));
+    assert_eq!(s.code(&api_key), "VALID");
+
+    let url = s.url("/healthz");
+    let (ok, out) = curl(&["--cacert", &ca_pem, "-D", "-", "-o", "/dev/null", &url]);
+    assert!(ok, "{out}");
+    assert!(out.to_ascii_lowercase().contains("strict-transport-security: max-age=31536000"), "{out}");
+    let (ok, out) = curl(&["-o", "/dev/null", &url]);
+    assert!(!ok && out.contains("certificate"), "an unknown CA must fail: {out}");
+    let (ok, _) = curl(&["-o", "/dev/null", &url.replace("https://", "http://")]);
+    assert!(!ok, "plain HTTP on the TLS port must fail");
+    let (ok, out) = curl(&["--cacert", &ca_pem, "--tls-max", "1.2", "-o", "/dev/null", &url]);
+    assert!(!ok, "TLS 1.2 is off by default: {out}");
+    let (ok, out) = curl(&["--cacert", &ca_pem, "--tlsv1.3", "-o", "/dev/null", "-w", "%{http_code}", &url]);
+    assert!(ok && out == "200", "{out}");
+
+    // The CLI trusts the private CA through KEYWARD_CA_CERT.
+    let cli = |ca: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["keyspaces", "list"]).env("KEYWARD_SERVER", s.url("")).env("KEYWARD_ROOT_KEY", &s.root);
+        if let Some(ca) = ca {
+            cmd.env("KEYWARD_CA_CERT", ca);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = cli(Some(&ca_pem));
+    assert!(ok && out.contains(&ks), "{out}");
+    let (ok, out) = cli(None);
+    assert!(!ok && out.contains("reaching"), "{out}");
+
+    // A new certificate written over the files is served without a restart.
+    assert!(served_subject(s.port).contains("CN=server1"), "{}", served_subject(s.port));
+    let (cert2, key2) = ca.leaf("server2", false);
+    std::fs::copy(&key2, &key).unwrap();
+    std::fs::copy(&cert2, &cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served_subject(s.port).contains("CN=server2") {
+        assert!(Instant::now() < deadline, "the new certificate was not picked up:\n{}", s.log.lock());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.log.lock().contains("Reloaded the TLS certificate") {
+        assert!(Instant::now() < deadline, "the reload is not logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.code(&api_key), "VALID");
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_a_broken_one_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::util::TestCa::new(dir.path());
+    let (cert, key) = ca.leaf("first", false);
+    let (ca_pem, cert_s, key_s) =
+        (ca.ca().display().to_string(), cert.display().to_string(), key.display().to_string());
+    // File checks effectively off: only SIGHUP reloads here.
+    let s = Server::start_full(
+        &[("KEYWARD_TLS_CERT", &cert_s), ("KEYWARD_TLS_KEY", &key_s), ("TEST_CA", &ca_pem)],
+        Some("[tls]\nreload_check_ms = 3600000\nmin_version = \"1.2\"\n"),
+    );
+    let (ok, out) =
+        curl(&["--cacert", &ca_pem, "--tls-max", "1.2", "-o", "/dev/null", "-w", "%{http_code}", &s.url("/healthz")]);
+    assert!(ok && out == "200", "min_version 1.2 takes TLS 1.2: {out}");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let hup = || assert!(Command::new("kill").args(["-HUP", &s.pid().to_string()]).status().unwrap().success());
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log.lock().contains("Reloading the TLS certificate failed") {
+        assert!(Instant::now() < deadline, "no reload on SIGHUP:\n{}", s.log.lock());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served_subject(s.port).contains("CN=first"), "the old certificate stays");
+    let (cert2, key2) = ca.leaf("second", false);
+    std::fs::copy(&key2, &key).unwrap();
+    std::fs::copy(&cert2, &cert).unwrap();
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served_subject(s.port).contains("CN=second") {
+        assert!(Instant::now() < deadline, "SIGHUP did not load the new certificate:\n{}", s.log.lock());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn root_key_callers_need_a_client_certificate_when_a_client_ca_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::util::TestCa::new(dir.path());
+    let (cert, key) = ca.leaf("server", false);
+    let (client_cert, client_key) = ca.leaf("ops", true);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = crate::util::TestCa::new(other_dir.path());
+    let (rogue_cert, rogue_key) = other.leaf("rogue", true);
+    let p = |p: &Path| p.display().to_string();
+    let ca_pem = p(&ca.ca());
+    let s = Server::start_with(&[
+        ("KEYWARD_TLS_CERT", &p(&cert)),
+        ("KEYWARD_TLS_KEY", &p(&key)),
+        ("KEYWARD_TLS_CLIENT_CA", &ca_pem),
+        ("TEST_CA", &ca_pem),
+        ("TEST_CLIENT_CERT", &p(&client_cert)),
+        ("TEST_CLIENT_KEY", &p(&client_key)),
+    ]);
+    // With the client certificate (the harness), management works.
+    let ks = s.keyspace();
+    let auth = format!("Authorization: Bearer {}", s.root);
+    let keys = s.url("/v1/keys");
+    let (ok, out) = curl(&["--cacert", &ca_pem, "-H", &auth, "-w", " %{http_code}", &keys]);
+    assert!(ok && out.ends_with(" 401") && out.contains("client-certificate-required"), "{out}");
+    let (ok, out) = curl(&["--cacert", &ca_pem, "-o", "/dev/null", "-w", "%{http_code}", &s.url("/healthz")]);
+    assert!(ok && out == "200", "no client certificate is needed without a root key: {out}");
+    let (ok, out) = curl(&[
+        "--cacert",
+        &ca_pem,
+        "--cert",
+        &p(&client_cert),
+        "--key",
+        &p(&client_key),
+        "-H",
+        &auth,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &keys,
+    ]);
+    assert!(ok && out == "200", "{out}");
+    let (ok, out) =
+        curl(&["--cacert", &ca_pem, "--cert", &p(&rogue_cert), "--key", &p(&rogue_key), "-H", &auth, &keys]);
+    assert!(!ok, "a certificate from another CA must not get through: {out}");
+    // The CLI presents one from KEYWARD_CLIENT_CERT / KEYWARD_CLIENT_KEY.
+    let out = Command::new(BIN)
+        .args(["keyspaces", "list"])
+        .env("KEYWARD_SERVER", s.url(""))
+        .env("KEYWARD_ROOT_KEY", &s.root)
+        .env("KEYWARD_CA_CERT", &ca_pem)
+        .env("KEYWARD_CLIENT_CERT", p(&client_cert))
+        .env("KEYWARD_CLIENT_KEY", p(&client_key))
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&ks), "{out:?}");
 }

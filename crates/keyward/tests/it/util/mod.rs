@@ -32,6 +32,10 @@ pub struct Server {
     pub config: Option<String>,
     /// The data dir, when not the default `<temp dir>/data`.
     pub data: Option<PathBuf>,
+    /// The TLS client configuration when the server was started with
+    /// `KEYWARD_TLS_CERT`: trusting `TEST_CA`, presenting `TEST_CLIENT_CERT` /
+    /// `TEST_CLIENT_KEY` when given (test-only names).
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub struct Res {
@@ -111,7 +115,9 @@ impl Server {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             config: None,
             data: data.map(Path::to_owned),
+            tls_client: None,
         };
+        s.tls_client = s.client_config();
         if let Some(c) = config {
             let text = c.replace("{dir}", &s.dir.path().display().to_string());
             std::fs::write(s.dir.path().join("keyward.toml"), &text).unwrap();
@@ -228,7 +234,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if own.lock().contains("keyward is serving")
-                && ureq::get(&self.url("/healthz"))
+                && self
+                    .agent()
+                    .get(&self.url("/healthz"))
                     .timeout(Duration::from_secs(1))
                     .call()
                     .is_ok_and(|r| r.status() == 200)
@@ -250,7 +258,50 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn env_value(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn tls(&self) -> bool {
+        self.env_value("KEYWARD_TLS_CERT").is_some()
+    }
+
+    /// A fresh client per call (as `ureq::request` makes): no connection is
+    /// reused, so one that the server closed cannot fail the next call.
+    pub fn agent(&self) -> ureq::Agent {
+        match &self.tls_client {
+            Some(cfg) => ureq::AgentBuilder::new().tls_config(cfg.clone()).build(),
+            None => ureq::agent(),
+        }
+    }
+
+    fn client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let ca = self.env_value("TEST_CA")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match (self.env_value("TEST_CLIENT_CERT"), self.env_value("TEST_CLIENT_KEY")) {
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect(),
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+            _ => builder.with_no_client_auth(),
+        };
+        Some(Arc::new(config))
     }
 
     /// SIGTERM, wait for a clean exit, and start again on the same data dir.
@@ -310,7 +361,7 @@ impl Server {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Res {
-        let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(10));
+        let mut req = self.agent().request(method, &self.url(path)).timeout(Duration::from_secs(10));
         if let Some(a) = auth {
             req = req.set("Authorization", &format!("Bearer {a}"));
         }
@@ -383,6 +434,76 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A private CA made with the openssl CLI (`ca.pem`), and leaf certificates
+/// signed by it, for HTTPS tests.
+pub struct TestCa {
+    pub dir: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> TestCa {
+        let ca = TestCa { dir: dir.to_owned() };
+        ca.openssl(
+            &[
+                &["req", "-x509"][..],
+                &Self::EC,
+                &["-days", "2", "-subj", "/CN=keyward test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat(),
+        );
+        ca
+    }
+
+    const EC: [&'static str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("this test makes certificates with openssl: install it (Debian: apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `{name}.pem` and `{name}.key`: for the server (localhost and
+    /// 127.0.0.1) or, with `client`, a client certificate.
+    pub fn leaf(&self, name: &str, client: bool) -> (PathBuf, PathBuf) {
+        let (key, csr, ext, pem) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.ext"), format!("{name}.pem"));
+        self.openssl(
+            &[&["req"][..], &Self::EC, &["-subj", &format!("/CN={name}"), "-keyout", &key, "-out", &csr]].concat(),
+        );
+        let usage = if client {
+            "extendedKeyUsage=clientAuth\n"
+        } else {
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+        };
+        std::fs::write(self.dir.join(&ext), format!("basicConstraints=CA:FALSE\n{usage}")).unwrap();
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ]);
+        (self.dir.join(pem), self.dir.join(key))
     }
 }
 
