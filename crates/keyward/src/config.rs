@@ -299,6 +299,13 @@ impl Config {
                 Err(_) => problems.push(format!("KEYWARD_ROOT_AUTH_FAILURES_PER_MINUTE: {v:?} is not a whole number")),
             }
         }
+        if let Some(v) = env("KEYWARD_OPS_NEED_ROOT_KEY") {
+            match v.as_str() {
+                "1" | "true" => cfg.http.ops_need_root_key = true,
+                "0" | "false" => cfg.http.ops_need_root_key = false,
+                _ => problems.push(format!("KEYWARD_OPS_NEED_ROOT_KEY: {v:?} must be 1/true or 0/false")),
+            }
+        }
         if let Some(v) = env("KEYWARD_LAST_USED_FLUSH_MS") {
             match v.parse() {
                 Ok(n) => cfg.last_used.flush_interval_ms = n,

@@ -59,6 +59,9 @@ impl ApiError {
     pub fn unauthorized(reason: AuthError) -> Self {
         let detail = match reason {
             AuthError::Missing => "send a root key as 'Authorization: Bearer <root key>'",
+            AuthError::Expired => {
+                "the root key has expired; an admin can give you a new one (POST /v1/root-keys, or rotate it)"
+            }
             _ => "the root key is not valid; check that it was copied whole and has not been revoked",
         };
         ApiError {

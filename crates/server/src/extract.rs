@@ -179,6 +179,8 @@ pub(crate) fn authenticate(
     request_id: Option<String>,
 ) -> Result<Actor, ApiError> {
     let headers = &parts.headers;
+    // No credential at all is a plain 401, throttled or not: nothing is tried.
+    let header = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
     let now = keyward_core::time::now_ms();
     if let Some(ip) = peer.map(|p| p.ip())
         && let Some(ms) = app.throttle.blocked_for(ip, now)
@@ -198,7 +200,6 @@ pub(crate) fn authenticate(
             )
         });
     }
-    let header = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
     let source_ip = peer.map(|p| p.ip().to_string());
     let authenticated = header
         .to_str()

@@ -60,6 +60,8 @@ pub struct App {
     pub throttle: throttle::AuthThrottle,
     pub auth_failures: metrics::Counter,
     pub auth_throttled: metrics::Counter,
+    /// `/metrics` and `/readyz` need a root key.
+    pub ops_need_root_key: bool,
 }
 
 /// Operational parts the binary owns and the server reports on.
@@ -105,6 +107,9 @@ pub struct HttpConfig {
     /// before it is refused (429) for a minute, doubling up to an hour while
     /// it goes on. Default 20.
     pub root_auth_failures_per_minute: u32,
+    /// `/metrics` and `/readyz` answer only with a root key (any role), for a
+    /// listener others can reach. Default false. Env `KEYWARD_OPS_NEED_ROOT_KEY`.
+    pub ops_need_root_key: bool,
 }
 
 impl Default for HttpConfig {
@@ -121,6 +126,7 @@ impl Default for HttpConfig {
             max_uri_bytes: 8192,
             shutdown_grace_ms: 10_000,
             root_auth_failures_per_minute: 20,
+            ops_need_root_key: false,
         }
     }
 }
@@ -221,6 +227,7 @@ fn routes(bulk_body_bytes: usize) -> (axum::Router<AppState>, utoipa::openapi::O
         .routes(routes!(admin::create_workspace))
         .routes(routes!(admin::create_root_key, admin::list_root_keys))
         .routes(routes!(admin::delete_root_key))
+        .routes(routes!(admin::rotate_root_key))
         .routes(routes!(admin::list_audit))
         .routes(routes!(admin::verify_audit))
         .routes(routes!(admin::master_key))
@@ -277,6 +284,7 @@ pub fn api(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> Api {
         throttle: throttle::AuthThrottle::new(http.root_auth_failures_per_minute),
         auth_failures: metrics::counter!("keyward_root_auth_failures_total"),
         auth_throttled: metrics::counter!("keyward_root_auth_throttled_total"),
+        ops_need_root_key: http.ops_need_root_key,
     }));
     let fast = fast::Fast {
         route: state.http_metrics.route(Some(fast::VERIFY_PATH)),

@@ -454,6 +454,35 @@ pub struct CreateRootKey {
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub role: Role,
+    /// RFC 3339 instant after which the root key no longer authenticates.
+    pub expires_at: Option<String>,
+    /// Lifetime from now, instead of `expires_at`.
+    #[schema(minimum = 1)]
+    pub ttl_ms: Option<i64>,
+}
+
+/// `POST /v1/root-keys/{id}/rotate`: a new secret with the same name and role.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRootKey {
+    /// How long the old key keeps working, ms (at most 7 days). Default 0: it stops at once.
+    #[schema(minimum = 0)]
+    pub overlap_ms: Option<i64>,
+    /// Expiry of the new key (RFC 3339); default: none.
+    pub expires_at: Option<String>,
+    /// Lifetime of the new key from now, instead of `expires_at`.
+    #[schema(minimum = 1)]
+    pub ttl_ms: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RotatedRootKey {
+    /// The new secret, shown this once.
+    pub key: String,
+    #[serde(flatten)]
+    pub view: RootKeyView,
+    /// The old key, with when it stops working.
+    pub previous: RootKeyView,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -464,6 +493,9 @@ pub struct RootKeyView {
     pub hint: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    pub expires_at: Option<String>,
+    /// When it last authenticated (to the second; written every few seconds).
+    pub last_used_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -81,4 +81,6 @@ pub enum AuthError {
     Unknown,
     #[error("root key is revoked")]
     Revoked,
+    #[error("root key is expired")]
+    Expired,
 }

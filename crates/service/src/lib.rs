@@ -95,7 +95,7 @@ pub struct Service {
     hasher: KeyHasher,
     index: KeyIndex,
     negative: NegativeCache,
-    roots: RwLock<std::collections::HashMap<KeyHash, Arc<RootKeyRecord>>>,
+    roots: RwLock<std::collections::HashMap<KeyHash, Arc<RootEntry>>>,
     /// Each keyspace's verify-path policy, by keyspace id.
     keyspaces: RwLock<std::collections::HashMap<String, Arc<KeyspaceCell>>>,
     miss_lookups: tokio::sync::Semaphore,
@@ -166,7 +166,7 @@ impl Service {
                 }
             }
         }
-        let roots = store.all_root_keys()?.into_iter().map(|r| (r.hash, Arc::new(r))).collect();
+        let roots = store.all_root_keys()?.into_iter().map(|r| (r.hash, Arc::new(RootEntry::new(r)))).collect();
         tracing::info!(keys = index.len(), "Loaded the key index.");
         Ok(Service {
             store,
@@ -263,6 +263,11 @@ impl Service {
                 if r.revoked_at.is_some() {
                     return Err(AuthError::Revoked);
                 }
+                let now = keyward_core::time::now_ms();
+                if r.expires_at.is_some_and(|e| e <= now) {
+                    return Err(AuthError::Expired);
+                }
+                r.mark_used(now);
                 return Ok((r.workspace_id.clone(), r.id.clone(), r.role));
             }
         }
@@ -273,6 +278,7 @@ impl Service {
     /// how many keys' marks were written. A failed write keeps them queued.
     pub async fn flush_last_used(&self) -> Result<usize> {
         self.flush_quotas().await?;
+        self.flush_root_uses().await?;
         let (keys, uses) = self.index.take_pending();
         let n = uses.len();
         if n > 0
@@ -336,7 +342,75 @@ impl Service {
     }
 
     fn put_root(&self, r: RootKeyRecord) {
-        self.roots.write().insert(r.hash, Arc::new(r));
+        let entry = RootEntry::new(r);
+        let mut roots = self.roots.write();
+        // A change to a key keeps its unwritten last use.
+        if let Some(old) = roots.get(&entry.rec.hash) {
+            entry.mark_used(old.last_used.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        roots.insert(entry.rec.hash, Arc::new(entry));
+    }
+
+    /// The last use of a root key: the written one or a newer one in memory.
+    pub(crate) fn root_last_used(&self, r: &RootKeyRecord) -> Option<i64> {
+        let mem = self.roots.read().get(&r.hash).map_or(0, |e| e.last_used.load(std::sync::atomic::Ordering::Relaxed));
+        r.last_used_at.max((mem > 0).then_some(mem))
+    }
+
+    /// Writes root keys' last uses newer than what was written.
+    async fn flush_root_uses(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pending: Vec<(String, i64)> = self
+            .roots
+            .read()
+            .values()
+            .filter_map(|e| {
+                let at = e.last_used.load(Relaxed);
+                (at > e.written.load(Relaxed)).then(|| (e.rec.id.clone(), at))
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let batch = pending.clone();
+        self.blocking(move |s| s.record_root_key_uses(&batch)).await?;
+        let roots = self.roots.read();
+        for e in roots.values() {
+            if let Some((_, at)) = pending.iter().find(|(id, _)| *id == e.rec.id) {
+                e.written.fetch_max(*at, Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A root key in memory, with its last use (kept to the second: a verify
+/// with the same root key writes the shared atomic at most once a second).
+pub(crate) struct RootEntry {
+    rec: RootKeyRecord,
+    last_used: std::sync::atomic::AtomicI64,
+    /// The last use written to the store.
+    written: std::sync::atomic::AtomicI64,
+}
+
+impl RootEntry {
+    fn new(rec: RootKeyRecord) -> RootEntry {
+        let at = rec.last_used_at.unwrap_or(0);
+        RootEntry { rec, last_used: at.into(), written: at.into() }
+    }
+
+    fn mark_used(&self, now: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if now - self.last_used.load(Relaxed) >= 1000 {
+            self.last_used.fetch_max(now, Relaxed);
+        }
+    }
+}
+
+impl std::ops::Deref for RootEntry {
+    type Target = RootKeyRecord;
+    fn deref(&self) -> &RootKeyRecord {
+        &self.rec
     }
 }
 

@@ -5,7 +5,7 @@
 use keyward_core::id::{is_id, new_id};
 use keyward_core::key::DEFAULT_PREFIX;
 use keyward_core::policy::RateLimit;
-use keyward_core::time::{UnixMs, now_ms};
+use keyward_core::time::{UnixMs, now_ms, to_rfc3339};
 use keyward_core::{KeyPrefix, Permission, RawKey, Role};
 use keyward_store::{AuditEntry, AuditFilter, KeyFilter, KeyRecord, KeyStatus, Keyspace, RootKeyRecord, Workspace};
 use serde_json::Value;
@@ -57,6 +57,8 @@ impl Service {
             hint: raw.hint(),
             created_at: now,
             revoked_at: None,
+            expires_at: None,
+            last_used_at: None,
         };
         (raw, rec)
     }
@@ -493,7 +495,9 @@ impl Service {
         actor.require(Permission::RootKeysWrite, "create root keys")?;
         check_text("name", &req.name, 200)?;
         let now = now_ms();
-        let (raw, rk) = self.new_root_key(&actor.workspace_id, &req.name, req.role, now);
+        let expires_at = root_key_expiry(req.expires_at.as_deref(), req.ttl_ms, now)?;
+        let (raw, mut rk) = self.new_root_key(&actor.workspace_id, &req.name, req.role, now);
+        rk.expires_at = expires_at;
         let view = root_key_view(&rk);
         let audit = self.audit_entry(actor, "root_key.create", "root_key", &rk.id, None, Some(to_value(&view)));
         let r = rk.clone();
@@ -505,7 +509,53 @@ impl Service {
     pub async fn list_root_keys(&self, actor: &Actor) -> Result<Vec<RootKeyView>> {
         actor.require(Permission::RootKeysRead, "list root keys")?;
         let ws = actor.workspace_id.clone();
-        Ok(self.blocking(move |s| s.list_root_keys(&ws)).await?.iter().map(root_key_view).collect())
+        let all = self.blocking(move |s| s.list_root_keys(&ws)).await?;
+        Ok(all
+            .iter()
+            .map(|r| RootKeyView { last_used_at: self.root_last_used(r).map(to_rfc3339), ..root_key_view(r) })
+            .collect())
+    }
+
+    /// A new secret for a root key (same name and role); the old one stops
+    /// now, or at the end of `overlap_ms` so that its users can switch.
+    pub async fn rotate_root_key(&self, actor: &Actor, id: &str, req: RotateRootKey) -> Result<RotatedRootKey> {
+        actor.require(Permission::RootKeysWrite, "rotate root keys")?;
+        let overlap = req.overlap_ms.unwrap_or(0);
+        if !(0..=7 * 24 * 3_600_000).contains(&overlap) {
+            return Err(invalid("overlap_ms must be between 0 and 604800000 (7 days)"));
+        }
+        let now = now_ms();
+        let expires_at = root_key_expiry(req.expires_at.as_deref(), req.ttl_ms, now)?;
+        let ws = actor.workspace_id.clone();
+        let all = self.blocking(move |s| s.list_root_keys(&ws)).await?;
+        let old = all
+            .iter()
+            .find(|r| r.id == id && r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now))
+            .ok_or_else(|| ServiceError::not_found("root key", id))?;
+        let (raw, mut new) = self.new_root_key(&actor.workspace_id, &old.name, old.role, now);
+        new.expires_at = expires_at;
+        let mut ended = old.clone();
+        if overlap == 0 {
+            ended.revoked_at = Some(now);
+        } else {
+            ended.expires_at = Some(ended.expires_at.map_or(now + overlap, |e| e.min(now + overlap)));
+        }
+        let (new_view, old_view) = (root_key_view(&new), root_key_view(&ended));
+        let audit = self.audit_entry(
+            actor,
+            "root_key.rotate",
+            "root_key",
+            &old.id,
+            Some(to_value(&root_key_view(old))),
+            Some(
+                serde_json::json!({"rotated_to": new.id, "previous": to_value(&old_view), "new": to_value(&new_view)}),
+            ),
+        );
+        let (n, o) = (new.clone(), ended.clone());
+        self.blocking(move |s| s.rotate_root_key(&n, &o, &audit)).await?;
+        self.put_root(ended);
+        self.put_root(new);
+        Ok(RotatedRootKey { key: raw.expose().to_owned(), view: new_view, previous: old_view })
     }
 
     /// Revokes a root key at once. The last active admin key of a workspace
@@ -573,5 +623,24 @@ impl Service {
         let ws = actor.workspace_id.clone();
         let c = self.blocking(move |s| s.verify_audit(&ws)).await?;
         Ok(AuditVerifyView { ok: c.first_bad_seq.is_none(), entries: c.entries, first_bad_seq: c.first_bad_seq })
+    }
+}
+
+/// A root key's expiry from `expires_at` or `ttl_ms` (not both), in the future.
+fn root_key_expiry(expires_at: Option<&str>, ttl_ms: Option<i64>, now: UnixMs) -> Result<Option<UnixMs>> {
+    match (expires_at, ttl_ms) {
+        (Some(_), Some(_)) => Err(invalid("give expires_at or ttl_ms, not both")),
+        (Some(s), None) => {
+            let t = parse_instant("expires_at", s)?;
+            if t <= now {
+                return Err(invalid("expires_at is in the past; a new root key must be usable"));
+            }
+            Ok(Some(t))
+        }
+        (None, Some(ttl)) => {
+            check_ttl("ttl_ms", ttl)?;
+            Ok(Some(now + ttl))
+        }
+        (None, None) => Ok(None),
     }
 }

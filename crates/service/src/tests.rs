@@ -125,7 +125,10 @@ async fn debug_output_never_shows_a_key() {
     let created = svc.create_key(&actor, new_key(&ks)).await.unwrap();
     let rotated = svc.rotate_key(&actor, &created.view.id, crate::api::RotateKey::default()).await.unwrap();
     let root = svc
-        .create_root_key(&actor, crate::api::CreateRootKey { name: "v".into(), role: Role::Verifier })
+        .create_root_key(
+            &actor,
+            crate::api::CreateRootKey { name: "v".into(), role: Role::Verifier, expires_at: None, ttl_ms: None },
+        )
         .await
         .unwrap();
     let req = crate::api::VerifyRequest { key: created.key.clone(), ..Default::default() };

@@ -92,6 +92,8 @@ pub(crate) fn root_key_view(r: &RootKeyRecord) -> RootKeyView {
         hint: r.hint.clone(),
         created_at: to_rfc3339(r.created_at),
         revoked_at: ts(r.revoked_at),
+        expires_at: ts(r.expires_at),
+        last_used_at: ts(r.last_used_at),
     }
 }
 

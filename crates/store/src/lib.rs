@@ -83,6 +83,11 @@ pub trait Store: alerts::AlertStore + Send + Sync + 'static {
 
     fn insert_root_key(&self, rk: &RootKeyRecord, audit: &AuditEntry) -> Result<()>;
     fn revoke_root_key(&self, workspace_id: &str, id: &str, at: i64, audit: &AuditEntry) -> Result<()>;
+    /// Inserts `new` and sets the old key's end (`revoked_at` now, or an
+    /// `expires_at` at the end of an overlap), in one transaction.
+    fn rotate_root_key(&self, new: &RootKeyRecord, old: &RootKeyRecord, audit: &AuditEntry) -> Result<()>;
+    /// Writes root keys' last-use instants (id, instant).
+    fn record_root_key_uses(&self, batch: &[(String, i64)]) -> Result<()>;
     fn list_root_keys(&self, workspace_id: &str) -> Result<Vec<RootKeyRecord>>;
     fn all_root_keys(&self) -> Result<Vec<RootKeyRecord>>;
 

@@ -172,6 +172,10 @@ pub struct RootKeyRecord {
     pub hint: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// After this instant the key no longer authenticates (optional).
+    pub expires_at: Option<i64>,
+    /// When it last authenticated (written in batches, like keys' marks).
+    pub last_used_at: Option<i64>,
 }
 
 /// One management action, chained to the one before it in its workspace.

@@ -232,6 +232,11 @@ const MIGRATIONS: &[&str] = &[
         body          TEXT NOT NULL
     );
     "#,
+    // 8: root keys expire, and remember their last use.
+    r#"
+    ALTER TABLE root_keys ADD COLUMN expires_at INTEGER;
+    ALTER TABLE root_keys ADD COLUMN last_used_at INTEGER;
+    "#,
 ];
 
 mod alerts;
@@ -458,7 +463,8 @@ fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
     })
 }
 
-const RK_COLS: &str = "id, workspace_id, name, role, hash, hash_kind, hint, created_at, revoked_at";
+const RK_COLS: &str =
+    "id, workspace_id, name, role, hash, hash_kind, hint, created_at, revoked_at, expires_at, last_used_at";
 
 fn root_key_from_row(r: &Row<'_>) -> rusqlite::Result<RootKeyRecord> {
     let role: String = r.get(3)?;
@@ -474,6 +480,8 @@ fn root_key_from_row(r: &Row<'_>) -> rusqlite::Result<RootKeyRecord> {
         hint: r.get(6)?,
         created_at: r.get(7)?,
         revoked_at: r.get(8)?,
+        expires_at: r.get(9)?,
+        last_used_at: r.get(10)?,
     })
 }
 
@@ -593,7 +601,7 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<IncidentRecord> {
 
 fn insert_root_key_tx(tx: &Transaction<'_>, rk: &RootKeyRecord) -> Result<()> {
     tx.execute(
-        &format!("INSERT INTO root_keys ({RK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!("INSERT INTO root_keys ({RK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
         params![
             rk.id,
             rk.workspace_id,
@@ -603,7 +611,9 @@ fn insert_root_key_tx(tx: &Transaction<'_>, rk: &RootKeyRecord) -> Result<()> {
             rk.hash_kind,
             rk.hint,
             rk.created_at,
-            rk.revoked_at
+            rk.revoked_at,
+            rk.expires_at,
+            rk.last_used_at
         ],
     )
     .map_err(|e| map_unique(e, "root key"))?;
@@ -975,6 +985,36 @@ impl Store for SqliteStore {
 
     fn append_audit(&self, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| append_audit(tx, audit))
+    }
+
+    fn rotate_root_key(&self, new: &RootKeyRecord, old: &RootKeyRecord, audit: &AuditEntry) -> Result<()> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE root_keys SET revoked_at = ?3, expires_at = ?4
+                 WHERE workspace_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                params![old.workspace_id, old.id, old.revoked_at, old.expires_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("root key"));
+            }
+            insert_root_key_tx(tx, new)?;
+            append_audit(tx, audit)
+        })
+    }
+
+    fn record_root_key_uses(&self, batch: &[(String, i64)]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tx(|tx| {
+            let mut st = tx.prepare_cached(
+                "UPDATE root_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            )?;
+            for (id, at) in batch {
+                st.execute(params![id, at])?;
+            }
+            Ok(())
+        })
     }
 
     fn revoke_root_key(&self, workspace_id: &str, id: &str, at: i64, audit: &AuditEntry) -> Result<()> {

@@ -93,6 +93,25 @@ pub enum RootKeysCmd {
         /// admin, key_manager, auditor or verifier.
         #[arg(long)]
         role: String,
+        /// Lifetime: 90d, 12h; the key stops authenticating after it.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// A new secret for a root key (same name and role), printed once; the old one stops
+    /// now, or after --overlap so that its users can switch.
+    #[command(after_help = "Examples:
+  keyward root-keys rotate rk_01J... --overlap 1h
+  KEYWARD_ROOT_KEY=$(keyward root-keys rotate rk_01J...)")]
+    Rotate {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+        /// How long the old key keeps working: 10m, 1h (at most 7d). Default: it stops at once.
+        #[arg(long, value_name = "DURATION")]
+        overlap: Option<String>,
+        /// Lifetime of the new key: 90d, 12h.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
     },
     /// List this workspace's root keys (hints only).
     #[command(after_help = "Example:\n  keyward root-keys list")]
@@ -113,7 +132,7 @@ fn root_key_table(conn: &Conn, keys: &[Value]) -> anyhow::Result<()> {
     if conn.json {
         return print_json(&json!(keys));
     }
-    let mut table = Table::new(&["ID", "NAME", "ROLE", "HINT", "CREATED", "REVOKED"]);
+    let mut table = Table::new(&["ID", "NAME", "ROLE", "HINT", "CREATED", "LAST USED", "EXPIRES", "REVOKED"]);
     for k in keys {
         table.row(vec![
             text(k, "id"),
@@ -121,6 +140,8 @@ fn root_key_table(conn: &Conn, keys: &[Value]) -> anyhow::Result<()> {
             text(k, "role"),
             text(k, "hint"),
             when(k, "created_at"),
+            when(k, "last_used_at"),
+            when(k, "expires_at"),
             when(k, "revoked_at"),
         ]);
     }
@@ -128,11 +149,31 @@ fn root_key_table(conn: &Conn, keys: &[Value]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn duration_flag(flag: &str, value: &str) -> anyhow::Result<i64> {
+    parse_duration(value).with_context(|| format!("{flag} {value:?}: write a duration such as 90d, 12h or 10m"))
+}
+
 pub fn root_keys(cmd: RootKeysCmd) -> anyhow::Result<()> {
     match cmd {
-        RootKeysCmd::Create { conn, name, role } => {
-            let created = call(&conn, "POST", "/v1/root-keys", Some(json!({ "name": name, "role": role })))?;
+        RootKeysCmd::Create { conn, name, role, ttl } => {
+            let mut body = json!({ "name": name, "role": role });
+            if let Some(ttl) = ttl {
+                body["ttl_ms"] = duration_flag("--ttl", &ttl)?.into();
+            }
+            let created = call(&conn, "POST", "/v1/root-keys", Some(body))?;
             show_secret(&conn, &created, &format!("Created {role} root key"))
+        }
+        RootKeysCmd::Rotate { conn, id, overlap, ttl } => {
+            let mut body = json!({});
+            if let Some(o) = overlap {
+                body["overlap_ms"] = duration_flag("--overlap", &o)?.into();
+            }
+            if let Some(ttl) = ttl {
+                body["ttl_ms"] = duration_flag("--ttl", &ttl)?.into();
+            }
+            let rotated = call(&conn, "POST", &format!("/v1/root-keys/{}/rotate", encode(&id)), Some(body))?;
+            let until = rotated["previous"]["expires_at"].as_str().unwrap_or("now");
+            show_secret(&conn, &rotated, &format!("Rotated root key {id} (the old key stops {until}); new key"))
         }
         RootKeysCmd::List { conn } => {
             let list = call(&conn, "GET", "/v1/root-keys", None)?;

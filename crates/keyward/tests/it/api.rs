@@ -407,6 +407,7 @@ fn openapi_document_matches_the_routes() {
         "/v1/github/secret-scanning",
         "/v1/root-keys",
         "/v1/root-keys/{id}",
+        "/v1/root-keys/{id}/rotate",
         "/v1/audit",
         "/v1/audit/verify",
         "/v1/master-key",

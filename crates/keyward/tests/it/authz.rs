@@ -29,7 +29,8 @@ fn allowed_roles(op: &str) -> Option<&'static [&'static str]> {
         }
         "createKey" | "patchKey" | "revokeKey" | "rotateKey" | "bulkRevokeKeys" | "importKeys" | "createKeyspace"
         | "patchKeyspace" | "createIncident" | "patchIncident" | "reportLeaks" => WRITE_KEYS,
-        "createWorkspace" | "createRootKey" | "deleteRootKey" | "getMasterKey" | "rotateMasterKey" => ADMIN,
+        "createWorkspace" | "createRootKey" | "deleteRootKey" | "rotateRootKey" | "getMasterKey"
+        | "rotateMasterKey" => ADMIN,
         "listAlerts" | "getAlert" | "getAlertRules" | "listWebhooks" | "listDeliveries" => READ_ALERTS,
         "ackAlert" | "resolveAlert" => WRITE_KEYS,
         "putAlertRules" | "createWebhook" | "deleteWebhook" | "redeliver" => ADMIN,
@@ -55,7 +56,7 @@ fn body_for(op: &str, ids: &Ids) -> Option<Value> {
         "createRootKey" => json!({"name": "r", "role": "auditor"}),
         "verifyKey" => json!({"key": "kw_live_nothing"}),
         "reportUsage" => json!({"request_id": "req_unknown"}),
-        "ackAlert" | "resolveAlert" | "rotateMasterKey" => json!({}),
+        "ackAlert" | "resolveAlert" | "rotateMasterKey" | "rotateRootKey" => json!({}),
         "putAlertRules" => json!({"rules": {}}),
         "createWebhook" => json!({"url": "http://127.0.0.1:9/hook"}),
         _ => return None,

@@ -336,6 +336,17 @@ fn every_command_has_examples_and_the_admin_commands_work() {
         .unwrap()
         .to_owned();
     assert_eq!(s.verify_as(&verifier, json!({"key": "nope"}))["code"], "MALFORMED");
+    // Rotate with an overlap: the new key alone on stdout, both work for now.
+    let (ok, out, err) = cli(&s, &["root-keys", "rotate", &rk_id, "--overlap", "1h"]);
+    assert!(ok && err.contains("the old key stops 20"), "{err}");
+    let rotated = out.trim().to_owned();
+    assert!(rotated.starts_with("kw_root_") && rotated != verifier, "{out}");
+    assert_eq!(s.verify_as(&rotated, json!({"key": "nope"}))["code"], "MALFORMED");
+    assert_eq!(s.verify_as(&verifier, json!({"key": "nope"}))["code"], "MALFORMED");
+    let (ok, _, err) = cli(&s, &["root-keys", "rotate", &rk_id, "--overlap", "soon"]);
+    assert!(!ok && err.contains("--overlap"), "{err}");
+    let (ok, out, _) = cli(&s, &["root-keys", "list"]);
+    assert!(ok && out.contains("LAST USED") && out.contains("EXPIRES"), "{out}");
     let (ok, _, err) = cli(&s, &["root-keys", "delete", &rk_id]);
     assert!(ok, "{err}");
     let r = s.raw("POST", "/v1/keys/verify", Some(&verifier), Some(r#"{"key": "nope"}"#), &[]);

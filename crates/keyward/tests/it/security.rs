@@ -519,3 +519,89 @@ fn root_key_callers_need_a_client_certificate_when_a_client_ca_is_set() {
         .unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&ks), "{out:?}");
 }
+
+#[test]
+fn root_keys_expire_rotate_with_an_overlap_and_show_their_last_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, "0").unwrap();
+    let mut s = Server::start_with(&[
+        ("KEYWARD_TEST_CLOCK_FILE", clock.to_str().unwrap()),
+        ("KEYWARD_LAST_USED_FLUSH_MS", "100"),
+    ]);
+    // Expiry: a key made for an hour works, then is refused with a clear detail.
+    let temp = s.create("/v1/root-keys", json!({"name": "ci", "role": "auditor", "ttl_ms": 3_600_000}));
+    let temp_key = temp["key"].as_str().unwrap().to_owned();
+    assert!(temp["expires_at"].is_string(), "{temp}");
+    assert_eq!(s.call_as(&temp_key, "GET", "/v1/keys", None).status, 200);
+    s.call("POST", "/v1/root-keys", Some(json!({"name": "x", "role": "admin", "expires_at": "2001-01-01T00:00:00Z"})))
+        .problem(400);
+
+    // Rotation with an overlap: both keys work until the overlap ends.
+    let ops = s.create("/v1/root-keys", json!({"name": "ops", "role": "key_manager"}));
+    let (ops_id, ops_key) = (ops["id"].as_str().unwrap().to_owned(), ops["key"].as_str().unwrap().to_owned());
+    assert_eq!(s.call_as(&ops_key, "GET", "/v1/keys", None).status, 200);
+    let rotated = s.call("POST", &format!("/v1/root-keys/{ops_id}/rotate"), Some(json!({"overlap_ms": 600_000})));
+    assert_eq!(rotated.status, 201, "{}", rotated.text);
+    let rotated = rotated.json();
+    let new_key = rotated["key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, ops_key);
+    assert_eq!(rotated["role"], "key_manager");
+    assert_eq!(rotated["name"], "ops");
+    assert!(rotated["previous"]["expires_at"].is_string(), "{rotated}");
+    assert_eq!(s.call_as(&ops_key, "GET", "/v1/keys", None).status, 200, "the old key works during the overlap");
+    assert_eq!(s.call_as(&new_key, "GET", "/v1/keys", None).status, 200);
+
+    // Last use, written in the background, survives a restart.
+    std::thread::sleep(Duration::from_millis(400));
+    let list = s.call("GET", "/v1/root-keys", None).json();
+    let find = |list: &serde_json::Value, id: &str| {
+        list.as_array().unwrap().iter().find(|r| r["id"] == id).cloned().unwrap_or_else(|| panic!("{id} in {list}"))
+    };
+    let new_id = rotated["id"].as_str().unwrap().to_owned();
+    assert!(find(&list, &new_id)["last_used_at"].is_string(), "{list}");
+    s.restart();
+    let list = s.call("GET", "/v1/root-keys", None).json();
+    assert!(find(&list, &new_id)["last_used_at"].is_string(), "not kept across a restart: {list}");
+    assert!(find(&list, &ops_id)["last_used_at"].is_string(), "{list}");
+
+    // Two hours later: the hour-long key and the overlap are over.
+    std::fs::write(&clock, "7200000").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.call_as(&temp_key, "GET", "/v1/keys", None).status != 401 {
+        assert!(Instant::now() < deadline, "the expired root key still works");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let p = s.call_as(&temp_key, "GET", "/v1/keys", None).problem(401);
+    assert!(p["detail"].as_str().unwrap().contains("expired"), "{p}");
+    s.call_as(&ops_key, "GET", "/v1/keys", None).problem(401);
+    assert_eq!(s.call_as(&new_key, "GET", "/v1/keys", None).status, 200);
+    // Rotating without an overlap ends the old key at once; the audit log has both.
+    let again = s.call("POST", &format!("/v1/root-keys/{new_id}/rotate"), Some(json!({}))).json();
+    s.call_as(&new_key, "GET", "/v1/keys", None).problem(401);
+    assert_eq!(s.call_as(again["key"].as_str().unwrap(), "GET", "/v1/keys", None).status, 200);
+    let audit = s.call("GET", "/v1/audit?action=root_key.rotate", None).json();
+    assert_eq!(audit["data"].as_array().unwrap().len(), 2, "{audit}");
+    // Rotating a key that is gone is a 404.
+    s.call("POST", &format!("/v1/root-keys/{ops_id}/rotate"), Some(json!({}))).problem(404);
+}
+
+#[test]
+fn metrics_and_readiness_can_require_a_root_key() {
+    let s = Server::start_with(&[("KEYWARD_OPS_NEED_ROOT_KEY", "1")]);
+    for path in ["/metrics", "/readyz"] {
+        s.raw_any("GET", path, None, None, &[]).problem(401);
+        s.raw_any("GET", path, Some("kw_root_nothing"), None, &[]).problem(401);
+    }
+    let scraper = s.create("/v1/root-keys", json!({"name": "prometheus", "role": "verifier"}))["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let m = s.raw_any("GET", "/metrics", Some(&scraper), None, &[]);
+    assert!(m.status == 200 && m.text.contains("keyward_http_requests_total"), "{}", m.text);
+    assert_eq!(s.raw_any("GET", "/readyz", Some(&scraper), None, &[]).json()["status"], "ready");
+    assert_eq!(s.raw_any("GET", "/healthz", None, None, &[]).status, 200, "liveness stays open");
+    // By default both are open (the control).
+    let open = Server::start();
+    assert_eq!(open.raw_any("GET", "/metrics", None, None, &[]).status, 200);
+}

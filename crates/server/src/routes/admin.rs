@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyward_service::api::{
     AuditPage, AuditVerifyView, CreateRootKey, CreateWorkspace, CreatedRootKey, CreatedWorkspace, ListAuditQuery,
-    RootKeyView,
+    RootKeyView, RotateRootKey, RotatedRootKey,
 };
 
 use keyward_service::secrets::{MasterKeyRotated, MasterKeyView, RotateMasterKey};
@@ -54,6 +54,19 @@ pub async fn delete_root_key(
     Path(id): Path<String>,
 ) -> Result<axum::Json<RootKeyView>, ApiError> {
     Ok(axum::Json(state.service.revoke_root_key(&actor, &id).await?))
+}
+
+/// Rotate a root key: a new secret (shown once) with the same name and role; the old one
+/// stops now or after `overlap_ms`.
+#[utoipa::path(post, path = "/v1/root-keys/{id}/rotate", operation_id = "rotateRootKey", tag = "admin", params(("id" = String, Path)), request_body = RotateRootKey,
+    responses((status = 201, body = RotatedRootKey), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
+pub async fn rotate_root_key(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<RotateRootKey>,
+) -> Result<(StatusCode, axum::Json<RotatedRootKey>), ApiError> {
+    Ok((StatusCode::CREATED, axum::Json(state.service.rotate_root_key(&actor, &id, req).await?)))
 }
 
 /// The admin audit log, newest first.

@@ -8,6 +8,16 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::extract::Auth;
+
+/// With `http.ops_need_root_key`, an operational route answers only a caller
+/// with a root key (any role); otherwise anyone.
+fn guard(state: &AppState, auth: Result<Auth, ApiError>) -> Result<(), ApiError> {
+    match auth {
+        Err(e) if state.ops_need_root_key => Err(e),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -62,7 +72,10 @@ pub async fn healthz() -> Response {
 /// Readiness: the store answers; also reports the event pipeline and sinks.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<AppState>, auth: Result<Auth, ApiError>) -> Response {
+    if let Err(refused) = guard(&state, auth) {
+        return refused.into_response();
+    }
     if !state.service.ready().await {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the store is not answering")
             .into_response();
@@ -108,7 +121,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus metrics, in the text exposition format.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, auth: Result<Auth, ApiError>) -> Response {
+    if let Err(refused) = guard(&state, auth) {
+        return refused.into_response();
+    }
     let Some(handle) = &state.ops.metrics else {
         return ApiError::new(StatusCode::NOT_FOUND, "not-found", "metrics are not enabled on this server")
             .into_response();

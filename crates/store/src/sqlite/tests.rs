@@ -34,6 +34,8 @@ fn seed(s: &SqliteStore) {
         hint: "kw_root_…abcd".into(),
         created_at: 1,
         revoked_at: None,
+        expires_at: None,
+        last_used_at: None,
     };
     s.create_workspace(&ws, &rk, &audit("ws_1", "aud_1", "workspace.create")).unwrap();
     let ks = Keyspace {
