@@ -51,8 +51,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the data dir and an admin root key, and print that key alone on stdout.
-    #[command(after_help = "Example:\n  export KEYWARD_ROOT_KEY=$(keyward init --data-dir ./keyward-data)")]
-    Init(ServerArgs),
+    #[command(after_help = "Examples:
+  export KEYWARD_ROOT_KEY=$(keyward init --data-dir ./keyward-data)
+  keyward init --generate-master-key /etc/keyward/master.key   # an encrypted data dir from the start
+  KEYWARD_MASTER_KEY_FILE=/etc/keyward/master.key keyward serve")]
+    Init(InitArgs),
     /// Run the HTTP server. On an empty data dir, first creates and prints an admin root key.
     #[command(
         after_help = "Examples:\n  keyward serve\n  KEYWARD_LOG_FORMAT=json keyward serve --listen 0.0.0.0:8080\n  keyward serve --proxy-listen 127.0.0.1:8081 --upstream http://127.0.0.1:3000"
@@ -126,6 +129,16 @@ struct ServerArgs {
     upstream: Option<String>,
 }
 
+#[derive(Args, Clone, Debug)]
+struct InitArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Make a new master key, write it to FILE (mode 0600; never inside the data dir)
+    /// and encrypt the new data dir with it. Start `serve` with KEYWARD_MASTER_KEY_FILE=FILE.
+    #[arg(long, value_name = "FILE")]
+    generate_master_key: Option<PathBuf>,
+}
+
 impl ServerArgs {
     fn overrides(&self) -> Overrides {
         Overrides {
@@ -153,7 +166,7 @@ fn main() -> ExitCode {
         };
     }
     let result = match cli.command {
-        Command::Init(a) => serve::init(&a.overrides()),
+        Command::Init(a) => serve::init(&a.server.overrides(), a.generate_master_key.as_deref()),
         Command::Serve(a) => serve::serve(&a.overrides()),
         Command::Keyspaces(c) => client::keyspaces(c),
         Command::Keys(c) => client::keys(c),

@@ -222,9 +222,38 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `keyward init`: prints the new admin root key alone on stdout.
-pub fn init(flags: &Overrides) -> anyhow::Result<()> {
-    let cfg = Config::load(flags)?;
+pub fn init(flags: &Overrides, generate_master_key: Option<&Path>) -> anyhow::Result<()> {
+    let mut cfg = Config::load(flags)?;
     init_tracing(&cfg);
+    if let Some(file) = generate_master_key {
+        let e = &cfg.encryption;
+        if e.master_key.is_some() || e.master_key_file.is_some() || e.master_key_command.is_some() {
+            bail!("--generate-master-key: a master key is already configured; drop one or the other");
+        }
+        // Before anything exists, compare absolute paths (symlinks resolved where they exist).
+        let abs =
+            |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p)).unwrap_or_else(|_| p.to_owned());
+        let dir = abs(&cfg.data_dir);
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if abs(parent).starts_with(&dir) {
+            bail!("--generate-master-key: keep the master key outside the data dir ({})", dir.display());
+        }
+        if cipher::encrypted_by(&cfg.data_dir)?.is_some() || cfg.data_dir.join("keyward.db").exists() {
+            bail!(
+                "data dir {} already exists; --generate-master-key is for a new one (give an existing dir a key with KEYWARD_MASTER_KEY_FILE at the next start)",
+                cfg.data_dir.display()
+            );
+        }
+        let key = keyward_core::seal::SecretKey::generate();
+        write_secret(file, key.to_hex().as_str())
+            .with_context(|| format!("writing the master key to {} (it must not exist yet)", file.display()))?;
+        eprintln!(
+            "Wrote a new master key (id {}) to {}: keep it safe and apart from the data dir.",
+            key.id(),
+            file.display()
+        );
+        cfg.encryption.master_key_file = Some(file.to_owned());
+    }
     runtime()?.block_on(async {
         let dd = open(&cfg)?;
         match dd.service.bootstrap().await? {

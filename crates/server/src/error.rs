@@ -94,6 +94,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadSignature(_) => Self::new(StatusCode::UNAUTHORIZED, "bad-signature", e.to_string()),
             ServiceError::NotConfigured(_) => Self::new(StatusCode::NOT_FOUND, "not-configured", e.to_string()),
             ServiceError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+            ServiceError::TooMany { retry_after_s, .. } => ApiError {
+                retry_after: Some(*retry_after_s),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", e.to_string())
+            },
             ServiceError::PepperMismatch(_) | ServiceError::PepperMissing(_) | ServiceError::Task => Self::internal(&e),
         }
     }

@@ -220,6 +220,7 @@ fn routes(bulk_body_bytes: usize) -> (axum::Router<AppState>, utoipa::openapi::O
         .routes(routes!(keys::get, keys::patch))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
+        .routes(routes!(keys::reveal))
         .routes(routes!(keys::bulk_revoke))
         .routes(routes!(keys::reminders))
         .routes(routes!(lifecycle::create_incident, lifecycle::list_incidents))

@@ -40,6 +40,10 @@ pub struct CreateKeyspace {
     /// Automatic response: a critical alert about one of its keys disables the key
     /// (audited with the alert id; `enabled: true` undoes it). Default false.
     pub auto_disable_on_critical: Option<bool>,
+    /// Keep every new key sealed (AES-256-GCM under a data key) so that an admin
+    /// can reveal it again (`POST /v1/keys/{id}/reveal`). Needs encryption at
+    /// rest (a master key). Default false: hashes only.
+    pub recoverable: Option<bool>,
 }
 
 impl CreateKeyspace {
@@ -72,6 +76,8 @@ pub struct PatchKeyspace {
     pub max_age_ms: Option<Option<i64>>,
     /// Automatic response on critical alerts, from the next alert on.
     pub auto_disable_on_critical: Option<bool>,
+    /// Recoverable keys from now on (keys made before stay hash-only).
+    pub recoverable: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -87,8 +93,17 @@ pub struct KeyspaceView {
     pub pseudonymize_ips: bool,
     pub max_age_ms: Option<i64>,
     pub auto_disable_on_critical: bool,
+    pub recoverable: bool,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// `POST /v1/keys/{id}/reveal`: a recoverable key, shown again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevealedKey {
+    pub id: String,
+    /// The key itself. Audited; handle it as when it was created.
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

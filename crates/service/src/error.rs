@@ -41,6 +41,9 @@ pub enum ServiceError {
         "keys in this data dir were hashed with pepper version {0}, which is not configured; list it under pepper.previous"
     )]
     PepperMissing(u32),
+    /// Too many calls of a rate-limited kind (e.g. key reveals).
+    #[error("{detail}")]
+    TooMany { detail: String, retry_after_s: u64 },
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed")]
     Task,

@@ -126,9 +126,10 @@ impl Service {
             json!({"new_key_id": new.id, "new_key_hint": new.hint, "overlap_until": to_rfc3339(now + overlap)}),
             now,
         ));
+        let sealed = self.seal_if_recoverable(&ks, &new.id, &raw)?;
         let n = new.clone();
         let changed: Vec<KeyRecord> = std::iter::once(old.clone()).chain(ended.iter().cloned()).collect();
-        self.blocking(move |s| s.rotate_key(&n, &changed, &audit)).await?;
+        self.blocking(move |s| s.rotate_key_with(&n, sealed.as_deref(), &changed, &audit)).await?;
         let cell = self.keyspace_cell(&ks_id);
         let previous = self.index.put(old.clone(), cell.clone(), QuotaFrom::Live);
         for k in ended {

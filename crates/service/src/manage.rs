@@ -152,7 +152,11 @@ impl Service {
             pseudonymize_ips: req.pseudonymize_ips.unwrap_or(false),
             auto_disable_on_critical: req.auto_disable_on_critical.unwrap_or(false),
             max_age_ms: req.max_age_ms,
+            recoverable: req.recoverable.unwrap_or(false),
         };
+        if ks.recoverable {
+            self.require_keyring()?;
+        }
         let view = keyspace_view(&ks);
         let audit = self.audit_entry(actor, "keyspace.create", "keyspace", &ks.id, None, Some(to_value(&view)));
         let k = ks.clone();
@@ -168,7 +172,7 @@ impl Service {
         Ok(v.iter().map(keyspace_view).collect())
     }
 
-    async fn load_keyspace(&self, actor: &Actor, id: &str) -> Result<Keyspace> {
+    pub(crate) async fn load_keyspace(&self, actor: &Actor, id: &str) -> Result<Keyspace> {
         let (ws, idc) = (actor.workspace_id.clone(), id.to_owned());
         self.blocking(move |s| s.get_keyspace(&ws, &idc)).await?.ok_or_else(|| ServiceError::not_found("keyspace", id))
     }
@@ -215,6 +219,12 @@ impl Service {
         }
         if let Some(v) = req.pseudonymize_ips {
             ks.pseudonymize_ips = v;
+        }
+        if let Some(v) = req.recoverable {
+            if v {
+                self.require_keyring()?;
+            }
+            ks.recoverable = v;
         }
         if let Some(v) = req.max_age_ms {
             if let Some(m) = v {
@@ -303,8 +313,9 @@ impl Service {
         };
         let view = key_view(&rec, None, now);
         let audit = self.audit_entry(actor, "key.create", "key", &rec.id, None, Some(to_value(&view)));
+        let sealed = self.seal_if_recoverable(&ks, &rec.id, &raw)?;
         let r = rec.clone();
-        self.blocking(move |s| s.insert_key(&r, &audit)).await?;
+        self.blocking(move |s| s.insert_key_with(&r, sealed.as_deref(), &audit)).await?;
         self.negative.remove(&rec.hash);
         self.index.put(rec, self.keyspace_cell(&view.keyspace_id), QuotaFrom::Record);
         tracing::info!(key_id = %view.id, keyspace_id = %view.keyspace_id, "Key created.");

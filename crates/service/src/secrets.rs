@@ -21,6 +21,17 @@ pub type KeySource = Arc<dyn Fn() -> std::result::Result<SecretKey, String> + Se
 pub(crate) struct Secrets {
     pub(crate) ring: Arc<Keyring>,
     source: Option<KeySource>,
+    /// Reveals per root key in the current minute: (minute, count).
+    reveals: parking_lot::Mutex<std::collections::HashMap<String, (i64, u32)>>,
+}
+
+/// Reveals one root key may make per minute.
+pub const REVEALS_PER_MINUTE: u32 = 10;
+
+/// The AEAD label of a sealed API key: bound to its id, so a sealed copy
+/// cannot be moved to another key's row.
+fn sealed_aad(key_id: &str) -> Vec<u8> {
+    format!("keyward api key {key_id}").into_bytes()
 }
 
 /// `POST /v1/master-key/rotate`.
@@ -55,11 +66,92 @@ pub struct MasterKeyRotated {
 impl Service {
     /// Attaches the data dir's keyring, and where the master key can be read again.
     pub fn attach_keyring(&self, ring: Arc<Keyring>, source: Option<KeySource>) {
-        let _ = self.secrets.set(Secrets { ring, source });
+        let _ = self.secrets.set(Secrets { ring, source, reveals: Default::default() });
     }
 
     pub fn keyring(&self) -> Option<&Arc<Keyring>> {
         self.secrets.get().map(|s| &s.ring)
+    }
+
+    /// Refuses what needs encryption at rest on a server without it.
+    pub(crate) fn require_keyring(&self) -> Result<&Arc<Keyring>> {
+        self.keyring().ok_or_else(|| {
+            ServiceError::Conflict(
+                "recoverable keys need encryption at rest: start keyward with a master key \
+                 (KEYWARD_MASTER_KEY_FILE; make one with `keyward master-key generate`)"
+                    .into(),
+            )
+        })
+    }
+
+    /// The sealed copy of a new key when its keyspace keeps recoverable keys.
+    pub(crate) fn seal_if_recoverable(
+        &self,
+        ks: &keyward_store::Keyspace,
+        key_id: &str,
+        raw: &keyward_core::RawKey,
+    ) -> Result<Option<Vec<u8>>> {
+        if !ks.recoverable {
+            return Ok(None);
+        }
+        let dek = self.require_keyring()?.dek(keyward_store::cipher::Purpose::Secrets);
+        Ok(Some(dek.seal(&sealed_aad(key_id), raw.expose().as_bytes())))
+    }
+
+    /// Shows a recoverable key again: admin only, at most
+    /// [`REVEALS_PER_MINUTE`] per root key, audited (without the key).
+    pub async fn reveal_key(&self, actor: &Actor, id: &str) -> Result<crate::api::RevealedKey> {
+        actor.require(Permission::SecretsManage, "reveal keys")?;
+        let key = self.load_key(actor, id).await?;
+        let ks = self.load_keyspace(actor, &key.keyspace_id).await?;
+        if !ks.recoverable {
+            return Err(ServiceError::Conflict(format!(
+                "keyspace {} keeps hashes only, so key {} cannot be shown again; rotate it for a new one",
+                ks.id, key.id
+            )));
+        }
+        if key.revoked_at.is_some() {
+            return Err(ServiceError::Conflict(format!("key {} is revoked; there is nothing to reveal", key.id)));
+        }
+        let secrets = self.secrets.get().ok_or(ServiceError::NotConfigured("this server has no master key"))?;
+        let now = keyward_core::time::now_ms();
+        {
+            let mut reveals = secrets.reveals.lock();
+            let minute = now / 60_000;
+            let entry = reveals.entry(actor.root_key_id.clone()).or_insert((minute, 0));
+            if entry.0 != minute {
+                *entry = (minute, 0);
+            }
+            if entry.1 >= REVEALS_PER_MINUTE {
+                return Err(ServiceError::TooMany {
+                    detail: format!("at most {REVEALS_PER_MINUTE} keys may be revealed per minute per root key"),
+                    retry_after_s: (60 - (now / 1000) % 60) as u64,
+                });
+            }
+            entry.1 += 1;
+        }
+        let (ws, kid) = (actor.workspace_id.clone(), key.id.clone());
+        let sealed = self.blocking(move |s| s.sealed_key(&ws, &kid)).await?.ok_or_else(|| {
+            ServiceError::Conflict(format!(
+                "key {} was created before its keyspace kept recoverable keys; rotate it to get a recoverable one",
+                key.id
+            ))
+        })?;
+        let plain =
+            secrets.ring.dek(keyward_store::cipher::Purpose::Secrets).open(&sealed_aad(&key.id), &sealed).map_err(
+                |_| {
+                    ServiceError::Store(keyward_store::StoreError::Corrupt {
+                        table: "sealed_keys",
+                        detail: format!("the sealed copy of {} does not open", key.id),
+                    })
+                },
+            )?;
+        let text = String::from_utf8(plain.to_vec()).map_err(|_| ServiceError::Task)?;
+        let audit =
+            self.audit_entry(actor, "key.reveal", "key", &key.id, None, Some(serde_json::json!({"hint": key.hint})));
+        self.blocking(move |s| s.append_audit(&audit)).await?;
+        tracing::warn!(key_id = %key.id, root_key_id = %actor.root_key_id, "A recoverable key was revealed.");
+        Ok(crate::api::RevealedKey { id: key.id, key: text })
     }
 
     pub fn master_key(&self, actor: &Actor) -> Result<MasterKeyView> {

@@ -78,6 +78,7 @@ pub(crate) fn keyspace_view(ks: &Keyspace) -> KeyspaceView {
         path_rules: ks.path_rules.clone(),
         pseudonymize_ips: ks.pseudonymize_ips,
         auto_disable_on_critical: ks.auto_disable_on_critical,
+        recoverable: ks.recoverable,
         max_age_ms: ks.max_age_ms,
         created_at: to_rfc3339(ks.created_at),
         updated_at: to_rfc3339(ks.updated_at),

@@ -40,7 +40,13 @@ pub trait Store: alerts::AlertStore + Send + Sync + 'static {
     /// Every keyspace of every workspace, to build the verify path's policies at start.
     fn all_keyspaces(&self) -> Result<Vec<Keyspace>>;
 
-    fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()>;
+    fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+        self.insert_key_with(key, None, audit)
+    }
+    /// [`Store::insert_key`], with the key's sealed copy (recoverable keyspaces) in the same transaction.
+    fn insert_key_with(&self, key: &KeyRecord, sealed: Option<&[u8]>, audit: &AuditEntry) -> Result<()>;
+    /// The sealed copy of a key of a recoverable keyspace, if one was kept.
+    fn sealed_key(&self, workspace_id: &str, key_id: &str) -> Result<Option<Vec<u8>>>;
     /// Replaces every mutable field of the key with the given record.
     fn update_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()>;
     fn get_key(&self, workspace_id: &str, id: &str) -> Result<Option<KeyRecord>>;
@@ -51,7 +57,17 @@ pub trait Store: alerts::AlertStore + Send + Sync + 'static {
     /// Writes several changed keys and one audit record in one transaction.
     fn update_keys(&self, keys: &[KeyRecord], audit: &AuditEntry) -> Result<()>;
     /// Inserts a rotation's new key and writes the keys it changed, in one transaction.
-    fn rotate_key(&self, new: &KeyRecord, changed: &[KeyRecord], audit: &AuditEntry) -> Result<()>;
+    fn rotate_key(&self, new: &KeyRecord, changed: &[KeyRecord], audit: &AuditEntry) -> Result<()> {
+        self.rotate_key_with(new, None, changed, audit)
+    }
+    /// [`Store::rotate_key`], with the new key's sealed copy.
+    fn rotate_key_with(
+        &self,
+        new: &KeyRecord,
+        sealed: Option<&[u8]>,
+        changed: &[KeyRecord],
+        audit: &AuditEntry,
+    ) -> Result<()>;
     /// Keys whose `rotated_to` is `id` (the predecessors of a key).
     fn keys_rotated_to(&self, workspace_id: &str, id: &str) -> Result<Vec<KeyRecord>>;
     /// Keys of every workspace revoked at or after `since`.

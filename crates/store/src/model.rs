@@ -38,6 +38,9 @@ pub struct Keyspace {
     pub max_age_ms: Option<i64>,
     /// Automatic response: a critical alert about a key of this keyspace disables it.
     pub auto_disable_on_critical: bool,
+    /// Keys created here are also kept sealed (encrypted under a data key),
+    /// so that an admin can reveal them again.
+    pub recoverable: bool,
 }
 
 /// One API key, by hash.

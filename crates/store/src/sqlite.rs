@@ -237,6 +237,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE root_keys ADD COLUMN expires_at INTEGER;
     ALTER TABLE root_keys ADD COLUMN last_used_at INTEGER;
     "#,
+    // 9: recoverable keys: sealed copies, for keyspaces that opt in.
+    r#"
+    ALTER TABLE keyspaces ADD COLUMN recoverable INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE sealed_keys (
+        key_id        TEXT PRIMARY KEY REFERENCES keys(id),
+        workspace_id  TEXT NOT NULL,
+        sealed        BLOB NOT NULL
+    );
+    "#,
 ];
 
 mod alerts;
@@ -442,7 +451,8 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 }
 
 const KS_COLS: &str = "id, workspace_id, name, prefix, default_ttl_ms, created_at, updated_at, default_scopes,
-    default_ip_allowlist, default_ratelimits, path_rules, pseudonymize_ips, max_age_ms, auto_disable_on_critical";
+    default_ip_allowlist, default_ratelimits, path_rules, pseudonymize_ips, max_age_ms, auto_disable_on_critical,
+    recoverable";
 
 fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
     Ok(Keyspace {
@@ -460,6 +470,7 @@ fn keyspace_from_row(r: &Row<'_>) -> rusqlite::Result<Keyspace> {
         pseudonymize_ips: r.get(11)?,
         max_age_ms: r.get(12)?,
         auto_disable_on_critical: r.get(13)?,
+        recoverable: r.get(14)?,
     })
 }
 
@@ -599,6 +610,14 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<IncidentRecord> {
     })
 }
 
+fn insert_sealed_tx(tx: &Transaction<'_>, k: &KeyRecord, sealed: &[u8]) -> Result<()> {
+    tx.execute(
+        "INSERT INTO sealed_keys (key_id, workspace_id, sealed) VALUES (?1, ?2, ?3)",
+        params![k.id, k.workspace_id, sealed],
+    )?;
+    Ok(())
+}
+
 fn insert_root_key_tx(tx: &Transaction<'_>, rk: &RootKeyRecord) -> Result<()> {
     tx.execute(
         &format!("INSERT INTO root_keys ({RK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
@@ -656,7 +675,7 @@ impl Store for SqliteStore {
         self.tx(|tx| {
             tx.execute(
                 &format!(
-                    "INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                    "INSERT INTO keyspaces ({KS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                 ),
                 params![
                     ks.id,
@@ -672,7 +691,8 @@ impl Store for SqliteStore {
                     to_json(&ks.path_rules),
                     ks.pseudonymize_ips,
                     ks.max_age_ms,
-                    ks.auto_disable_on_critical
+                    ks.auto_disable_on_critical,
+                    ks.recoverable
                 ],
             )
             .map_err(|e| map_unique(e, "keyspace"))?;
@@ -685,7 +705,7 @@ impl Store for SqliteStore {
             let n = tx.execute(
                 "UPDATE keyspaces SET name = ?3, prefix = ?4, default_ttl_ms = ?5, updated_at = ?6,
                         default_scopes = ?7, default_ip_allowlist = ?8, default_ratelimits = ?9, path_rules = ?10,
-                        pseudonymize_ips = ?11, max_age_ms = ?12, auto_disable_on_critical = ?13
+                        pseudonymize_ips = ?11, max_age_ms = ?12, auto_disable_on_critical = ?13, recoverable = ?14
                  WHERE workspace_id = ?1 AND id = ?2",
                 params![
                     ks.workspace_id,
@@ -700,7 +720,8 @@ impl Store for SqliteStore {
                     to_json(&ks.path_rules),
                     ks.pseudonymize_ips,
                     ks.max_age_ms,
-                    ks.auto_disable_on_critical
+                    ks.auto_disable_on_critical,
+                    ks.recoverable
                 ],
             )?;
             if n == 0 {
@@ -737,10 +758,24 @@ impl Store for SqliteStore {
         })
     }
 
-    fn insert_key(&self, k: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+    fn insert_key_with(&self, k: &KeyRecord, sealed: Option<&[u8]>, audit: &AuditEntry) -> Result<()> {
         self.tx(|tx| {
             insert_key_tx(tx, k)?;
+            if let Some(sealed) = sealed {
+                insert_sealed_tx(tx, k, sealed)?;
+            }
             append_audit(tx, audit)
+        })
+    }
+
+    fn sealed_key(&self, workspace_id: &str, key_id: &str) -> Result<Option<Vec<u8>>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT sealed FROM sealed_keys WHERE workspace_id = ?1 AND key_id = ?2",
+                [workspace_id, key_id],
+                |r| r.get(0),
+            )
+            .optional()?)
         })
     }
 
@@ -769,9 +804,18 @@ impl Store for SqliteStore {
         })
     }
 
-    fn rotate_key(&self, new: &KeyRecord, changed: &[KeyRecord], audit: &AuditEntry) -> Result<()> {
+    fn rotate_key_with(
+        &self,
+        new: &KeyRecord,
+        sealed: Option<&[u8]>,
+        changed: &[KeyRecord],
+        audit: &AuditEntry,
+    ) -> Result<()> {
         self.tx(|tx| {
             insert_key_tx(tx, new)?;
+            if let Some(sealed) = sealed {
+                insert_sealed_tx(tx, new, sealed)?;
+            }
             for k in changed {
                 update_key_tx(tx, k)?;
             }

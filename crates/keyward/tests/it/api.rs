@@ -398,6 +398,7 @@ fn openapi_document_matches_the_routes() {
         "/v1/keys/{id}",
         "/v1/keys/{id}/revoke",
         "/v1/keys/{id}/rotate",
+        "/v1/keys/{id}/reveal",
         "/v1/keys/revoke",
         "/v1/keys/import",
         "/v1/reminders",

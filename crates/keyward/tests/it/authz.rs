@@ -29,7 +29,7 @@ fn allowed_roles(op: &str) -> Option<&'static [&'static str]> {
         }
         "createKey" | "patchKey" | "revokeKey" | "rotateKey" | "bulkRevokeKeys" | "importKeys" | "createKeyspace"
         | "patchKeyspace" | "createIncident" | "patchIncident" | "reportLeaks" => WRITE_KEYS,
-        "createWorkspace" | "createRootKey" | "deleteRootKey" | "rotateRootKey" | "getMasterKey"
+        "createWorkspace" | "createRootKey" | "deleteRootKey" | "rotateRootKey" | "getMasterKey" | "revealKey"
         | "rotateMasterKey" => ADMIN,
         "listAlerts" | "getAlert" | "getAlertRules" | "listWebhooks" | "listDeliveries" => READ_ALERTS,
         "ackAlert" | "resolveAlert" => WRITE_KEYS,

@@ -605,3 +605,103 @@ fn metrics_and_readiness_can_require_a_root_key() {
     let open = Server::start();
     assert_eq!(open.raw_any("GET", "/metrics", None, None, &[]).status, 200);
 }
+
+#[test]
+fn recoverable_keys_are_revealed_to_admins_only_and_hash_only_keyspaces_refuse() {
+    // Without a master key, a keyspace cannot keep recoverable keys.
+    let plain = Server::start();
+    let p = plain.call("POST", "/v1/keyspaces", Some(json!({"name": "r", "recoverable": true}))).problem(409);
+    assert!(p["detail"].as_str().unwrap().contains("master key"), "{p}");
+
+    let mk = new_master_key();
+    let mut s = Server::start_with(&[("KEYWARD_MASTER_KEY", &mk)]);
+    let rec = s.create("/v1/keyspaces", json!({"name": "partners", "prefix": "pk_live", "recoverable": true}));
+    assert_eq!(rec["recoverable"], true);
+    let rec = rec["id"].as_str().unwrap().to_owned();
+    let hashed = s.keyspace();
+    let (rid, rkey) = s.key(json!({"keyspace_id": rec, "owner_id": "partner-7"}));
+    let (hid, _) = s.key(json!({"keyspace_id": hashed}));
+
+    let shown = s.call("POST", &format!("/v1/keys/{rid}/reveal"), None);
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert_eq!(shown.json()["key"], rkey.as_str());
+    let p = s.call("POST", &format!("/v1/keys/{hid}/reveal"), None).problem(409);
+    assert!(p["detail"].as_str().unwrap().contains("hashes only"), "{p}");
+    for role in ["key_manager", "auditor", "verifier"] {
+        let k = s.create("/v1/root-keys", json!({"name": role, "role": role}))["key"].as_str().unwrap().to_owned();
+        s.call_as(&k, "POST", &format!("/v1/keys/{rid}/reveal"), None).problem(403);
+    }
+    // The sealed copy is in the store, not the key: the file holds no trace of it.
+    s.stop();
+    for (path, bytes) in files_under(&s.data_dir()) {
+        assert!(!contains(&bytes, &rkey), "the key is readable in {}", path.display());
+    }
+    s.restart();
+    assert_eq!(s.call("POST", &format!("/v1/keys/{rid}/reveal"), None).json()["key"], rkey.as_str());
+    // A rotated key of a recoverable keyspace is recoverable too.
+    let rotated = s.call("POST", &format!("/v1/keys/{rid}/rotate"), Some(json!({}))).json();
+    let (nid, nkey) = (rotated["id"].as_str().unwrap(), rotated["key"].as_str().unwrap());
+    assert_eq!(s.call("POST", &format!("/v1/keys/{nid}/reveal"), None).json()["key"], nkey);
+    // Rate-limited per root key: 10 a minute (two used above, after the restart one).
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(s.raw_any("POST", &format!("/v1/keys/{nid}/reveal"), Some(&s.root), None, &[]));
+    }
+    let limited = statuses.iter().find(|r| r.status == 429).expect("a 429 within ten more reveals");
+    assert!(limited.header("retry-after").is_some());
+    // Audited, without the key.
+    let audit = s.call("GET", "/v1/audit?action=key.reveal", None);
+    assert!(audit.json()["data"].as_array().unwrap().len() >= 3, "{}", audit.text);
+    assert!(!audit.text.contains(&rkey) && !audit.text.contains(nkey));
+    assert!(!s.log.lock().contains(&rkey) && !s.log.lock().contains(nkey), "a key in the log");
+}
+
+#[test]
+fn init_can_generate_the_master_key_of_a_new_encrypted_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, key_file) = (dir.path().join("d"), dir.path().join("master.key"));
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--generate-master-key")
+        .arg(&key_file)
+        .env_remove("KEYWARD_MASTER_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Wrote a new master key"), "{err}");
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(root.starts_with("kw_root_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(data.join("keyring.json").exists() && data.join("pepper.enc").exists());
+    let found: Vec<_> = files_under(&data).into_iter().filter(|(_, b)| b.starts_with(b"SQLite format 3\0")).collect();
+    assert!(found.is_empty(), "plain SQLite files in an encrypted data dir");
+    let err = refused_start(&data, &[]);
+    assert!(err.contains("is encrypted"), "{err}");
+    // A second time: the key file exists, and so does the data dir.
+    let again = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--generate-master-key")
+        .arg(dir.path().join("other.key"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // Inside the data dir is refused.
+    let inside = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(dir.path().join("e"))
+        .arg("--generate-master-key")
+        .arg(dir.path().join("e/master.key"))
+        .output()
+        .unwrap();
+    assert!(
+        !inside.status.success() && String::from_utf8_lossy(&inside.stderr).contains("outside the data dir"),
+        "{inside:?}"
+    );
+}

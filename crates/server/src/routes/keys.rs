@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use keyward_service::api::{
     BulkRevoke, BulkRevoked, CreateKey, CreatedKey, KeyPage, KeyView, ListKeysQuery, ListRemindersQuery, PatchKey,
-    ReminderPage, RevokeKey, RotateKey, RotatedKey, VerifyRequest, VerifyResponse,
+    ReminderPage, RevealedKey, RevokeKey, RotateKey, RotatedKey, VerifyRequest, VerifyResponse,
 };
 use keyward_service::import::{ImportKeys, ImportResult};
 
@@ -83,6 +83,18 @@ pub async fn rotate(
     Json(req): Json<RotateKey>,
 ) -> Result<(StatusCode, axum::Json<RotatedKey>), ApiError> {
     Ok((StatusCode::CREATED, axum::Json(state.service.rotate_key(&actor, &id, req).await?)))
+}
+
+/// Show a key of a recoverable keyspace again (admin; at most 10 a minute per root key;
+/// audited). Keyspaces without `recoverable` keep hashes only: 409.
+#[utoipa::path(post, path = "/v1/keys/{id}/reveal", operation_id = "revealKey", tag = "keys", params(("id" = String, Path)),
+    responses((status = 200, body = RevealedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
+pub async fn reveal(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<RevealedKey>, ApiError> {
+    Ok(axum::Json(state.service.reveal_key(&actor, &id).await?))
 }
 
 /// Emergency revocation of every key of an owner, a keyspace and/or created before an

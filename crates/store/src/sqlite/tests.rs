@@ -53,6 +53,7 @@ fn seed(s: &SqliteStore) {
         pseudonymize_ips: false,
         max_age_ms: None,
         auto_disable_on_critical: false,
+        recoverable: false,
     };
     s.insert_keyspace(&ks, &audit("ws_1", "aud_2", "keyspace.create")).unwrap();
 }
