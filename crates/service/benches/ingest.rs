@@ -1,6 +1,10 @@
 //! Sustained usage-event ingest into the SQLite event log while
 //! verifications run on another thread. Figures go to BENCHMARKS.md.
 //!
+//! Each case runs twice: on a plain `events.db`, and on one encrypted with
+//! SQLCipher under a data key (`_encrypted`, issue 12), as `keyward serve`
+//! opens it with a master key.
+//!
 //! Run: `cargo bench -p keyward-service --bench ingest`
 
 use std::sync::Arc;
@@ -86,65 +90,68 @@ fn bench(c: &mut Criterion) {
     // verify path (decision, event, enqueue) as fast as it can while the
     // writer appends batches to SQLite. The rate is events durably written
     // per second, from the first verify to the final flush.
-    g.bench_function("verify_and_write_to_sqlite", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let log = Arc::new(SqliteEventLog::open(&dir.path().join("events.db")).unwrap());
-                let cfg = PipelineConfig { queue_capacity: 200_000, enqueue_timeout_ms: 5_000, ..Default::default() };
-                let pipeline = EventPipeline::start(log.clone(), cfg).unwrap();
-                let (svc, ws, key) = verifier(pipeline.clone());
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                let ip = Some("203.0.113.7".parse().unwrap());
-                let started = Instant::now();
-                let valid = rt.block_on(async {
-                    let mut valid = 0u64;
-                    for n in 0..EVENTS {
-                        let rid = format!("req_{n:016}");
-                        let ctx = RequestCtx { request_id: &rid, user_agent: Some("shop-backend/2.3") };
-                        let input = VerifyInput {
-                            ip,
-                            method: Some("GET"),
-                            path: Some("/v1/invoices/12345"),
-                            ..VerifyInput::key(&key)
-                        };
-                        if svc.verify(&ws, &input, &ctx).await.unwrap().outcome.is_valid() {
-                            valid += 1;
+    for (suffix, key) in [("", None), ("_encrypted", Some(keyward_core::seal::SecretKey::generate()))] {
+        g.bench_function(format!("verify_and_write_to_sqlite{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let log = Arc::new(SqliteEventLog::open_with(&dir.path().join("events.db"), key.as_ref()).unwrap());
+                    let cfg =
+                        PipelineConfig { queue_capacity: 200_000, enqueue_timeout_ms: 5_000, ..Default::default() };
+                    let pipeline = EventPipeline::start(log.clone(), cfg).unwrap();
+                    let (svc, ws, key) = verifier(pipeline.clone());
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    let ip = Some("203.0.113.7".parse().unwrap());
+                    let started = Instant::now();
+                    let valid = rt.block_on(async {
+                        let mut valid = 0u64;
+                        for n in 0..EVENTS {
+                            let rid = format!("req_{n:016}");
+                            let ctx = RequestCtx { request_id: &rid, user_agent: Some("shop-backend/2.3") };
+                            let input = VerifyInput {
+                                ip,
+                                method: Some("GET"),
+                                path: Some("/v1/invoices/12345"),
+                                ..VerifyInput::key(&key)
+                            };
+                            if svc.verify(&ws, &input, &ctx).await.unwrap().outcome.is_valid() {
+                                valid += 1;
+                            }
                         }
-                    }
-                    pipeline.flush().await;
-                    valid
-                });
-                let took = started.elapsed();
-                assert_eq!(valid, EVENTS, "every verification admitted");
-                assert_eq!(pipeline.stats().dropped.load(Ordering::Relaxed), 0, "no event dropped");
-                assert_eq!(log.count().unwrap(), EVENTS, "every event written");
-                eprintln!("verify + ingest: {:.0} events/s", EVENTS as f64 / took.as_secs_f64());
-                pipeline.shutdown();
-                total += took;
-            }
-            total
-        })
-    });
-    g.bench_function("sqlite_append_only", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
-                let mut events: Vec<UsageEvent> = (0..EVENTS).map(event).collect();
-                let started = Instant::now();
-                for chunk in events.chunks_mut(20_000) {
-                    log.append(chunk).unwrap();
+                        pipeline.flush().await;
+                        valid
+                    });
+                    let took = started.elapsed();
+                    assert_eq!(valid, EVENTS, "every verification admitted");
+                    assert_eq!(pipeline.stats().dropped.load(Ordering::Relaxed), 0, "no event dropped");
+                    assert_eq!(log.count().unwrap(), EVENTS, "every event written");
+                    eprintln!("verify + ingest{suffix}: {:.0} events/s", EVENTS as f64 / took.as_secs_f64());
+                    pipeline.shutdown();
+                    total += took;
                 }
-                let took = started.elapsed();
-                eprintln!("append only: {:.0} events/s", EVENTS as f64 / took.as_secs_f64());
-                total += took;
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+        g.bench_function(format!("sqlite_append_only{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let log = SqliteEventLog::open_with(&dir.path().join("events.db"), key.as_ref()).unwrap();
+                    let mut events: Vec<UsageEvent> = (0..EVENTS).map(event).collect();
+                    let started = Instant::now();
+                    for chunk in events.chunks_mut(20_000) {
+                        log.append(chunk).unwrap();
+                    }
+                    let took = started.elapsed();
+                    eprintln!("append only{suffix}: {:.0} events/s", EVENTS as f64 / took.as_secs_f64());
+                    total += took;
+                }
+                total
+            })
+        });
+    }
     g.finish();
 }
 

@@ -122,3 +122,13 @@ fn a_plain_database_is_encrypted_in_place_with_its_rows_and_version() {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, 7);
 }
+
+#[test]
+fn pages_are_authenticated_with_hmac_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_db(&dir.path().join("x.db"), Some(&SecretKey::generate())).unwrap();
+    let alg: String = conn.query_row("PRAGMA cipher_hmac_algorithm", [], |r| r.get(0)).unwrap();
+    assert_eq!(alg, "HMAC_SHA256");
+    let memory: String = conn.query_row("PRAGMA cipher_memory_security", [], |r| r.get(0)).unwrap();
+    assert_eq!(memory, "0", "memory security off: it locks and wipes every page (costly), keys are wiped by zeroize");
+}
