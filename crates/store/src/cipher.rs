@@ -249,6 +249,8 @@ pub fn open_db(path: &Path, key: Option<&SecretKey>) -> Result<Connection, Store
         crate::datadir::create_private(path).map_err(|e| store_io(path, e))?;
     }
     let conn = Connection::open(path).map_err(open_err)?;
+    // SQLCipher's own log goes to stderr in its own format; our errors say what failed.
+    let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE;");
     if let Some(key) = key {
         // HMAC-SHA256 per page rather than SQLCipher 4's default SHA-512: the
         // CPUs we run on hash SHA-256 in hardware (SHA-NI); set as the
@@ -288,8 +290,11 @@ pub fn encrypt_in_place(path: &Path, key: &SecretKey) -> Result<u64, StoreError>
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let tmp_sql = tmp.display().to_string().replace('\'', "''");
+        // The attached file takes the process defaults: the same page MAC as `open_db`.
         conn.execute_batch(&format!(
-            "ATTACH DATABASE '{tmp_sql}' AS enc KEY \"x'{}'\"; SELECT sqlcipher_export('enc'); PRAGMA enc.user_version = {version}; DETACH DATABASE enc;",
+            "PRAGMA cipher_default_hmac_algorithm = HMAC_SHA256; \
+             ATTACH DATABASE '{tmp_sql}' AS enc KEY \"x'{}'\"; SELECT sqlcipher_export('enc'); \
+             PRAGMA enc.user_version = {version}; DETACH DATABASE enc;",
             key.to_hex().as_str()
         ))?;
     }

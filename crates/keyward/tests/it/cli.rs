@@ -5,7 +5,8 @@ use std::process::Command;
 use crate::util::{BIN, Server};
 use serde_json::{Value, json};
 
-fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
+/// Runs the CLI against `s` with its admin root key: (success, stdout, stderr).
+pub(crate) fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env("KEYWARD_SERVER", s.url(""))

@@ -208,16 +208,8 @@ fn the_master_key_rotates_online_under_load_without_a_failed_verify() {
     std::thread::sleep(Duration::from_millis(200));
 
     let cli = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("KEYWARD_SERVER", s.url(""))
-            .env("KEYWARD_ROOT_KEY", &s.root)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-        )
+        let (ok, out, err) = crate::cli::cli(&s, args);
+        (ok, out + &err)
     };
     // 1. The new key in the request (from a file, as the CLI sends it).
     let new_file = keys.path().join("new.key");
@@ -360,17 +352,35 @@ fn served_subject(port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).replace(' ', "")
 }
 
-#[test]
-fn https_with_a_private_ca_for_curl_and_the_cli_with_hsts_and_a_certificate_reload() {
+/// A server on HTTPS with a certificate `leaf` from a private CA, and `config`.
+struct Https {
+    _dir: tempfile::TempDir,
+    ca: crate::util::TestCa,
+    ca_pem: String,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    s: Server,
+}
+
+fn https(leaf: &str, config: &str) -> Https {
     let dir = tempfile::tempdir().unwrap();
     let ca = crate::util::TestCa::new(dir.path());
-    let (cert, key) = ca.leaf("server1", false);
-    let (ca_pem, cert_s, key_s) =
-        (ca.ca().display().to_string(), cert.display().to_string(), key.display().to_string());
+    let (cert, key) = ca.leaf(leaf, false);
+    let ca_pem = ca.ca().display().to_string();
     let s = Server::start_full(
-        &[("KEYWARD_TLS_CERT", &cert_s), ("KEYWARD_TLS_KEY", &key_s), ("TEST_CA", &ca_pem)],
-        Some("[tls]\nreload_check_ms = 200\n"),
+        &[
+            ("KEYWARD_TLS_CERT", cert.to_str().unwrap()),
+            ("KEYWARD_TLS_KEY", key.to_str().unwrap()),
+            ("TEST_CA", &ca_pem),
+        ],
+        Some(config),
     );
+    Https { _dir: dir, ca, ca_pem, cert, key, s }
+}
+
+#[test]
+fn https_with_a_private_ca_for_curl_and_the_cli_with_hsts_and_a_certificate_reload() {
+    let Https { ca, ca_pem, cert, key, s, .. } = &https("server1", "[tls]\nreload_check_ms = 200\n");
     assert!(s.url("").starts_with("https://"));
     // The harness itself goes over HTTPS.
     let ks = s.keyspace();
@@ -428,16 +438,9 @@ fn https_with_a_private_ca_for_curl_and_the_cli_with_hsts_and_a_certificate_relo
 
 #[test]
 fn sighup_reloads_the_certificate_and_a_broken_one_keeps_the_old() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = crate::util::TestCa::new(dir.path());
-    let (cert, key) = ca.leaf("first", false);
-    let (ca_pem, cert_s, key_s) =
-        (ca.ca().display().to_string(), cert.display().to_string(), key.display().to_string());
     // File checks effectively off: only SIGHUP reloads here.
-    let s = Server::start_full(
-        &[("KEYWARD_TLS_CERT", &cert_s), ("KEYWARD_TLS_KEY", &key_s), ("TEST_CA", &ca_pem)],
-        Some("[tls]\nreload_check_ms = 3600000\nmin_version = \"1.2\"\n"),
-    );
+    let Https { ca, ca_pem, cert, key, s, .. } =
+        &https("first", "[tls]\nreload_check_ms = 3600000\nmin_version = \"1.2\"\n");
     let (ok, out) =
         curl(&["--cacert", &ca_pem, "--tls-max", "1.2", "-o", "/dev/null", "-w", "%{http_code}", &s.url("/healthz")]);
     assert!(ok && out == "200", "min_version 1.2 takes TLS 1.2: {out}");
