@@ -380,7 +380,8 @@ fn https(leaf: &str, config: &str) -> Https {
 
 #[test]
 fn https_with_a_private_ca_for_curl_and_the_cli_with_hsts_and_a_certificate_reload() {
-    let Https { ca, ca_pem, cert, key, s, .. } = &https("server1", "[tls]\nreload_check_ms = 200\n");
+    // `_dir` is bound (not `..`): it holds the certificate files for the whole test.
+    let Https { ca, ca_pem, cert, key, s, _dir } = https("server1", "[tls]\nreload_check_ms = 200\n");
     assert!(s.url("").starts_with("https://"));
     // The harness itself goes over HTTPS.
     let ks = s.keyspace();
@@ -439,8 +440,8 @@ fn https_with_a_private_ca_for_curl_and_the_cli_with_hsts_and_a_certificate_relo
 #[test]
 fn sighup_reloads_the_certificate_and_a_broken_one_keeps_the_old() {
     // File checks effectively off: only SIGHUP reloads here.
-    let Https { ca, ca_pem, cert, key, s, .. } =
-        &https("first", "[tls]\nreload_check_ms = 3600000\nmin_version = \"1.2\"\n");
+    let Https { ca, ca_pem, cert, key, s, _dir } =
+        https("first", "[tls]\nreload_check_ms = 3600000\nmin_version = \"1.2\"\n");
     let (ok, out) =
         curl(&["--cacert", &ca_pem, "--tls-max", "1.2", "-o", "/dev/null", "-w", "%{http_code}", &s.url("/healthz")]);
     assert!(ok && out == "200", "min_version 1.2 takes TLS 1.2: {out}");
