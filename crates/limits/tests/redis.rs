@@ -1,57 +1,18 @@
-//! The Redis limiter against a real, throwaway `redis-server` (started here
-//! on a Unix socket in a temp dir): the same decisions as the single node's
+//! The Redis limiter against a real, throwaway `redis-server`
+//! (`keyward_testkit::Redis`, on a Unix socket in a temp dir): the same decisions as the single node's
 //! in-memory `Limiter` over random traffic, exact limits when several
 //! "nodes" (connections) hit one key at once, and a clear error when Redis
 //! is gone. `KEYWARD_SKIP_REDIS=1` skips these tests.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_core::Outcome;
 use keyward_core::policy::{Limiter, Quota, RateLimit, Refill};
 use keyward_limits::{LimitsError, RedisLimiter};
+use keyward_testkit::Redis;
 
-struct Redis {
-    _dir: tempfile::TempDir,
-    child: Child,
-    url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A fresh redis-server, or `None` when told to skip.
 fn redis() -> Option<Redis> {
-    if std::env::var("KEYWARD_SKIP_REDIS").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: KEYWARD_SKIP_REDIS=1");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("redis.sock");
-    let child = Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700", "--unixsocket"])
-        .arg(&sock)
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "these tests start a real redis-server ({e}): install it (Debian: apt-get install redis-server), \
-                 or set KEYWARD_SKIP_REDIS=1 to skip them"
-            )
-        });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "redis-server did not open its socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Some(Redis { url: format!("unix://{}", sock.display()), _dir: dir, child })
+    Redis::start()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -66,7 +27,7 @@ fn window(name: &str, limit: u64, window_ms: i64) -> RateLimit {
 fn redis_decides_exactly_as_the_single_node_over_random_traffic() {
     let Some(r) = redis() else { return };
     rt().block_on(async {
-        let limiter = RedisLimiter::connect(&r.url, "kw", Duration::from_secs(2)).await.unwrap();
+        let limiter = RedisLimiter::connect(&r.url(), "kw", Duration::from_secs(2)).await.unwrap();
         for seed in [1u64, 2, 3] {
             let mut rng = fastrand::Rng::with_seed(seed);
             let windows = vec![window("second", 5, 1_000), window("ten_s", 30, 10_000), window("odd", 7, 333)];
@@ -107,7 +68,7 @@ fn several_nodes_at_once_admit_exactly_the_limit_and_never_spend_the_quota_below
             let mut tasks = Vec::new();
             for _node in 0..3 {
                 // Each node has its own connection.
-                let limiter = RedisLimiter::connect(&r.url, "kw", Duration::from_secs(2)).await.unwrap();
+                let limiter = RedisLimiter::connect(&r.url(), "kw", Duration::from_secs(2)).await.unwrap();
                 for _ in 0..4 {
                     let (limiter, windows) = (limiter.clone(), windows.clone());
                     tasks.push(tokio::spawn(async move {
@@ -143,10 +104,9 @@ fn several_nodes_at_once_admit_exactly_the_limit_and_never_spend_the_quota_below
 fn a_lost_redis_is_an_error_within_the_timeout_not_a_hang() {
     let Some(mut r) = redis() else { return };
     rt().block_on(async {
-        let limiter = RedisLimiter::connect(&r.url, "kw", Duration::from_millis(300)).await.unwrap();
+        let limiter = RedisLimiter::connect(&r.url(), "kw", Duration::from_millis(300)).await.unwrap();
         limiter.ping().await.unwrap();
-        r.child.kill().unwrap();
-        r.child.wait().unwrap();
+        r.kill();
         let started = Instant::now();
         let err = limiter.admit("k", &[window("m", 10, 60_000)], None, None, 1).await.unwrap_err();
         assert!(matches!(err, LimitsError::Redis(_)), "{err}");
