@@ -709,3 +709,37 @@ fn init_can_generate_the_master_key_of_a_new_encrypted_data_dir() {
         "{inside:?}"
     );
 }
+
+#[test]
+fn the_master_key_can_come_from_a_command_which_rotation_runs_again() {
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("vault-answer");
+    std::fs::write(&file, new_master_key()).unwrap();
+    let command = format!("cat {}", file.display());
+    let mut s = Server::start_with(&[("KEYWARD_MASTER_KEY_COMMAND", &command)]);
+    let ks = s.keyspace();
+    let (_, key) = s.key(json!({"keyspace_id": ks}));
+    let before = s.call("GET", "/v1/master-key", None).json()["master_key_id"].as_str().unwrap().to_owned();
+    // The "vault" now answers a new key; rotation asks it again.
+    std::fs::write(&file, new_master_key()).unwrap();
+    let (ok, out, err) = crate::cli::cli(&s, &["master-key", "rotate"]);
+    assert!(ok && out.contains(&format!("{before} ->")), "{out}{err}");
+    s.restart();
+    assert_eq!(s.code(&key), "VALID");
+    // A command that fails stops the start, saying which.
+    s.stop();
+    let err = refused_start(&s.data_dir(), &[("KEYWARD_MASTER_KEY_COMMAND", "echo vault sealed >&2; exit 3")]);
+    assert!(err.contains("the master key command") && err.contains("vault sealed"), "{err}");
+
+    // With the key in the environment, a rotation must name the new key.
+    let env_key = new_master_key();
+    let e = Server::start_with(&[("KEYWARD_MASTER_KEY", &env_key)]);
+    let p = e.call("POST", "/v1/master-key/rotate", Some(json!({}))).problem(400);
+    assert!(p["detail"].as_str().unwrap().contains("new_master_key is required"), "{p}");
+    // Two sources at once are refused.
+    let err = refused_start(
+        &tempfile::tempdir().unwrap().path().join("d"),
+        &[("KEYWARD_MASTER_KEY", &env_key), ("KEYWARD_MASTER_KEY_COMMAND", "true")],
+    );
+    assert!(err.contains("in one way only"), "{err}");
+}
