@@ -30,6 +30,9 @@ pub enum StoreError {
     Unreadable { path: String, keyed: bool },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// PostgreSQL failed while doing `context`.
+    #[error("postgres, {context}: {source}")]
+    Postgres { context: &'static str, source: postgres::Error },
 }
 
 impl StoreError {

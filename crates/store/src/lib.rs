@@ -14,6 +14,7 @@ pub mod datadir;
 pub mod error;
 pub mod events;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::{KeyringError, StoreError};
