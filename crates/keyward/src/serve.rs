@@ -245,8 +245,9 @@ pub fn init(flags: &Overrides, generate_master_key: Option<&Path>) -> anyhow::Re
             );
         }
         let key = keyward_core::seal::SecretKey::generate();
-        write_secret(file, key.to_hex().as_str())
-            .with_context(|| format!("writing the master key to {} (it must not exist yet)", file.display()))?;
+        write_secret(file, key.to_hex().as_str()).with_context(|| {
+            format!("writing the master key to {} (its directory must exist, the file must not)", file.display())
+        })?;
         eprintln!(
             "Wrote a new master key (id {}) to {}: keep it safe and apart from the data dir.",
             key.id(),
