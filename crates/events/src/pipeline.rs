@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use keyward_core::event::{UsageEvent, UsageReport};
 use keyward_core::time::now_ms;
-use keyward_store::events::SqliteEventLog;
+use keyward_store::events::EventLog;
 
 /// Tunables of the pipeline: the `[events]` section of the config file, so
 /// each default is defined here once.
@@ -218,7 +218,7 @@ pub struct PipelineStats {
 pub struct EventPipeline {
     queue: Arc<Queue>,
     stats: Arc<PipelineStats>,
-    log: Arc<SqliteEventLog>,
+    log: Arc<dyn EventLog>,
     enqueue_timeout: Duration,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Wakes sinks when new events are written.
@@ -232,7 +232,7 @@ type ObserverSlot = Arc<parking_lot::RwLock<Option<Arc<dyn EventObserver>>>>;
 
 impl EventPipeline {
     /// Starts the writer thread over `log` (fails only when the OS refuses a thread).
-    pub fn start(log: Arc<SqliteEventLog>, cfg: PipelineConfig) -> std::io::Result<Arc<Self>> {
+    pub fn start(log: Arc<dyn EventLog>, cfg: PipelineConfig) -> std::io::Result<Arc<Self>> {
         let queue = Arc::new(Queue::new(cfg.queue_capacity.max(1), cfg.batch_max.max(1)));
         let stats = Arc::new(PipelineStats::default());
         let last = log.max_id().unwrap_or(0);
@@ -274,7 +274,7 @@ impl EventPipeline {
         self.stats.clone()
     }
 
-    pub fn log(&self) -> &Arc<SqliteEventLog> {
+    pub fn log(&self) -> &Arc<dyn EventLog> {
         &self.log
     }
 
@@ -371,7 +371,7 @@ impl EventPipeline {
 
 /// The writer thread's state.
 struct Writer {
-    log: Arc<SqliteEventLog>,
+    log: Arc<dyn EventLog>,
     stats: Arc<PipelineStats>,
     written: tokio::sync::watch::Sender<i64>,
     cfg: PipelineConfig,
@@ -392,7 +392,7 @@ struct Writer {
 
 impl Writer {
     fn new(
-        log: Arc<SqliteEventLog>,
+        log: Arc<dyn EventLog>,
         stats: Arc<PipelineStats>,
         written: tokio::sync::watch::Sender<i64>,
         cfg: PipelineConfig,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use keyward_core::time::now_ms;
 use keyward_store::alerts::AlertStore;
-use keyward_store::events::SqliteEventLog;
+use keyward_store::events::EventLog;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SinkError;
@@ -155,7 +155,7 @@ impl Sinks {
     /// Starts one thread per configured sink (fails only when the OS refuses a thread).
     pub fn start(
         cfgs: &[SinkConfig],
-        log: Arc<SqliteEventLog>,
+        log: Arc<dyn EventLog>,
         stats: Arc<PipelineStats>,
         host: String,
         alerts: Option<Arc<dyn AlertStore>>,
@@ -211,7 +211,7 @@ impl Sinks {
 
 struct Runner {
     cfg: SinkConfig,
-    log: Arc<SqliteEventLog>,
+    log: Arc<dyn EventLog>,
     stats: Arc<PipelineStats>,
     host: String,
     health: Arc<Mutex<SinkHealth>>,

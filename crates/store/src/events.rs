@@ -173,6 +173,68 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
+/// The usage-event log as the pipeline, the sinks and the service use it:
+/// [`SqliteEventLog`] embedded, and (issue 13) one on PostgreSQL. Calls block.
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends a batch in one transaction and sets each event's `id`.
+    fn append(&self, events: &mut [UsageEvent]) -> Result<()>;
+    /// Adds reported status, bytes and latency to written events, by id;
+    /// returns each event's key id (`None` for an unknown id).
+    fn apply_usage(&self, updates: &[(i64, UsageReport)]) -> Result<Vec<Option<String>>>;
+    /// One page of a workspace's events, filtered.
+    fn query(&self, f: &EventFilter) -> Result<Vec<UsageEvent>>;
+    /// Events of every workspace after `after_id`, oldest first (for sinks).
+    fn after(&self, after_id: i64, limit: u32) -> Result<Vec<UsageEvent>>;
+    /// Events of one workspace by id, in id order.
+    fn by_ids(&self, workspace_id: &str, ids: &[i64]) -> Result<Vec<UsageEvent>>;
+    /// The id of the newest event (0 for an empty log).
+    fn max_id(&self) -> Result<i64>;
+    /// How one key was used in `[since, until)`.
+    fn review(&self, workspace_id: &str, key_id: &str, since: i64, until: i64, top: u32) -> Result<KeyUsageReview>;
+    fn count(&self) -> Result<u64>;
+    /// Deletes events older than `before_ts` among the oldest `chunk` ids.
+    fn purge_chunk(&self, before_ts: i64, chunk: u32) -> Result<usize>;
+    /// A sink's position in the log.
+    fn cursor(&self, sink: &str) -> Result<Option<i64>>;
+    fn set_cursor(&self, sink: &str, last_id: i64, now: i64) -> Result<()>;
+}
+
+impl EventLog for SqliteEventLog {
+    fn append(&self, events: &mut [UsageEvent]) -> Result<()> {
+        SqliteEventLog::append(self, events)
+    }
+    fn apply_usage(&self, updates: &[(i64, UsageReport)]) -> Result<Vec<Option<String>>> {
+        SqliteEventLog::apply_usage(self, updates)
+    }
+    fn query(&self, f: &EventFilter) -> Result<Vec<UsageEvent>> {
+        SqliteEventLog::query(self, f)
+    }
+    fn after(&self, after_id: i64, limit: u32) -> Result<Vec<UsageEvent>> {
+        SqliteEventLog::after(self, after_id, limit)
+    }
+    fn by_ids(&self, workspace_id: &str, ids: &[i64]) -> Result<Vec<UsageEvent>> {
+        SqliteEventLog::by_ids(self, workspace_id, ids)
+    }
+    fn max_id(&self) -> Result<i64> {
+        SqliteEventLog::max_id(self)
+    }
+    fn review(&self, workspace_id: &str, key_id: &str, since: i64, until: i64, top: u32) -> Result<KeyUsageReview> {
+        SqliteEventLog::review(self, workspace_id, key_id, since, until, top)
+    }
+    fn count(&self) -> Result<u64> {
+        SqliteEventLog::count(self)
+    }
+    fn purge_chunk(&self, before_ts: i64, chunk: u32) -> Result<usize> {
+        SqliteEventLog::purge_chunk(self, before_ts, chunk)
+    }
+    fn cursor(&self, sink: &str) -> Result<Option<i64>> {
+        SqliteEventLog::cursor(self, sink)
+    }
+    fn set_cursor(&self, sink: &str, last_id: i64, now: i64) -> Result<()> {
+        SqliteEventLog::set_cursor(self, sink, last_id, now)
+    }
+}
+
 /// The event log on SQLite.
 pub struct SqliteEventLog {
     path: PathBuf,
