@@ -37,6 +37,11 @@ impl Pepper {
         Ok(Pepper { version, bytes })
     }
 
+    /// The secret itself, for sealing it at rest.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.bytes)
     }

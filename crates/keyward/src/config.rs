@@ -64,6 +64,44 @@ pub struct EncryptionConfig {
     pub previous: Vec<String>,
 }
 
+/// Runs the master key command and returns what it printed on stdout.
+fn run_key_command(cmd: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("running the master key command {cmd:?}"))?;
+    let deadline = std::time::Instant::now() + EncryptionConfig::COMMAND_TIMEOUT;
+    // A key is a line: far below a pipe's buffer, so waiting before reading cannot block the command.
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for the master key command")? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the master key command {cmd:?} did not finish within {} s; check that the vault or KMS answers",
+                EncryptionConfig::COMMAND_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    if !status.success() {
+        bail!("the master key command {cmd:?} failed ({status}); see its output above");
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        // At most a few KiB: a key is 64 hex characters.
+        stdout.by_ref().take(64 * 1024).read_to_string(&mut out).context("reading the master key command's output")?;
+    }
+    Ok(out)
+}
+
 impl EncryptionConfig {
     /// The configured master key, read from its source, if one is configured.
     pub fn master_key(&self) -> anyhow::Result<Option<keyward_core::seal::SecretKey>> {
@@ -73,18 +111,7 @@ impl EncryptionConfig {
                 std::fs::read_to_string(path)
                     .with_context(|| format!("reading the master key file {}", path.display()))?,
             ),
-            (None, None, Some(cmd)) => {
-                let out = std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .stderr(std::process::Stdio::inherit())
-                    .output()
-                    .with_context(|| format!("running the master key command {cmd:?}"))?;
-                if !out.status.success() {
-                    bail!("the master key command {cmd:?} failed ({}); see its output above", out.status);
-                }
-                zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned())
-            }
+            (None, None, Some(cmd)) => zeroize::Zeroizing::new(run_key_command(cmd)?),
             (None, None, None) => return Ok(None),
             _ => bail!(
                 "encryption: give the master key in one way only (master_key, master_key_file or master_key_command)"
@@ -94,6 +121,10 @@ impl EncryptionConfig {
             anyhow::anyhow!("the master key must be 64 hex characters; make one with `keyward master-key generate`")
         })
     }
+
+    /// How long the master key command may take (a vault that hangs must not
+    /// hang the start or a rotation).
+    const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
     pub fn previous_keys(&self) -> anyhow::Result<Vec<keyward_core::seal::SecretKey>> {
         self.previous

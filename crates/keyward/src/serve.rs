@@ -175,8 +175,7 @@ fn load_pepper(cfg: &Config, keyring: Option<&Keyring>) -> anyhow::Result<Pepper
         } else {
             Pepper::generate(version)
         };
-        let plain = hex::decode(pepper.to_hex()).expect("own hex");
-        write_secret(&sealed_path, &hex::encode(dek.seal(PEPPER_AAD, &plain)))
+        write_secret(&sealed_path, &hex::encode(dek.seal(PEPPER_AAD, pepper.expose())))
             .with_context(|| format!("writing {}", sealed_path.display()))?;
         if path.exists() {
             std::fs::remove_file(&path).with_context(|| format!("removing the plain {}", path.display()))?;

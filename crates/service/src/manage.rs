@@ -251,21 +251,7 @@ impl Service {
         let meta = req.meta.unwrap_or_else(|| Value::Object(Default::default()));
         check_meta(&meta)?;
         let now = now_ms();
-        let expires_at = match (req.expires_at.as_deref(), req.ttl_ms) {
-            (Some(_), Some(_)) => return Err(invalid("give expires_at or ttl_ms, not both")),
-            (Some(s), None) => {
-                let t = parse_instant("expires_at", s)?;
-                if t <= now {
-                    return Err(invalid("expires_at is in the past; a new key must be usable"));
-                }
-                Some(t)
-            }
-            (None, Some(ttl)) => {
-                check_ttl("ttl_ms", ttl)?;
-                Some(now + ttl)
-            }
-            (None, None) => None,
-        };
+        let expires_at = new_expiry(req.expires_at.as_deref(), req.ttl_ms, now)?;
         if let Some(v) = &req.scopes {
             check_scopes("scopes", v)?;
         }
@@ -506,7 +492,7 @@ impl Service {
         actor.require(Permission::RootKeysWrite, "create root keys")?;
         check_text("name", &req.name, 200)?;
         let now = now_ms();
-        let expires_at = root_key_expiry(req.expires_at.as_deref(), req.ttl_ms, now)?;
+        let expires_at = new_expiry(req.expires_at.as_deref(), req.ttl_ms, now)?;
         let (raw, mut rk) = self.new_root_key(&actor.workspace_id, &req.name, req.role, now);
         rk.expires_at = expires_at;
         let view = root_key_view(&rk);
@@ -536,7 +522,7 @@ impl Service {
             return Err(invalid("overlap_ms must be between 0 and 604800000 (7 days)"));
         }
         let now = now_ms();
-        let expires_at = root_key_expiry(req.expires_at.as_deref(), req.ttl_ms, now)?;
+        let expires_at = new_expiry(req.expires_at.as_deref(), req.ttl_ms, now)?;
         let ws = actor.workspace_id.clone();
         let all = self.blocking(move |s| s.list_root_keys(&ws)).await?;
         let old = all
@@ -637,14 +623,14 @@ impl Service {
     }
 }
 
-/// A root key's expiry from `expires_at` or `ttl_ms` (not both), in the future.
-fn root_key_expiry(expires_at: Option<&str>, ttl_ms: Option<i64>, now: UnixMs) -> Result<Option<UnixMs>> {
+/// A new key's or root key's expiry from `expires_at` or `ttl_ms` (not both), in the future.
+fn new_expiry(expires_at: Option<&str>, ttl_ms: Option<i64>, now: UnixMs) -> Result<Option<UnixMs>> {
     match (expires_at, ttl_ms) {
         (Some(_), Some(_)) => Err(invalid("give expires_at or ttl_ms, not both")),
         (Some(s), None) => {
             let t = parse_instant("expires_at", s)?;
             if t <= now {
-                return Err(invalid("expires_at is in the past; a new root key must be usable"));
+                return Err(invalid("expires_at is in the past; a new key must be usable"));
             }
             Ok(Some(t))
         }
