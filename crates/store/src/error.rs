@@ -33,13 +33,34 @@ pub enum StoreError {
     /// PostgreSQL failed while doing `context`.
     #[error("postgres, {context}: {source}")]
     Postgres { context: &'static str, source: postgres::Error },
+    /// No connection to PostgreSQL could be had from the pool in time.
+    #[error("postgres: no connection available: {0}; check that the database is up and reachable")]
+    Pool(String),
+}
+
+/// A PostgreSQL failure; the store names what it was doing with [`StoreError::in_context`].
+impl From<postgres::Error> for StoreError {
+    fn from(source: postgres::Error) -> Self {
+        StoreError::Postgres { context: "", source }
+    }
 }
 
 impl StoreError {
+    /// Names what the store was doing, on a PostgreSQL failure that does not say yet.
+    pub(crate) fn in_context(self, context: &'static str) -> Self {
+        match self {
+            StoreError::Postgres { context: "", source } => StoreError::Postgres { context, source },
+            e => e,
+        }
+    }
+
     /// Whether the failure is a full disk (or a database at its size limit):
     /// nothing was written, and retrying after freeing space will work.
     pub fn is_disk_full(&self) -> bool {
         let e = match self {
+            StoreError::Postgres { source, .. } => {
+                return source.code() == Some(&postgres::error::SqlState::DISK_FULL);
+            }
             StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => e,
             _ => return false,
         };

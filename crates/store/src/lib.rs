@@ -10,6 +10,8 @@
 
 pub mod alerts;
 pub mod cipher;
+#[cfg(test)]
+mod conformance;
 pub mod datadir;
 pub mod error;
 pub mod events;
@@ -19,6 +21,34 @@ pub mod sqlite;
 
 pub use error::{KeyringError, StoreError};
 pub use model::*;
+use sha2::{Digest, Sha256};
+
+/// The chained hash of one audit entry: SHA-256 over the previous hash and
+/// every stored field, separated by a byte that cannot occur in them.
+pub(crate) fn audit_hash(prev: &str, seq: i64, e: &AuditEntry, before: Option<&str>, after: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    let seq = seq.to_string();
+    let at = e.at.to_string();
+    for part in [
+        prev,
+        &seq,
+        &e.id,
+        &e.workspace_id,
+        &at,
+        &e.actor,
+        &e.action,
+        &e.target_type,
+        &e.target_id,
+        e.source_ip.as_deref().unwrap_or(""),
+        e.request_id.as_deref().unwrap_or(""),
+        before.unwrap_or(""),
+        after.unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    hex::encode(h.finalize())
+}
 
 /// Result of a store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

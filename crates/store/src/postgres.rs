@@ -1,6 +1,7 @@
-//! PostgreSQL, for several keyward nodes over one database (issue 13). So far:
-//! connecting, and versioned migrations that are safe when several nodes
-//! start at once. The `Store` implementation over this comes next.
+//! PostgreSQL, for several keyward nodes over one database (issue 13):
+//! [`PgStore`] (the `Store` and `AlertStore` over a connection pool), the
+//! schema, and versioned migrations that are safe when several nodes start
+//! at once.
 //!
 //! Migrations are numbered by their place in the list. Each runs in its own
 //! transaction under a transaction-scoped advisory lock, with the version in
@@ -10,6 +11,12 @@
 use postgres::{Client, NoTls};
 
 use crate::error::StoreError;
+
+mod alerts;
+pub mod schema;
+mod store;
+
+pub use store::{CHANNEL, PgStore};
 
 /// The advisory lock every migration takes ("keyw" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6b65_7977;

@@ -9,11 +9,10 @@ use std::path::Path;
 use keyward_core::{KeyHash, Role};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::{
     AuditCheck, AuditEntry, AuditFilter, IncidentRecord, KeyFilter, KeyRecord, KeyStatus, Keyspace, LastUse, QuotaMark,
-    Reminder, Result, RootKeyRecord, Store, StoreError, Workspace,
+    Reminder, Result, RootKeyRecord, Store, StoreError, Workspace, audit_hash,
 };
 
 /// Schema steps, applied in order; `PRAGMA user_version` records how many ran.
@@ -326,33 +325,6 @@ fn map_unique(e: rusqlite::Error, what: &str) -> StoreError {
 
 fn json_text(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(|v| v.to_string())
-}
-
-/// The chained hash of one audit entry: SHA-256 over the previous hash and
-/// every stored field, separated by a byte that cannot occur in them.
-fn audit_hash(prev: &str, seq: i64, e: &AuditEntry, before: Option<&str>, after: Option<&str>) -> String {
-    let mut h = Sha256::new();
-    let seq = seq.to_string();
-    let at = e.at.to_string();
-    for part in [
-        prev,
-        &seq,
-        &e.id,
-        &e.workspace_id,
-        &at,
-        &e.actor,
-        &e.action,
-        &e.target_type,
-        &e.target_id,
-        e.source_ip.as_deref().unwrap_or(""),
-        e.request_id.as_deref().unwrap_or(""),
-        before.unwrap_or(""),
-        after.unwrap_or(""),
-    ] {
-        h.update(part.as_bytes());
-        h.update([0x1f]);
-    }
-    hex::encode(h.finalize())
 }
 
 fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<()> {
