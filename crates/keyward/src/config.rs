@@ -42,6 +42,43 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     /// TLS for the API listener and the gateway's (see `keyward_server::tls::TlsConfig`).
     pub tls: keyward_server::tls::TlsConfig,
+    pub store: StoreSection,
+}
+
+/// Where the state lives: the embedded SQLite store in the data dir (the
+/// default), or a PostgreSQL database shared by several nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `postgres://user:password@host:port/db`. Env `KEYWARD_DATABASE_URL`.
+    pub url: Option<String>,
+    /// Connections each node keeps to PostgreSQL. Default 16.
+    pub pool_size: u32,
+    /// A node that has not read the change feed for this long refuses to
+    /// verify (503) rather than risk a stale answer, ms. Default 5000.
+    /// Env `KEYWARD_MAX_STALENESS_MS`.
+    pub max_staleness_ms: i64,
+    /// How long a node waits for a change notification before it reads the
+    /// feed anyway (the repair of a lost notification), ms. Default 1000.
+    pub poll_ms: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let c = keyward_service::cluster::ClusterConfig::default();
+        StoreSection { url: None, pool_size: 16, max_staleness_ms: c.max_staleness_ms, poll_ms: c.poll_ms }
+    }
+}
+
+impl StoreSection {
+    /// The PostgreSQL URL, when the store is shared.
+    pub fn postgres(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    pub fn cluster(&self) -> keyward_service::cluster::ClusterConfig {
+        keyward_service::cluster::ClusterConfig { max_staleness_ms: self.max_staleness_ms, poll_ms: self.poll_ms }
+    }
 }
 
 /// Encryption at rest: the master key (KEK) that wraps the data dir's data
@@ -238,6 +275,7 @@ impl Default for Config {
             proxy: keyward_gateway::ProxyConfig::default(),
             encryption: EncryptionConfig::default(),
             tls: keyward_server::tls::TlsConfig::default(),
+            store: StoreSection::default(),
         }
     }
 }
@@ -290,6 +328,15 @@ impl Config {
         }
         if let Some(v) = env("KEYWARD_LOG").or_else(|| env("RUST_LOG")) {
             cfg.log.level = v;
+        }
+        if let Some(v) = env("KEYWARD_DATABASE_URL") {
+            cfg.store.url = Some(v);
+        }
+        if let Some(v) = env("KEYWARD_MAX_STALENESS_MS") {
+            match v.parse() {
+                Ok(n) => cfg.store.max_staleness_ms = n,
+                Err(_) => problems.push(format!("KEYWARD_MAX_STALENESS_MS: {v:?} is not a whole number")),
+            }
         }
         if let Some(v) = env("KEYWARD_PEPPER") {
             cfg.pepper.hex = Some(v);
@@ -392,7 +439,7 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption, tls";
+        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption, tls, store";
         let mut cfg = Config::default();
         for (key, value) in table {
             fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
@@ -417,6 +464,7 @@ impl Config {
                 "geoip" => take(value, &mut cfg.geoip),
                 "encryption" => take(value, &mut cfg.encryption),
                 "tls" => take(value, &mut cfg.tls),
+                "store" => take(value, &mut cfg.store),
                 other => {
                     problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
                     continue;
@@ -461,6 +509,23 @@ impl Config {
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => p.push(format!("pepper.previous[{i}]: give exactly one of hex and file")),
             }
+        }
+        if let Some(url) = &self.store.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            p.push("store.url: must be a PostgreSQL URL such as postgres://keyward@db.internal:5432/keyward".into());
+        }
+        if self.store.max_staleness_ms < 100 {
+            p.push("store.max_staleness_ms: must be at least 100".into());
+        }
+        if !(10..=60_000).contains(&self.store.poll_ms) {
+            p.push("store.poll_ms: must be between 10 and 60000".into());
+        }
+        if self.store.url.is_some() && self.store.poll_ms as i64 >= self.store.max_staleness_ms {
+            p.push("store.poll_ms: must be below store.max_staleness_ms, or a quiet cluster would look stale".into());
+        }
+        if !(1..=1000).contains(&self.store.pool_size) {
+            p.push("store.pool_size: must be between 1 and 1000".into());
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             p.push("http.max_body_bytes: must be between 1024 and 16777216".into());

@@ -14,9 +14,12 @@ use keyward_core::{KeyHasher, Pepper};
 use keyward_events::{EventPipeline, Sinks};
 use keyward_service::Service;
 use keyward_store::KeyringError;
+use keyward_store::Store;
 use keyward_store::cipher::{self, Keyring, Purpose};
 use keyward_store::datadir;
 use keyward_store::events::SqliteEventLog;
+use keyward_store::postgres::PgStore;
+use keyward_store::postgres::changes::ChangeFeed;
 use keyward_store::sqlite::SqliteStore;
 
 use crate::config::{Config, Overrides};
@@ -42,6 +45,12 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         bail!("another keyward process is using data dir {}; stop it first or pass another --data-dir", dir.display());
     }
     let keyring = open_keyring(cfg)?;
+    if cfg.store.postgres().is_some() && cfg.pepper.hex.is_none() && cfg.pepper.file.is_none() {
+        bail!(
+            "a shared store (KEYWARD_DATABASE_URL) needs the same pepper on every node: set KEYWARD_PEPPER \
+             (64 hex characters; make one with `openssl rand -hex 32`) or KEYWARD_PEPPER_FILE on each node"
+        );
+    }
     let pepper = load_pepper(cfg, keyring.as_deref())?;
     let (store_key, events_key) = match &keyring {
         Some(k) => (Some(k.dek(Purpose::Store)), Some(k.dek(Purpose::Events))),
@@ -54,8 +63,22 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
             encrypt_if_plain(path, &ring.dek(purpose))?;
         }
     }
-    let store =
-        Arc::new(SqliteStore::open_with(&store_path, store_key.as_ref()).context("opening the embedded store")?);
+    // On a shared store, the feed position is read before the state is loaded:
+    // whatever changes in between is applied again, and nothing is missed.
+    let (store, feed): (Arc<dyn Store>, _) = match cfg.store.postgres() {
+        Some(url) => {
+            let pg = PgStore::open(url, cfg.store.pool_size)
+                .context("opening the PostgreSQL store (KEYWARD_DATABASE_URL / store.url)")?;
+            let head = ChangeFeed::head(url).context("reading the change feed")?;
+            tracing::info!(node = pg.node(), "Shared store: PostgreSQL; following the other nodes' changes.");
+            let node = pg.node().to_owned();
+            (Arc::new(pg), Some((ChangeFeed::new(url, head), node)))
+        }
+        None => (
+            Arc::new(SqliteStore::open_with(&store_path, store_key.as_ref()).context("opening the embedded store")?),
+            None,
+        ),
+    };
     let log = SqliteEventLog::open_with(&events_path, events_key.as_ref()).context("opening the event log")?;
     let events = EventPipeline::start(Arc::new(log), cfg.events.clone()).context("starting the event writer")?;
     let older = cfg
@@ -91,7 +114,13 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
             };
         service.attach_keyring(ring.clone(), source);
     }
-    Ok(DataDir { service: Arc::new(service), events, alert_store, _lock: lock })
+    let service = Arc::new(service);
+    if let Some((feed, node)) = feed {
+        let cluster = cfg.store.cluster();
+        service.join_cluster(&node, &cluster);
+        keyward_service::cluster::follow(service.clone(), feed, cluster, Default::default());
+    }
+    Ok(DataDir { service, events, alert_store, _lock: lock })
 }
 
 /// The data dir's keyring when a master key is configured; without one, says

@@ -33,7 +33,7 @@ pub enum ServiceError {
     Unavailable(String),
     /// The data dir was made with another pepper: keys would never match.
     #[error(
-        "the pepper does not match the one this data dir was created with (version {0}); restore the original pepper file or KEYWARD_PEPPER"
+        "the pepper does not match the one this store was created with (version {0}); every restart, and every node of a cluster, must use the same pepper: restore the original pepper file or KEYWARD_PEPPER"
     )]
     PepperMismatch(u32),
     /// Keys were hashed with a pepper version that is not configured any more.

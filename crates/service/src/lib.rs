@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod cluster;
 mod decision;
 pub mod error;
 pub mod events;
@@ -120,6 +121,8 @@ pub struct Service {
     usage_durable_through: std::sync::atomic::AtomicI64,
     /// (key id, days, expiry) of reminders already stored, so each is written once.
     reminded: parking_lot::Mutex<std::collections::HashSet<(String, i64, i64)>>,
+    /// Set on a node of a cluster (see `cluster`).
+    cluster: std::sync::OnceLock<cluster::ClusterState>,
 }
 
 impl Service {
@@ -186,6 +189,7 @@ impl Service {
             imported,
             usage_durable_through: std::sync::atomic::AtomicI64::new(0),
             reminded: Default::default(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 

@@ -78,18 +78,23 @@ impl Service {
             source_ip: None,
             request_id: None,
         };
-        let created = self.create_workspace_as(&system, "default").await?;
-        Ok(Some(created.root_key))
+        match self.create_workspace_as(&system, "default", true).await {
+            Ok(created) => Ok(Some(created.root_key)),
+            // Another node of the cluster made it first.
+            Err(ServiceError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates an isolated workspace with its first admin root key.
     pub async fn create_workspace(&self, actor: &Actor, req: CreateWorkspace) -> Result<CreatedWorkspace> {
         actor.require(Permission::WorkspacesCreate, "create workspaces")?;
         check_text("name", &req.name, 200)?;
-        self.create_workspace_as(actor, &req.name).await
+        self.create_workspace_as(actor, &req.name, false).await
     }
 
-    async fn create_workspace_as(&self, actor: &Actor, name: &str) -> Result<CreatedWorkspace> {
+    /// With `first`, only if there is no workspace yet (checked in the same transaction).
+    async fn create_workspace_as(&self, actor: &Actor, name: &str, first: bool) -> Result<CreatedWorkspace> {
         let now = now_ms();
         let ws = Workspace { id: new_id("ws", now), name: name.to_owned(), created_at: now };
         let (raw, rk) = self.new_root_key(&ws.id, "admin", Role::Admin, now);
@@ -103,7 +108,15 @@ impl Service {
         );
         audit.workspace_id = ws.id.clone();
         let (w, r) = (ws.clone(), rk.clone());
-        self.blocking(move |s| s.create_workspace(&w, &r, &audit)).await?;
+        let made = self
+            .blocking(move |s| match first {
+                true => s.create_first_workspace(&w, &r, &audit),
+                false => s.create_workspace(&w, &r, &audit).map(|()| true),
+            })
+            .await?;
+        if !made {
+            return Err(ServiceError::Conflict("a workspace exists already".into()));
+        }
         let view = root_key_view(&rk);
         self.put_root(rk);
         tracing::info!(workspace_id = %ws.id, "Workspace created.");

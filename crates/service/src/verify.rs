@@ -185,6 +185,7 @@ impl Service {
     }
 
     async fn decide_any(&self, workspace_id: &str, input: &VerifyInput<'_>) -> Result<Decision> {
+        self.check_fresh()?;
         let now = now_ms();
         let hash = match self.verify_cached(workspace_id, input, now) {
             Cached::Decided(d) => return Ok(d),

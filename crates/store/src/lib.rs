@@ -61,6 +61,14 @@ pub trait Store: alerts::AlertStore + Send + Sync + 'static {
 
     /// Creates a workspace with its first admin root key.
     fn create_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<()>;
+    /// [`Store::create_workspace`] only if there is none yet; false if there was.
+    /// A shared store checks and creates in one transaction (nodes racing at first start).
+    fn create_first_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<bool> {
+        if self.workspace_count()? > 0 {
+            return Ok(false);
+        }
+        self.create_workspace(ws, admin, audit).map(|()| true)
+    }
     /// Number of workspaces (zero means a fresh data dir).
     fn workspace_count(&self) -> Result<u64>;
 

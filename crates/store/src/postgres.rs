@@ -13,6 +13,7 @@ use postgres::{Client, NoTls};
 use crate::error::StoreError;
 
 mod alerts;
+pub mod changes;
 pub mod schema;
 mod store;
 

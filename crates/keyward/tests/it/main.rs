@@ -6,6 +6,7 @@ mod alerts;
 mod api;
 mod authz;
 mod cli;
+mod cluster;
 mod crash;
 mod events;
 mod gateway;

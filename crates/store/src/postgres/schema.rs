@@ -213,7 +213,9 @@ pub const MIGRATIONS: &[&str] = &[
         kind          TEXT NOT NULL,
         workspace_id  TEXT NOT NULL,
         target_id     TEXT NOT NULL,
-        at            BIGINT NOT NULL
+        at            BIGINT NOT NULL,
+        -- The node that made it (its own changes are in its memory already).
+        node          TEXT
     );
     CREATE INDEX changes_at ON changes(at);
     "#,

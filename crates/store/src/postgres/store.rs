@@ -32,8 +32,30 @@ pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
 
 /// The PostgreSQL store: a pool of connections to one database.
 pub struct PgStore {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// Always `Some` but while dropping (see the `Drop` below).
+    pool: Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
     url: String,
+    node: String,
+}
+
+/// Closing a connection blocks on the client's own runtime, so the pool is
+/// dropped off any async worker, as every call is.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        let pool = self.pool.take();
+        off_runtime(move || drop(pool));
+    }
+}
+
+/// Names the node on each of its connections (`keyward.node`), so the rows
+/// it adds to `changes` say who made them.
+#[derive(Debug)]
+struct NameNode(String);
+
+impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for NameNode {
+    fn on_acquire(&self, c: &mut postgres::Client) -> Result<(), postgres::Error> {
+        c.batch_execute(&format!("SET keyward.node = '{}'", self.0))
+    }
 }
 
 impl PgStore {
@@ -41,13 +63,16 @@ impl PgStore {
     pub fn open(url: &str, pool_size: u32) -> Result<Self> {
         let config: postgres::Config =
             url.parse().map_err(|source| StoreError::Postgres { context: "reading the database URL", source })?;
+        // Hex only: safe to put in the SET above.
+        let node = format!("{:016x}", fastrand::u64(..));
         let pool = r2d2::Pool::builder()
             .max_size(pool_size.max(1))
+            .connection_customizer(Box::new(NameNode(node.clone())))
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(PostgresConnectionManager::new(config, NoTls))
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = PgStore { pool, url: url.to_owned() };
+        let store = PgStore { pool: Some(pool), url: url.to_owned(), node };
         store.with("migrating", |c| super::migrate(c, super::schema::MIGRATIONS).map(|_| ()))?;
         Ok(store)
     }
@@ -57,13 +82,21 @@ impl PgStore {
         &self.url
     }
 
+    /// This process's name in `changes.node`.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     pub(super) fn with<T>(
         &self,
         context: &'static str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T>,
     ) -> Result<T> {
-        let mut c = self.pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
-        f(&mut c).map_err(|e| e.in_context(context))
+        off_runtime(|| {
+            let pool = self.pool.as_ref().expect("the pool lives as long as the store");
+            let mut c = pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
+            f(&mut c).map_err(|e| e.in_context(context))
+        })
     }
 
     /// A transaction under the write lock (see the module docs).
@@ -112,6 +145,18 @@ impl PgStore {
     }
 }
 
+/// Runs a blocking client call. The `postgres` client drives its own small
+/// runtime, which cannot start on a thread that is running async tasks: on
+/// a worker of a multi-threaded tokio runtime the call is moved out of it
+/// (`block_in_place`); elsewhere (blocking pool, plain threads) it runs as is.
+pub(super) fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// `$1, $2, …, $n`.
 fn marks(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -150,7 +195,8 @@ pub(super) fn parse(text: String) -> Value {
 /// Records that `kind` `id` changed, for the other nodes; they are woken at commit.
 pub(super) fn note_change(tx: &mut Transaction<'_>, kind: &str, workspace_id: &str, id: &str) -> Result<()> {
     tx.execute(
-        "INSERT INTO changes (kind, workspace_id, target_id, at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO changes (kind, workspace_id, target_id, at, node)
+         VALUES ($1, $2, $3, $4, current_setting('keyward.node', true))",
         &[&kind, &workspace_id, &id, &keyward_core::time::now_ms()],
     )?;
     tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])?;
@@ -500,6 +546,22 @@ impl Store for PgStore {
             .map_err(|e| unique(e, "workspace"))?;
             insert_root_key_tx(tx, admin)?;
             append_audit(tx, audit)
+        })
+    }
+
+    fn create_first_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<bool> {
+        self.tx("creating the first workspace", |tx| {
+            let n: i64 = tx.query_one("SELECT COUNT(*) FROM workspaces", &[])?.try_get(0)?;
+            if n > 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)",
+                &[&ws.id, &ws.name, &ws.created_at],
+            )?;
+            insert_root_key_tx(tx, admin)?;
+            append_audit(tx, audit)?;
+            Ok(true)
         })
     }
 

@@ -104,7 +104,28 @@ impl Server {
         Self::start_in(env, config, None)
     }
 
+    /// A node of a cluster over a shared store (`KEYWARD_DATABASE_URL` in
+    /// `env`): the first prints the admin root key; the others are given it.
+    pub fn start_node(env: &[(&str, &str)], root: Option<&str>) -> Server {
+        let mut s = Self::unstarted(env, None, None);
+        let printed = s.spawn();
+        s.root = match root {
+            Some(r) => {
+                assert_eq!(printed, None, "a node joining a cluster must not make a root key");
+                r.to_owned()
+            }
+            None => printed.expect("the first node of a new cluster prints a root key"),
+        };
+        s
+    }
+
     fn start_in(env: &[(&str, &str)], config: Option<&str>, data: Option<&Path>) -> Server {
+        let mut s = Self::unstarted(env, config, data);
+        s.root = s.spawn().expect("a fresh data dir prints a root key");
+        s
+    }
+
+    fn unstarted(env: &[(&str, &str)], config: Option<&str>, data: Option<&Path>) -> Server {
         let mut s = Server {
             dir: tempfile::tempdir().unwrap(),
             port: 0,
@@ -123,7 +144,6 @@ impl Server {
             std::fs::write(s.dir.path().join("keyward.toml"), &text).unwrap();
             s.config = Some(text);
         }
-        s.root = s.spawn().expect("a fresh data dir prints a root key");
         s
     }
 
@@ -309,6 +329,14 @@ impl Server {
         self.stop();
         let printed = self.spawn();
         assert_eq!(printed, None, "a used data dir must not print a new root key");
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 
     /// SIGKILL (no flush, no goodbye) and start again on the same data dir.
