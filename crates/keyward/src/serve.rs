@@ -17,9 +17,9 @@ use keyward_store::KeyringError;
 use keyward_store::Store;
 use keyward_store::cipher::{self, Keyring, Purpose};
 use keyward_store::datadir;
-use keyward_store::events::SqliteEventLog;
-use keyward_store::postgres::PgStore;
+use keyward_store::events::{EventLog, SqliteEventLog};
 use keyward_store::postgres::changes::ChangeFeed;
+use keyward_store::postgres::{PgEventLog, PgStore};
 use keyward_store::sqlite::SqliteStore;
 
 use crate::config::{Config, Overrides};
@@ -79,8 +79,13 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
             None,
         ),
     };
-    let log = SqliteEventLog::open_with(&events_path, events_key.as_ref()).context("opening the event log")?;
-    let events = EventPipeline::start(Arc::new(log), cfg.events.clone()).context("starting the event writer")?;
+    let log: Arc<dyn EventLog> = match cfg.store.postgres() {
+        Some(url) => Arc::new(PgEventLog::open(url, 4).context("opening the event log in PostgreSQL")?),
+        None => {
+            Arc::new(SqliteEventLog::open_with(&events_path, events_key.as_ref()).context("opening the event log")?)
+        }
+    };
+    let events = EventPipeline::start(log, cfg.events.clone()).context("starting the event writer")?;
     let older = cfg
         .pepper
         .previous

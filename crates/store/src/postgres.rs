@@ -14,9 +14,11 @@ use crate::error::StoreError;
 
 mod alerts;
 pub mod changes;
+mod events;
 pub mod schema;
 mod store;
 
+pub use events::PgEventLog;
 pub use store::{CHANNEL, PgStore};
 
 /// The advisory lock every migration takes ("keyw" in ASCII).

@@ -219,4 +219,49 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX changes_at ON changes(at);
     "#,
+    // 2: the usage-event log, partitioned by day (`ts`): retention drops whole
+    // partitions. Ids come from one sequence, handed out under a lock in
+    // commit order (see `events.rs`), so a sink reading `id > cursor` misses
+    // nothing. Indexes as in the embedded log, one per filter, each ending in id.
+    r#"
+    CREATE SEQUENCE events_id_seq;
+    CREATE TABLE events (
+        id           BIGINT NOT NULL,
+        ts           BIGINT NOT NULL,
+        kind         TEXT NOT NULL,
+        request_id   TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        keyspace_id  TEXT,
+        key_id       TEXT,
+        key_hint     TEXT,
+        owner_id     TEXT,
+        fingerprint  TEXT,
+        ip           TEXT,
+        user_agent   TEXT,
+        method       TEXT,
+        path         TEXT,
+        code         TEXT NOT NULL,
+        status       BIGINT,
+        error        TEXT,
+        bytes_in     BIGINT,
+        bytes_out    BIGINT,
+        latency_us   BIGINT,
+        country      TEXT,
+        asn          BIGINT,
+        as_org       TEXT
+    ) PARTITION BY RANGE (ts);
+    CREATE TABLE events_default PARTITION OF events DEFAULT;
+    CREATE INDEX events_id ON events (id);
+    CREATE INDEX events_ws ON events (workspace_id, id);
+    CREATE INDEX events_key ON events (key_id, id) WHERE key_id IS NOT NULL;
+    CREATE INDEX events_ip ON events (workspace_id, ip, id) WHERE ip IS NOT NULL;
+    CREATE INDEX events_code ON events (workspace_id, code, id) WHERE code <> 'VALID';
+    CREATE INDEX events_status ON events (workspace_id, (status / 100), id)
+        WHERE status IS NOT NULL AND (status < 200 OR status >= 300);
+    CREATE TABLE sink_cursors (
+        name        TEXT PRIMARY KEY,
+        last_id     BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL
+    );
+    "#,
 ];

@@ -33,7 +33,7 @@ pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
 /// The PostgreSQL store: a pool of connections to one database.
 pub struct PgStore {
     /// Always `Some` but while dropping (see the `Drop` below).
-    pool: Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
+    pool: Option<Pool>,
     url: String,
     node: String,
 }
@@ -58,20 +58,26 @@ impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for NameNode {
     }
 }
 
+pub(super) type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// A pool of up to `size` connections to `url`, each named `node` when given.
+pub(super) fn pool(url: &str, size: u32, node: Option<&str>) -> Result<Pool> {
+    let config: postgres::Config =
+        url.parse().map_err(|source| StoreError::Postgres { context: "reading the database URL", source })?;
+    let mut b =
+        r2d2::Pool::builder().max_size(size.max(1)).min_idle(Some(1)).connection_timeout(Duration::from_secs(10));
+    if let Some(n) = node {
+        b = b.connection_customizer(Box::new(NameNode(n.to_owned())));
+    }
+    b.build(PostgresConnectionManager::new(config, NoTls)).map_err(|e| StoreError::Pool(e.to_string()))
+}
+
 impl PgStore {
     /// Connects (a pool of up to `pool_size` connections) and brings the schema up to date.
     pub fn open(url: &str, pool_size: u32) -> Result<Self> {
-        let config: postgres::Config =
-            url.parse().map_err(|source| StoreError::Postgres { context: "reading the database URL", source })?;
         // Hex only: safe to put in the SET above.
         let node = format!("{:016x}", fastrand::u64(..));
-        let pool = r2d2::Pool::builder()
-            .max_size(pool_size.max(1))
-            .connection_customizer(Box::new(NameNode(node.clone())))
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
-            .build(PostgresConnectionManager::new(config, NoTls))
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let pool = off_runtime(|| pool(url, pool_size, Some(&node)))?;
         let store = PgStore { pool: Some(pool), url: url.to_owned(), node };
         store.with("migrating", |c| super::migrate(c, super::schema::MIGRATIONS).map(|_| ()))?;
         Ok(store)
