@@ -43,6 +43,34 @@ pub struct Config {
     /// TLS for the API listener and the gateway's (see `keyward_server::tls::TlsConfig`).
     pub tls: keyward_server::tls::TlsConfig,
     pub store: StoreSection,
+    pub redis: RedisSection,
+}
+
+/// Rate limits and quotas shared by several nodes, on Redis 7.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://host:6379/0` or `unix:///run/redis.sock`. Env `KEYWARD_REDIS_URL`.
+    pub url: Option<String>,
+    /// When Redis cannot be reached: `closed` (default: verifications get 503,
+    /// no limit is ever exceeded) or `local` (each node enforces limits alone).
+    /// Env `KEYWARD_REDIS_ON_UNAVAILABLE`.
+    pub on_unavailable: keyward_service::cluster::OnUnavailable,
+    /// A limit check that takes longer counts as Redis unreachable, ms. Default 250.
+    pub timeout_ms: u64,
+    /// Prefix of keyward's Redis keys. Default `keyward:limits`.
+    pub prefix: String,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        RedisSection {
+            url: None,
+            on_unavailable: keyward_service::cluster::OnUnavailable::Closed,
+            timeout_ms: 250,
+            prefix: "keyward:limits".into(),
+        }
+    }
 }
 
 /// Where the state lives: the embedded SQLite store in the data dir (the
@@ -61,12 +89,22 @@ pub struct StoreSection {
     /// How long a node waits for a change notification before it reads the
     /// feed anyway (the repair of a lost notification), ms. Default 1000.
     pub poll_ms: u64,
+    /// How often a node asks for the leader's lock (the leader runs the sinks
+    /// and the rules engine), and how often the leader checks it still has it, ms.
+    /// Default 2000.
+    pub leader_retry_ms: u64,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         let c = keyward_service::cluster::ClusterConfig::default();
-        StoreSection { url: None, pool_size: 16, max_staleness_ms: c.max_staleness_ms, poll_ms: c.poll_ms }
+        StoreSection {
+            url: None,
+            pool_size: 16,
+            max_staleness_ms: c.max_staleness_ms,
+            poll_ms: c.poll_ms,
+            leader_retry_ms: 2000,
+        }
     }
 }
 
@@ -276,6 +314,7 @@ impl Default for Config {
             encryption: EncryptionConfig::default(),
             tls: keyward_server::tls::TlsConfig::default(),
             store: StoreSection::default(),
+            redis: RedisSection::default(),
         }
     }
 }
@@ -331,6 +370,16 @@ impl Config {
         }
         if let Some(v) = env("KEYWARD_DATABASE_URL") {
             cfg.store.url = Some(v);
+        }
+        if let Some(v) = env("KEYWARD_REDIS_URL") {
+            cfg.redis.url = Some(v);
+        }
+        if let Some(v) = env("KEYWARD_REDIS_ON_UNAVAILABLE") {
+            match v.as_str() {
+                "closed" => cfg.redis.on_unavailable = keyward_service::cluster::OnUnavailable::Closed,
+                "local" => cfg.redis.on_unavailable = keyward_service::cluster::OnUnavailable::Local,
+                _ => problems.push(format!("KEYWARD_REDIS_ON_UNAVAILABLE: {v:?} must be \"closed\" or \"local\"")),
+            }
         }
         if let Some(v) = env("KEYWARD_MAX_STALENESS_MS") {
             match v.parse() {
@@ -439,7 +488,7 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption, tls, store";
+        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption, tls, store, redis";
         let mut cfg = Config::default();
         for (key, value) in table {
             fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
@@ -465,6 +514,7 @@ impl Config {
                 "encryption" => take(value, &mut cfg.encryption),
                 "tls" => take(value, &mut cfg.tls),
                 "store" => take(value, &mut cfg.store),
+                "redis" => take(value, &mut cfg.redis),
                 other => {
                     problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
                     continue;
@@ -523,6 +573,17 @@ impl Config {
         }
         if self.store.url.is_some() && self.store.poll_ms as i64 >= self.store.max_staleness_ms {
             p.push("store.poll_ms: must be below store.max_staleness_ms, or a quiet cluster would look stale".into());
+        }
+        if let Some(url) = &self.redis.url
+            && !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p))
+        {
+            p.push("redis.url: must be a Redis URL such as redis://127.0.0.1:6379/0 or unix:///run/redis.sock".into());
+        }
+        if !(10..=10_000).contains(&self.redis.timeout_ms) {
+            p.push("redis.timeout_ms: must be between 10 and 10000".into());
+        }
+        if !(100..=60_000).contains(&self.store.leader_retry_ms) {
+            p.push("store.leader_retry_ms: must be between 100 and 60000".into());
         }
         if !(1..=1000).contains(&self.store.pool_size) {
             p.push("store.pool_size: must be between 1 and 1000".into());

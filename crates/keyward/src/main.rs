@@ -3,6 +3,7 @@
 
 mod client;
 mod config;
+mod duties;
 mod scan;
 mod serve;
 

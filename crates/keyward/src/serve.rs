@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keyward_core::{KeyHasher, Pepper};
-use keyward_events::{EventPipeline, Sinks};
+use keyward_events::EventPipeline;
 use keyward_service::Service;
 use keyward_store::KeyringError;
 use keyward_store::Store;
@@ -23,6 +23,7 @@ use keyward_store::postgres::{PgEventLog, PgStore};
 use keyward_store::sqlite::SqliteStore;
 
 use crate::config::{Config, Overrides};
+use crate::duties::{self, Duties, Feed};
 
 /// An opened data dir; the lock file is held for as long as this lives.
 struct DataDir {
@@ -123,7 +124,8 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
     if let Some((feed, node)) = feed {
         let cluster = cfg.store.cluster();
         service.join_cluster(&node, &cluster);
-        keyward_service::cluster::follow(service.clone(), feed, cluster, Default::default());
+        let runtime = tokio::runtime::Handle::current();
+        keyward_service::cluster::follow(service.clone(), feed, cluster, Default::default(), runtime);
     }
     Ok(DataDir { service, events, alert_store, _lock: lock })
 }
@@ -346,6 +348,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         println!("{}", root.key);
         eprintln!("First start: created an admin root key (id {}), printed above once. Store it safely.", root.view.id);
     }
+    if let Some(url) = &cfg.redis.url {
+        let timeout = Duration::from_millis(cfg.redis.timeout_ms);
+        let redis = keyward_limits::RedisLimiter::connect(url, &cfg.redis.prefix, timeout).await.with_context(|| {
+            "connecting to Redis (KEYWARD_REDIS_URL / redis.url); start it, or drop the setting to keep limits per node"
+        })?;
+        tracing::info!(on_unavailable = ?cfg.redis.on_unavailable, "Rate limits and quotas are shared on Redis.");
+        service.share_limits(redis, cfg.redis.on_unavailable);
+    }
     let addr: SocketAddr = cfg.listen.parse().context("listen address")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -366,35 +376,33 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             async move { metrics.run_upkeep() }
         }
     });
-    let host = cfg.events.hostname.clone().unwrap_or_else(hostname);
-    let sinks = Arc::new(
-        Sinks::start(&cfg.sinks, dd.events.log().clone(), dd.events.shared_stats(), host, Some(dd.alert_store.clone()))
-            .context("starting the sinks")?,
-    );
     let github_keys = keyward_service::github::GithubKeys::parse(
         &cfg.github.public_keys.iter().map(|k| (k.id.clone(), k.pem.clone())).collect::<Vec<_>>(),
     )
     .map_err(anyhow::Error::msg)
     .context("github.public_keys")?;
-    service.attach_sinks(sinks.clone());
     if let Some(geo) =
         keyward_events::geo::Geo::open(&cfg.geoip).map_err(anyhow::Error::msg).context("opening [geoip]")?
     {
         tracing::info!("IP enrichment on: events carry the country and network of their source.");
         service.attach_geo(Arc::new(geo));
     }
-    // The rules engine takes the written stream from the event writer; webhooks go out from the outbox.
-    let monitor = if cfg.alerts.enabled {
-        let responder = keyward_service::alerts::AutoResponse::new(&service, tokio::runtime::Handle::current());
-        let monitor = keyward_alerts::Monitor::start(dd.alert_store.clone(), cfg.alerts.clone(), Some(responder))
-            .context("starting the alert monitor")?;
-        dd.events.observe(monitor.clone());
-        service.attach_monitor(monitor.clone());
-        service.reload_rules().await.context("reading the alert rules")?;
-        Some(monitor)
-    } else {
-        tracing::warn!("Alerting is off (alerts.enabled = false): no rule runs.");
-        None
+    // The sinks and the rules engine: here, or on the cluster's leader only.
+    let duties: Arc<parking_lot::Mutex<Option<Duties>>> = Arc::default();
+    let leader = match cfg.store.postgres() {
+        None => {
+            let d = duties::start(&cfg, &service, &dd.events, &dd.alert_store, Feed::Writer).await?;
+            *duties.lock() = Some(d);
+            None
+        }
+        Some(url) => Some(duties::lead(
+            url.to_owned(),
+            cfg.clone(),
+            service.clone(),
+            dd.events.clone(),
+            dd.alert_store.clone(),
+            duties.clone(),
+        )),
     };
     let deliverer = keyward_alerts::Deliverer::start(dd.alert_store.clone(), cfg.webhooks.clone())
         .context("starting webhook delivery")?;
@@ -515,13 +523,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let n = service.flush_last_used().await?;
     let events = dd.events.clone();
     tokio::task::spawn_blocking(move || events.shutdown()).await.ok();
-    // After the events: the monitor sees the last batch, writes its alerts, then stops.
-    if let Some(m) = monitor {
-        tokio::task::spawn_blocking(move || m.stop()).await.ok();
+    // After the events: the engine sees the last batch, writes its alerts, then stops.
+    if let Some(l) = leader {
+        l.abort();
+    }
+    let running = duties.lock().take();
+    if let Some(d) = running {
+        tokio::task::spawn_blocking(move || d.stop()).await.ok();
     }
     tokio::task::spawn_blocking(move || deliverer.stop()).await.ok();
-    let sinks2 = sinks.clone();
-    tokio::task::spawn_blocking(move || sinks2.stop(Duration::from_secs(3))).await.ok();
     use std::sync::atomic::Ordering::Relaxed;
     tracing::info!(
         last_used_marks = n,
@@ -555,7 +565,7 @@ where
 }
 
 /// The machine's host name, for exported events.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

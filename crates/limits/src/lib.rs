@@ -10,9 +10,8 @@
 //! with its own in-memory state), or `None` to use the Redis server's clock,
 //! the one clock every node shares.
 //!
-//! Not here yet: the verify path's use of it, and what a node does when
-//! Redis cannot be reached (the issue asks for a configurable choice, closed
-//! by default); this crate reports the failure as [`LimitsError`].
+//! The service decides what a node does when Redis cannot be reached
+//! (`redis.on_unavailable`); this crate reports the failure as [`LimitsError`].
 
 use keyward_core::Outcome;
 use keyward_core::policy::{Admission, Quota, RateLimit, WindowReport};
@@ -80,6 +79,20 @@ impl RedisLimiter {
         };
         let window = (has_report == 1).then_some(WindowReport { name, limit, window_ms, remaining, reset });
         Ok(Admission { outcome, window, remaining: (has_quota == 1).then_some(quota_left) })
+    }
+
+    /// Makes `to`'s limits a copy of `from`'s (its windows and quota), for a
+    /// rotation: the new key goes on from the old key's counts, as one
+    /// limiter does on a single node. Nothing is overwritten that exists.
+    pub async fn copy(&self, from: &str, to: &str, windows: &[RateLimit]) -> Result<(), LimitsError> {
+        let mut keys = vec![":q".to_owned()];
+        keys.extend(windows.iter().map(|w| format!(":w:{}:{}", w.name, w.window_ms)));
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("COPY").arg(format!("{}:{from}{k}", self.prefix)).arg(format!("{}:{to}{k}", self.prefix)).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(LimitsError::Redis)
     }
 
     /// Whether Redis answers (for `/readyz`).

@@ -36,6 +36,26 @@ impl Default for ClusterConfig {
     }
 }
 
+/// What a node does when Redis, which holds the cluster's limits, cannot
+/// be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Refuse verifications (503): no limit is ever exceeded. The default.
+    Closed,
+    /// Fall back to this node's own in-memory limits: the service stays up,
+    /// and each node enforces the limits alone (up to n × a limit in all).
+    Local,
+}
+
+/// Rate limits and quotas shared by the cluster, on Redis.
+pub(crate) struct SharedLimits {
+    pub(crate) redis: keyward_limits::RedisLimiter,
+    pub(crate) on_unavailable: OnUnavailable,
+    /// Whether the last call reached Redis.
+    pub(crate) up: AtomicBool,
+}
+
 /// This node's view of its place in the cluster.
 pub(crate) struct ClusterState {
     /// When the feed was last read in full.
@@ -57,9 +77,33 @@ impl Service {
         });
     }
 
+    /// Keeps rate limits and quotas in Redis, shared with every node.
+    pub fn share_limits(&self, redis: keyward_limits::RedisLimiter, on_unavailable: OnUnavailable) {
+        metrics::gauge!("keyward_redis_up").set(1.0);
+        let _ = self.limits.set(SharedLimits { redis, on_unavailable, up: AtomicBool::new(true) });
+    }
+
+    /// Whether Redis holds the limits, and whether it answered last time.
+    pub fn limits_state(&self) -> Option<(bool, OnUnavailable)> {
+        self.limits.get().map(|l| (l.up.load(Ordering::Relaxed), l.on_unavailable))
+    }
+
+    /// Checks Redis now (for `/readyz`); records the answer.
+    pub async fn check_limits(&self) -> Option<(bool, OnUnavailable)> {
+        let l = self.limits.get()?;
+        let up = l.redis.ping().await.is_ok();
+        l.mark(up);
+        Some((up, l.on_unavailable))
+    }
+
     /// Milliseconds since the feed was last read (`None` on a single node).
     pub fn cluster_lag_ms(&self) -> Option<i64> {
         self.cluster.get().map(|c| now_ms() - c.synced_at.load(Ordering::Relaxed))
+    }
+
+    /// [`Service::check_fresh`], for `/readyz`.
+    pub fn check_fresh_now(&self) -> Result<()> {
+        self.check_fresh()
     }
 
     /// Refuses when this node may be missing changes made elsewhere.
@@ -156,12 +200,33 @@ impl Service {
     }
 }
 
+impl SharedLimits {
+    pub(crate) fn mark(&self, up: bool) {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        if was != up {
+            metrics::gauge!("keyward_redis_up").set(if up { 1.0 } else { 0.0 });
+            match (up, self.on_unavailable) {
+                (true, _) => tracing::info!("Redis answers again: limits are shared by the cluster."),
+                (false, OnUnavailable::Closed) => {
+                    tracing::error!(
+                        "Redis cannot be reached: verifications are refused (redis.on_unavailable = closed)."
+                    )
+                }
+                (false, OnUnavailable::Local) => tracing::error!(
+                    "Redis cannot be reached: each node enforces limits alone until it is back (redis.on_unavailable = local)."
+                ),
+            }
+        }
+    }
+}
+
 /// Follows the feed on a thread of its own until `stop` is set.
 pub fn follow(
     service: Arc<Service>,
     mut feed: ChangeFeed,
     config: ClusterConfig,
     stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("keyward-follow".into())
@@ -172,6 +237,11 @@ pub fn follow(
                 let step = feed.next(wait).map_err(ServiceError::from).and_then(|batch| match batch {
                     Batch::Changes(changes) => {
                         let n = service.apply_changes(&changes)?;
+                        // Alert rules changed elsewhere: the engine here (on the leader) reads them again.
+                        let own = service.cluster.get().map(|c| c.node.as_str());
+                        if changes.iter().any(|c| c.kind == "rules" && c.node.as_deref() != own) {
+                            runtime.block_on(service.reload_rules())?;
+                        }
                         if n > 0 {
                             metrics::counter!("keyward_cluster_changes_applied_total").increment(n as u64);
                             tracing::debug!(

@@ -291,6 +291,21 @@ impl CachedKey {
         &self.scope.workspace_id
     }
 
+    /// The name of this key's limits in a shared limiter (Redis): its own id,
+    /// or, for an old key in its rotation overlap, its successor's, so the two
+    /// count against one set of limits on every node alike (the successor's
+    /// windows start fresh at the rotation; its quota is the one they share).
+    pub fn limiter_id(&self, now: UnixMs) -> &str {
+        match self.rotated_to() {
+            Some(next)
+                if unpacked(self.revoked_at).is_none() && unpacked(self.overlap_until).is_some_and(|t| t > now) =>
+            {
+                next
+            }
+            _ => &self.id,
+        }
+    }
+
     pub fn keyspace_id(&self) -> &str {
         &self.scope.keyspace_id
     }

@@ -123,6 +123,8 @@ pub struct Service {
     reminded: parking_lot::Mutex<std::collections::HashSet<(String, i64, i64)>>,
     /// Set on a node of a cluster (see `cluster`).
     cluster: std::sync::OnceLock<cluster::ClusterState>,
+    /// Set when Redis holds the limits (see `cluster`).
+    limits: std::sync::OnceLock<cluster::SharedLimits>,
 }
 
 impl Service {
@@ -190,6 +192,7 @@ impl Service {
             usage_durable_through: std::sync::atomic::AtomicI64::new(0),
             reminded: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            limits: std::sync::OnceLock::new(),
         })
     }
 

@@ -136,6 +136,15 @@ impl Service {
             self.index.put(k, cell.clone(), QuotaFrom::Live);
         }
         let new_cached = self.index.put_sharing(new.clone(), cell, &previous);
+        if let Some(shared) = self.limits.get() {
+            // The old key counts against its successor's limits during the
+            // overlap (`CachedKey::limiter_id`): they start from its counts.
+            let ks = previous.keyspace.get();
+            let windows = previous.policy.ratelimits.as_deref().unwrap_or(&ks.ratelimits);
+            if let Err(e) = shared.redis.copy(&previous.id, &new_cached.id, windows).await {
+                tracing::warn!(error = %e, key_id = %old.id, "Could not carry the key's counts over to its successor in Redis.");
+            }
+        }
         tracing::info!(key_id = %old.id, new_key_id = %new_cached.id, overlap_ms = overlap, "Key rotated.");
         Ok(RotatedKey {
             key: raw.expose().to_owned(),

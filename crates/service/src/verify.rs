@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::key::check_format;
-use keyward_core::policy::{ScopeRequest, ip_allowed, missing_scopes};
+use keyward_core::policy::{Admission, RateLimit, ScopeRequest, ip_allowed, missing_scopes};
 use keyward_core::time::{UnixMs, now_ms};
 use keyward_core::verify::check_lifecycle;
 use keyward_core::{KeyHash, Outcome};
 
 use crate::decision::Decision;
-use crate::index::CachedKey;
+use crate::index::{CachedKey, KeyspacePolicy};
 use crate::{Result, Service, ServiceError};
 
 /// What a caller asks to verify, already parsed.
@@ -186,17 +186,71 @@ impl Service {
 
     async fn decide_any(&self, workspace_id: &str, input: &VerifyInput<'_>) -> Result<Decision> {
         self.check_fresh()?;
-        let now = now_ms();
-        let hash = match self.verify_cached(workspace_id, input, now) {
-            Cached::Decided(d) => return Ok(d),
-            Cached::Miss(h) => h,
+        let Some(shared) = self.limits.get() else {
+            let now = now_ms();
+            return match self.verify_cached(workspace_id, input, now) {
+                Cached::Decided(d) => Ok(d),
+                Cached::Miss(hash) => match self.look_up(input, hash, now).await? {
+                    Some(k) => Ok(self.decide(workspace_id, k, input, now_ms())),
+                    None => Ok(Decision::bare(Outcome::NotFound)),
+                },
+            };
         };
-        // A well-formed key we do not know: perhaps made by another node.
-        // Lookups are few at a time; past a short wait the answer is
-        // NOT_FOUND rather than a queue an attacker could grow.
+        // Limits on Redis: the checks before them in memory, then one script call.
+        let now = now_ms();
+        let k = match self.presented(input.key) {
+            Presented::Known(k) => k,
+            Presented::Malformed => return Ok(Decision::bare(Outcome::Malformed)),
+            Presented::Unknown { hash: Some(hash) } if !self.negative.contains(&hash, now) => {
+                match self.look_up(input, hash, now).await? {
+                    Some(k) => k,
+                    None => return Ok(Decision::bare(Outcome::NotFound)),
+                }
+            }
+            Presented::Unknown { .. } => return Ok(Decision::bare(Outcome::NotFound)),
+        };
+        let (k, ks) = match self.precheck(workspace_id, k, input, now) {
+            Err(d) => return Ok(d),
+            Ok(pair) => pair,
+        };
+        let limits = k.policy.ratelimits.as_deref().unwrap_or(&ks.ratelimits);
+        let quota = k.limiter().lock().quota;
+        let limiter_id = k.limiter_id(now).to_owned();
+        let admission = match shared.redis.admit(&limiter_id, limits, quota.as_ref(), None, input.cost).await {
+            Ok(a) => {
+                shared.mark(true);
+                // Mirror the shared quota here, so the key's record follows it.
+                if let (Some(left), Some(q)) = (a.remaining, k.limiter().lock().quota.as_mut()) {
+                    q.remaining = left;
+                }
+                a
+            }
+            Err(e) => {
+                shared.mark(false);
+                metrics::counter!("keyward_redis_errors_total").increment(1);
+                tracing::debug!(error = %e, "Redis limit check failed.");
+                match shared.on_unavailable {
+                    crate::cluster::OnUnavailable::Closed => {
+                        return Err(ServiceError::Unavailable(
+                            "rate limits cannot be checked: Redis, which holds them for the cluster, is not answering; \
+                             retry shortly (or set redis.on_unavailable = \"local\" to fall back to per-node limits)"
+                                .into(),
+                        ));
+                    }
+                    crate::cluster::OnUnavailable::Local => self.admit_locally(&k, limits, now, input.cost),
+                }
+            }
+        };
+        Ok(self.finish(k, admission, input, now))
+    }
+
+    /// A well-formed key not in memory: perhaps made by another node. Lookups
+    /// are few at a time; past a short wait the answer is NOT_FOUND rather
+    /// than a queue an attacker could grow.
+    async fn look_up(&self, input: &VerifyInput<'_>, hash: KeyHash, now: UnixMs) -> Result<Option<Arc<CachedKey>>> {
         let Ok(Ok(_permit)) = tokio::time::timeout(Duration::from_millis(250), self.miss_lookups.acquire()).await
         else {
-            return Ok(Decision::bare(Outcome::NotFound));
+            return Ok(None);
         };
         let hashes: Vec<KeyHash> = self.hasher.hash_all(input.key).map(|(_, h)| h).collect();
         let found = self
@@ -212,12 +266,11 @@ impl Service {
         match found {
             Ok(Some(record)) => {
                 let cell = self.keyspace_cell(&record.keyspace_id);
-                let k = self.index.put(record, cell, crate::index::QuotaFrom::Record);
-                Ok(self.decide(workspace_id, k, input, now_ms()))
+                Ok(Some(self.index.put(record, cell, crate::index::QuotaFrom::Record)))
             }
             Ok(None) => {
                 self.negative.insert(hash, now);
-                Ok(Decision::bare(Outcome::NotFound))
+                Ok(None)
             }
             Err(e) => {
                 tracing::error!(error = %e, "Store lookup for an unknown key failed.");
@@ -242,32 +295,50 @@ impl Service {
     /// (REVOKED, ROTATED, DISABLED, EXPIRED), IP allowlist, scopes, then rate
     /// limits and quota together (consumed only when both admit).
     fn decide(&self, workspace_id: &str, k: Arc<CachedKey>, input: &VerifyInput<'_>, now: UnixMs) -> Decision {
+        match self.precheck(workspace_id, k, input, now) {
+            Err(d) => d,
+            Ok((k, ks)) => {
+                let limits = k.policy.ratelimits.as_deref().unwrap_or(&ks.ratelimits);
+                let admission = self.admit_locally(&k, limits, now, input.cost);
+                self.finish(k, admission, input, now)
+            }
+        }
+    }
+
+    /// The checks before the limits; the key and its windows when they all pass.
+    fn precheck(
+        &self,
+        workspace_id: &str,
+        k: Arc<CachedKey>,
+        input: &VerifyInput<'_>,
+        now: UnixMs,
+    ) -> Result<(Arc<CachedKey>, Arc<KeyspacePolicy>), Decision> {
         // Another workspace's key is, to this caller, no key at all; so is
         // another keyspace's, where the request pins one.
         if k.workspace_id() != workspace_id || input.keyspace_id.is_some_and(|ks| ks != k.keyspace_id()) {
-            return Decision::bare(Outcome::NotFound);
+            return Err(Decision::bare(Outcome::NotFound));
         }
         let outcome = check_lifecycle(&k.lifecycle(), now);
         if !outcome.is_valid() {
-            return Decision { outcome, key: Some(k), message: None, window: None, remaining: None };
+            return Err(Decision { outcome, key: Some(k), message: None, window: None, remaining: None });
         }
         let ks = k.keyspace.get();
         let nets = k.policy.ip_allowlist.as_deref().unwrap_or(&ks.ip_allowlist);
         if !nets.is_empty() {
             match input.ip {
                 None => {
-                    return Decision::refuse(
+                    return Err(Decision::refuse(
                         Outcome::IpNotAllowed,
                         k,
                         "the key has an IP allowlist and the verify gave no ip".into(),
-                    );
+                    ));
                 }
                 Some(ip) if !ip_allowed(nets, ip) => {
-                    return Decision::refuse(
+                    return Err(Decision::refuse(
                         Outcome::IpNotAllowed,
                         k,
                         format!("{ip} is not in the key's IP allowlist"),
-                    );
+                    ));
                 }
                 Some(_) => {}
             }
@@ -276,15 +347,21 @@ impl Service {
         if input.method.is_some() || input.path.is_some() || !input.scopes.is_empty() {
             let missing = missing_scopes(&k.policy.scopes, &ks.path_rules, &req);
             if !missing.is_empty() {
-                return Decision::refuse(Outcome::Forbidden, k, format!("missing scope: {}", missing.join(", ")));
+                return Err(Decision::refuse(Outcome::Forbidden, k, format!("missing scope: {}", missing.join(", "))));
             }
         }
-        let limits = k.policy.ratelimits.as_deref().unwrap_or(&ks.ratelimits);
-        let admission = {
-            let mut l = k.limiter().lock();
-            l.reconfigure(limits);
-            l.admit(now, input.cost)
-        };
+        Ok((k, ks))
+    }
+
+    /// The limits in this node's memory.
+    fn admit_locally(&self, k: &CachedKey, limits: &[RateLimit], now: UnixMs, cost: u64) -> Admission {
+        let mut l = k.limiter().lock();
+        l.reconfigure(limits);
+        l.admit(now, cost)
+    }
+
+    /// The decision once the limits have answered.
+    fn finish(&self, k: Arc<CachedKey>, admission: Admission, input: &VerifyInput<'_>, now: UnixMs) -> Decision {
         let message = match admission.outcome {
             Outcome::RateLimited => {
                 admission.window.as_ref().map(|w| format!("rate limit {} of {} reached", w.name, w.limit))

@@ -11,18 +11,23 @@ struct Cluster {
     pg: keyward_testkit::Postgres,
     nodes: Vec<Server>,
     env: Vec<(String, String)>,
+    config: Option<String>,
 }
 
 const PEPPER: &str = "5f0a3c9e7b1d2f4a6c8e0b2d4f6a8c0e1f3b5d7a9c1e3f5b7d9a1c3e5f7b9d1a";
 
 impl Cluster {
     fn start(n: usize, extra: &[(&str, &str)]) -> Option<Cluster> {
+        Self::start_with(n, extra, None)
+    }
+
+    fn start_with(n: usize, extra: &[(&str, &str)], config: Option<&str>) -> Option<Cluster> {
         let pg = keyward_testkit::Postgres::start()?;
         pg.psql("postgres", "CREATE DATABASE kw");
         let mut env =
             vec![("KEYWARD_DATABASE_URL".to_owned(), pg.url("kw")), ("KEYWARD_PEPPER".to_owned(), PEPPER.to_owned())];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut c = Cluster { pg, nodes: Vec::new(), env };
+        let mut c = Cluster { pg, nodes: Vec::new(), env, config: config.map(str::to_owned) };
         for _ in 0..n {
             c.add();
         }
@@ -32,7 +37,7 @@ impl Cluster {
     fn add(&mut self) -> &Server {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let root = self.nodes.first().map(|n| n.root.clone());
-        self.nodes.push(Server::start_node(&env, root.as_deref()));
+        self.nodes.push(Server::start_node_with(&env, self.config.as_deref(), root.as_deref()));
         self.nodes.last().unwrap()
     }
 }
@@ -218,4 +223,179 @@ fn a_node_with_another_pepper_refuses_to_join_and_a_node_cut_off_refuses_to_veri
     assert!(p["detail"].as_str().unwrap().contains("cannot vouch"), "{p}");
     assert!(n.log.lock().contains("Lost the change feed"));
     let _ = &mut c;
+}
+
+/// Fires `n` verifies of `key` from `threads` threads on each node at once; the codes seen.
+fn storm(nodes: &[Server], key: &str, threads: usize, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let counts = parking_lot::Mutex::new(std::collections::BTreeMap::new());
+    let start = std::sync::Barrier::new(nodes.len() * threads);
+    std::thread::scope(|s| {
+        for node in nodes {
+            for _ in 0..threads {
+                let (counts, start) = (&counts, &start);
+                s.spawn(move || {
+                    start.wait();
+                    for _ in 0..n {
+                        let code = node.verify(key)["code"].as_str().unwrap().to_owned();
+                        *counts.lock().entry(code).or_insert(0) += 1;
+                    }
+                });
+            }
+        }
+    });
+    counts.into_inner()
+}
+
+#[test]
+fn limits_on_redis_hold_exactly_across_three_nodes_and_a_lost_redis_fails_closed() {
+    let Some(mut redis) = keyward_testkit::Redis::start() else { return };
+    let Some(c) = Cluster::start(3, &[("KEYWARD_REDIS_URL", &redis.url())]) else { return };
+    let ks = c.nodes[0].keyspace();
+    // A day-long window: the storm cannot straddle its edge but once in thousands of runs.
+    let (_, limited) = c.nodes[0]
+        .key(json!({"keyspace_id": ks, "ratelimits": [{"name": "daily", "limit": 100, "window_ms": 86_400_000}]}));
+    let seen = storm(&c.nodes, &limited, 4, 25);
+    assert_eq!(seen.get("VALID"), Some(&100), "{seen:?}");
+    assert_eq!(seen.get("RATE_LIMITED"), Some(&200), "{seen:?}");
+    // A quota of 50, shared: exactly 50 admitted, never below zero.
+    let (_, metered) = c.nodes[1].key(json!({"keyspace_id": ks, "ratelimits": [], "remaining": 50}));
+    let seen = storm(&c.nodes, &metered, 3, 10);
+    assert_eq!((seen.get("VALID"), seen.get("USAGE_EXCEEDED")), (Some(&50), Some(&40)), "{seen:?}");
+    let r = c.nodes[2].verify(&metered);
+    assert_eq!((r["code"].as_str(), r["remaining"].as_u64()), (Some("USAGE_EXCEEDED"), Some(0)));
+
+    // A rotation's two keys share one quota during the overlap, on every node,
+    // going on from what the old key had used.
+    let (old_id, old) = c.nodes[0].key(json!({"keyspace_id": ks, "ratelimits": [], "remaining": 20}));
+    for _ in 0..5 {
+        assert_eq!(c.nodes[2].code(&old), "VALID");
+    }
+    let rotated = c.nodes[1].create(&format!("/v1/keys/{old_id}/rotate"), json!({"overlap_ms": 3_600_000}));
+    let new = rotated["key"].as_str().unwrap().to_owned();
+    // (Each node knows of the rotation; a cost of 0 consumes nothing.)
+    for n in &c.nodes {
+        until(Duration::from_secs(2), || n.verify_as(&n.root, json!({"key": old, "cost": 0}))["deprecated"] == true);
+    }
+    let (a, b) = (storm(&c.nodes, &old, 2, 5), storm(&c.nodes, &new, 2, 5));
+    let admitted = a.get("VALID").unwrap_or(&0) + b.get("VALID").unwrap_or(&0);
+    assert_eq!(admitted, 15, "old {a:?}, new {b:?}");
+
+    let n = &c.nodes[0];
+    let ready = n.raw_any("GET", "/readyz", None, None, &[]).json();
+    assert_eq!(
+        (ready["limits"]["up"].as_bool(), ready["limits"]["on_unavailable"].as_str()),
+        (Some(true), Some("closed"))
+    );
+    // Redis goes away: no decision without the shared limits.
+    redis.kill();
+    let verify = || {
+        n.raw_any(
+            "POST",
+            "/v1/keys/verify",
+            Some(&n.root),
+            Some(&json!({"key": limited}).to_string()),
+            &[("Content-Type", "application/json")],
+        )
+    };
+    let p = verify().problem(503);
+    assert!(p["detail"].as_str().unwrap().contains("Redis"), "{p}");
+    let ready = n.raw_any("GET", "/readyz", None, None, &[]);
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert!(ready.text.contains("Redis"), "{}", ready.text);
+    let metrics = n.raw_any("GET", "/metrics", None, None, &[]).text;
+    assert!(metrics.lines().any(|l| l == "keyward_redis_up 0"), "{metrics}");
+    assert!(metrics.contains("keyward_redis_errors_total"), "{metrics}");
+    // Management calls do not need Redis.
+    assert_eq!(n.call("GET", "/v1/keyspaces", None).status, 200);
+}
+
+#[test]
+fn with_on_unavailable_local_a_lost_redis_leaves_each_node_its_own_limits() {
+    let Some(mut redis) = keyward_testkit::Redis::start() else { return };
+    let Some(c) = Cluster::start(1, &[("KEYWARD_REDIS_URL", &redis.url()), ("KEYWARD_REDIS_ON_UNAVAILABLE", "local")])
+    else {
+        return;
+    };
+    let n = &c.nodes[0];
+    let ks = n.keyspace();
+    let (_, key) =
+        n.key(json!({"keyspace_id": ks, "ratelimits": [{"name": "m", "limit": 5, "window_ms": 86_400_000}]}));
+    assert_eq!(n.code(&key), "VALID");
+    redis.kill();
+    let codes: Vec<String> = (0..7).map(|_| n.code(&key)).collect();
+    // The node's own limiter: five in its window, then refused.
+    assert_eq!(codes.iter().filter(|c| *c == "VALID").count(), 5, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| *c == "RATE_LIMITED").count(), 2, "{codes:?}");
+    assert!(n.log.lock().contains("each node enforces limits alone"));
+    let ready = n.raw_any("GET", "/readyz", None, None, &[]).json();
+    assert_eq!((ready["status"].as_str(), ready["limits"]["up"].as_bool()), (Some("ready"), Some(false)));
+}
+
+#[test]
+fn the_leader_alone_exports_and_alerts_over_every_nodes_events_and_a_follower_takes_over() {
+    let cap = crate::util::Capture::start();
+    let config = format!(
+        "[[sinks]]\nname = \"hook\"\nkind = \"http\"\nurl = \"{}/ingest\"\n\n[store]\nleader_retry_ms = 300\n",
+        cap.url()
+    );
+    let Some(mut c) = Cluster::start_with(3, &[], Some(&config)) else { return };
+    let ks = c.nodes[0].keyspace();
+    let (_, key) = c.nodes[0].key(json!({"keyspace_id": ks}));
+    for n in &c.nodes {
+        for _ in 0..10 {
+            assert_eq!(n.code(&key), "VALID");
+        }
+    }
+    // Four unknown keys from one address on each node: 12 failed authentications
+    // in the hour (> 10 warns) only when the cluster's events are counted together.
+    let unknown = |i: usize| format!("kw_live_{}", "x".repeat(20 + i));
+    for (i, n) in c.nodes.iter().enumerate() {
+        for j in 0..4 {
+            n.verify_as(&n.root, json!({"key": unknown(i * 4 + j), "ip": "192.0.2.77"}));
+        }
+    }
+    let exported = |cap: &crate::util::Capture| -> Vec<i64> {
+        cap.requests
+            .lock()
+            .iter()
+            .flat_map(|(_, _, b)| {
+                b.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| v["keyward"]["event_id"].as_i64())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let stored = |c: &Cluster| -> usize { c.pg.psql("kw", "SELECT count(*) FROM events").parse().unwrap() };
+    until(Duration::from_secs(20), || exported(&cap).len() >= 42 && stored(&c) >= 42);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ids = exported(&cap);
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), total), (stored(&c), stored(&c)), "every event exported once, not once per node");
+    let alerts_for = |n: &Server, rule: &str| -> Vec<serde_json::Value> {
+        let all = n.call("GET", "/v1/alerts?limit=1000", None).json()["data"].as_array().unwrap().clone();
+        all.into_iter().filter(|a| a["rule"] == rule).collect()
+    };
+    until(Duration::from_secs(10), || alerts_for(&c.nodes[1], "failed_auth_per_ip").len() == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let fired = alerts_for(&c.nodes[2], "failed_auth_per_ip");
+    assert_eq!(fired.len(), 1, "one alert for the cluster: {fired:?}");
+    assert_eq!(fired[0]["subject"]["ip"], "192.0.2.77");
+
+    // The leader dies: another node takes the lock and goes on from the cursor.
+    let leader = c.nodes.iter().position(|n| n.log.lock().contains("This node leads the cluster")).expect("a leader");
+    c.nodes[leader].kill();
+    let alive: Vec<&Server> = c.nodes.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n).collect();
+    until(Duration::from_secs(10), || alive.iter().any(|n| n.log.lock().contains("This node leads the cluster")));
+    for _ in 0..5 {
+        assert_eq!(alive[0].code(&key), "VALID");
+    }
+    until(Duration::from_secs(20), || {
+        let mut got = exported(&cap);
+        got.sort();
+        got.dedup();
+        got.len() == stored(&c)
+    });
 }

@@ -37,6 +37,27 @@ pub struct Readiness {
     pub sinks: Vec<keyward_service::SinkHealth>,
     /// The rules engine, when alerting is on.
     pub alerts: Option<MonitorView>,
+    /// On a node of a cluster: how far behind the other nodes' changes it may be.
+    pub cluster: Option<ClusterView>,
+    /// When Redis holds the limits: whether it answers.
+    pub limits: Option<LimitsView>,
+}
+
+/// A cluster node's view of the change feed.
+#[derive(Serialize, ToSchema)]
+pub struct ClusterView {
+    /// Milliseconds since the feed was last read in full.
+    pub lag_ms: i64,
+}
+
+/// The shared limiter.
+#[derive(Serialize, ToSchema)]
+pub struct LimitsView {
+    pub backend: &'static str,
+    pub up: bool,
+    /// `closed` (verifications refused while Redis is away) or `local`.
+    #[schema(value_type = String)]
+    pub on_unavailable: keyward_service::cluster::OnUnavailable,
 }
 
 /// What the rules engine has done since the start.
@@ -80,6 +101,18 @@ pub async fn readyz(State(state): State<AppState>, auth: Result<Auth, ApiError>)
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "the store is not answering")
             .into_response();
     }
+    let limits = state.service.check_limits().await;
+    if let Some((false, keyward_service::cluster::OnUnavailable::Closed)) = limits {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Redis, which holds the cluster's rate limits, is not answering: verifications are refused (redis.on_unavailable = closed)",
+        )
+        .into_response();
+    }
+    if let Err(e) = state.service.check_fresh_now() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", e.to_string()).into_response();
+    }
     use std::sync::atomic::Ordering::Relaxed;
     if let Some(pipeline) = state.service.events()
         && pipeline.stats().failing.load(Relaxed)
@@ -115,7 +148,10 @@ pub async fn readyz(State(state): State<AppState>, auth: Result<Auth, ApiError>)
             write_errors: stats.write_errors.load(Relaxed),
         }
     });
-    axum::Json(Readiness { status: "ready", events, usage_durable_through, sinks, alerts }).into_response()
+    let cluster = state.service.cluster_lag_ms().map(|lag_ms| ClusterView { lag_ms });
+    let limits = limits.map(|(up, on_unavailable)| LimitsView { backend: "redis", up, on_unavailable });
+    axum::Json(Readiness { status: "ready", events, usage_durable_through, sinks, alerts, cluster, limits })
+        .into_response()
 }
 
 /// Prometheus metrics, in the text exposition format.

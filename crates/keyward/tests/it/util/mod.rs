@@ -107,7 +107,12 @@ impl Server {
     /// A node of a cluster over a shared store (`KEYWARD_DATABASE_URL` in
     /// `env`): the first prints the admin root key; the others are given it.
     pub fn start_node(env: &[(&str, &str)], root: Option<&str>) -> Server {
-        let mut s = Self::unstarted(env, None, None);
+        Self::start_node_with(env, None, root)
+    }
+
+    /// [`Server::start_node`] with a TOML config (`{dir}` as in [`Server::start_full`]).
+    pub fn start_node_with(env: &[(&str, &str)], config: Option<&str>, root: Option<&str>) -> Server {
+        let mut s = Self::unstarted(env, config, None);
         let printed = s.spawn();
         s.root = match root {
             Some(r) => {

@@ -1,0 +1,192 @@
+//! What runs once per deployment: the exporters (sinks) and the rules engine.
+//! On a single node they run in the process, the engine fed by the event
+//! writer. In a cluster they run on the leader only (the node holding
+//! `store::postgres::leader`'s lock): its sinks export every node's events
+//! from the shared log, and its engine reads that log too, so each event is
+//! exported and evaluated once for the cluster, and each alert fires once.
+//! When the leader dies its lock is released and another node takes over
+//! from the durable cursors (at least once).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use keyward_events::{EventPipeline, Sinks};
+use keyward_service::Service;
+use keyward_store::alerts::AlertStore;
+use keyward_store::events::EventLog;
+
+use crate::config::Config;
+
+/// The rules engine's position in a shared log.
+const ALERTS_CURSOR: &str = "_alerts";
+
+/// The running exporters and engine.
+pub struct Duties {
+    sinks: Arc<Sinks>,
+    monitor: Option<Arc<keyward_alerts::Monitor>>,
+    tail: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+/// Where the engine takes events from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// This node's event writer, as it writes (a single node).
+    Writer,
+    /// The shared log, every node's events (the leader of a cluster).
+    SharedLog,
+}
+
+/// Starts the sinks and, when alerting is on, the rules engine.
+pub async fn start(
+    cfg: &Config,
+    service: &Arc<Service>,
+    events: &Arc<EventPipeline>,
+    store: &Arc<dyn AlertStore>,
+    feed: Feed,
+) -> anyhow::Result<Duties> {
+    let host = cfg.events.hostname.clone().unwrap_or_else(crate::serve::hostname);
+    let sinks = Arc::new(
+        Sinks::start(&cfg.sinks, events.log().clone(), events.shared_stats(), host, Some(store.clone()))
+            .context("starting the sinks")?,
+    );
+    service.attach_sinks(sinks.clone());
+    if !cfg.alerts.enabled {
+        tracing::warn!("Alerting is off (alerts.enabled = false): no rule runs.");
+        return Ok(Duties { sinks, monitor: None, tail: None });
+    }
+    let responder = keyward_service::alerts::AutoResponse::new(service, tokio::runtime::Handle::current());
+    let monitor = keyward_alerts::Monitor::start(store.clone(), cfg.alerts.clone(), Some(responder))
+        .context("starting the alert monitor")?;
+    let tail = match feed {
+        Feed::Writer => {
+            events.observe(monitor.clone());
+            None
+        }
+        Feed::SharedLog => {
+            let log = events.log().clone();
+            let start = tokio::task::spawn_blocking({
+                let log = log.clone();
+                move || -> keyward_store::Result<i64> {
+                    match log.cursor(ALERTS_CURSOR)? {
+                        Some(at) => Ok(at),
+                        None => log.max_id(),
+                    }
+                }
+            })
+            .await?
+            .context("reading the rules engine's position in the event log")?;
+            Some(tail(log, monitor.clone(), start))
+        }
+    };
+    service.attach_monitor(monitor.clone());
+    service.reload_rules().await.context("reading the alert rules")?;
+    Ok(Duties { sinks, monitor: Some(monitor), tail })
+}
+
+/// Feeds the engine every event of the shared log after `from`, in order,
+/// and keeps its position there.
+fn tail(
+    log: Arc<dyn EventLog>,
+    monitor: Arc<keyward_alerts::Monitor>,
+    from: i64,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    use keyward_events::EventObserver;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("keyward-alerts-tail".into())
+        .spawn(move || {
+            let mut at = from;
+            while !flag.load(Ordering::Relaxed) {
+                match log.after(at, 2_000) {
+                    Ok(batch) if batch.is_empty() => std::thread::sleep(Duration::from_millis(100)),
+                    Ok(batch) => {
+                        at = batch.last().map_or(at, |e| e.id);
+                        monitor.written(batch);
+                        if let Err(e) = log.set_cursor(ALERTS_CURSOR, at, keyward_core::time::now_ms()) {
+                            tracing::warn!(error = %e, "Could not save the rules engine's position; it may see events again.");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Reading the shared event log for the rules failed; retrying.");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        })
+        .expect("spawning the rules feed");
+    (stop, thread)
+}
+
+impl Duties {
+    /// Stops them, the engine after its feed (it writes what it has), then the sinks.
+    pub fn stop(self) {
+        if let Some((flag, thread)) = self.tail {
+            flag.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+        if let Some(m) = self.monitor {
+            m.stop();
+        }
+        self.sinks.stop(Duration::from_secs(3));
+    }
+}
+
+/// In a cluster: tries for the leader lock every `retry`; once held, runs the
+/// duties until the lock is lost (then stops them: another node takes over).
+pub fn lead(
+    url: String,
+    cfg: Config,
+    service: Arc<Service>,
+    events: Arc<EventPipeline>,
+    store: Arc<dyn AlertStore>,
+    held: Arc<parking_lot::Mutex<Option<Duties>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let retry = Duration::from_millis(cfg.store.leader_retry_ms);
+        loop {
+            let u = url.clone();
+            let taken = tokio::task::spawn_blocking(move || keyward_store::postgres::leader::Leadership::try_take(&u))
+                .await
+                .ok()
+                .and_then(|r| r.map_err(|e| tracing::warn!(error = %e, "Could not ask for the leader lock.")).ok())
+                .flatten();
+            let Some(mut leadership) = taken else {
+                tokio::time::sleep(retry).await;
+                continue;
+            };
+            tracing::info!("This node leads the cluster: it runs the sinks and the rules engine.");
+            match start(&cfg, &service, &events, &store, Feed::SharedLog).await {
+                Ok(d) => *held.lock() = Some(d),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "Could not start the leader's duties; giving the lead up.");
+                    return;
+                }
+            }
+            loop {
+                tokio::time::sleep(retry).await;
+                let (back, alive) = tokio::task::spawn_blocking(move || {
+                    let alive = leadership.holds();
+                    (leadership, alive)
+                })
+                .await
+                .expect("the leader check does not panic");
+                leadership = back;
+                if !alive {
+                    tracing::warn!(
+                        "Lost the leader lock: stopping the sinks and the rules engine; another node takes over."
+                    );
+                    let running = held.lock().take();
+                    if let Some(d) = running {
+                        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+                    }
+                    // The service keeps its first sinks and engine (attached once):
+                    // this node stays a follower until it restarts.
+                    return;
+                }
+            }
+        }
+    })
+}
