@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod duties;
+mod migrate;
 mod scan;
 mod serve;
 
@@ -91,6 +92,12 @@ enum Command {
     /// The master key that encrypts the data dir at rest: generate one, see its status, rotate it online.
     #[command(subcommand)]
     MasterKey(client::MasterKeyCmd),
+    /// Copy this data dir (keys, audit chain, events, everything) into an empty
+    /// PostgreSQL database for several nodes, with progress, and check the copy.
+    #[command(after_help = "Examples:
+  keyward migrate --data-dir ./keyward-data --to postgres://keyward@db.internal/keyward --write-pepper pepper.hex
+  KEYWARD_DATABASE_URL=postgres://keyward@db.internal/keyward KEYWARD_PEPPER_FILE=pepper.hex keyward serve")]
+    Migrate(MigrateArgs),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   source <(keyward completions bash)                       # this shell
@@ -140,6 +147,19 @@ struct InitArgs {
     generate_master_key: Option<PathBuf>,
 }
 
+#[derive(Args, Clone, Debug)]
+struct MigrateArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The PostgreSQL database to copy into (empty; its schema is made).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Also write the data dir's pepper (hex, mode 0600) to FILE, for the
+    /// nodes' KEYWARD_PEPPER_FILE: every node must hash with it.
+    #[arg(long, value_name = "FILE")]
+    write_pepper: Option<PathBuf>,
+}
+
 impl ServerArgs {
     fn overrides(&self) -> Overrides {
         Overrides {
@@ -169,6 +189,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(a) => serve::init(&a.server.overrides(), a.generate_master_key.as_deref()),
         Command::Serve(a) => serve::serve(&a.overrides()),
+        Command::Migrate(a) => migrate::migrate(&a.server.overrides(), &a.to, a.write_pepper.as_deref()),
         Command::Keyspaces(c) => client::keyspaces(c),
         Command::Keys(c) => client::keys(c),
         Command::Events(c) => client::events(c),

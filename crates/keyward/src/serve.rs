@@ -132,7 +132,7 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
 
 /// The data dir's keyring when a master key is configured; without one, says
 /// that data is not encrypted (and refuses a data dir that is).
-fn open_keyring(cfg: &Config) -> anyhow::Result<Option<Arc<Keyring>>> {
+pub(crate) fn open_keyring(cfg: &Config) -> anyhow::Result<Option<Arc<Keyring>>> {
     let dir = &cfg.data_dir;
     let Some(kek) = cfg.encryption.master_key()? else {
         if let Some(wanted) = cipher::encrypted_by(dir)? {
@@ -185,7 +185,7 @@ const PEPPER_AAD: &[u8] = b"keyward pepper";
 /// The pepper from hex, from its file, or made and saved on first start. With
 /// a keyring, the data dir's pepper is sealed in `pepper.enc` (a plain
 /// `pepper` left from before encryption is sealed, then removed).
-fn load_pepper(cfg: &Config, keyring: Option<&Keyring>) -> anyhow::Result<Pepper> {
+pub(crate) fn load_pepper(cfg: &Config, keyring: Option<&Keyring>) -> anyhow::Result<Pepper> {
     let version = cfg.pepper.version.unwrap_or(1);
     if let Some(h) = &cfg.pepper.hex {
         return Pepper::from_hex(version, h).context("reading the pepper from KEYWARD_PEPPER / pepper.hex");
@@ -229,7 +229,7 @@ fn load_pepper(cfg: &Config, keyring: Option<&Keyring>) -> anyhow::Result<Pepper
     Ok(pepper)
 }
 
-fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -240,7 +240,7 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn init_tracing(cfg: &Config) {
+pub(crate) fn init_tracing(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| "info".into());
     // Colour only for a person at a terminal, never into a redirected log.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
@@ -302,6 +302,12 @@ pub fn init(flags: &Overrides, generate_master_key: Option<&Path>) -> anyhow::Re
                     root.view.id
                 );
                 Ok(())
+            }
+            None if cfg.store.postgres().is_some() => {
+                dd.events.shutdown();
+                bail!(
+                    "the cluster's database (KEYWARD_DATABASE_URL) is already initialized; create more root keys with POST /v1/root-keys"
+                )
             }
             None => {
                 dd.events.shutdown();

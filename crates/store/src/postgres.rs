@@ -15,6 +15,7 @@ use crate::error::StoreError;
 mod alerts;
 pub mod changes;
 mod events;
+pub mod import;
 pub mod leader;
 pub mod schema;
 mod store;

@@ -1,7 +1,6 @@
 //! `keyward keys …`: create, update, enable/disable, verify, list, show,
 //! import, rotate, revoke.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -511,13 +510,8 @@ fn read_import(file: &Path, format: &str) -> anyhow::Result<Vec<Value>> {
     Ok(rows)
 }
 
-/// Draws `[#####.....] 50% 500/1000` on stderr.
 fn progress(done: usize, total: usize) {
-    let width = 30;
-    let filled = (done * width).checked_div(total).unwrap_or(width);
-    let pct = (done * 100).checked_div(total).unwrap_or(100);
-    eprint!("\r[{}{}] {pct:3}% {done}/{total}", "#".repeat(filled), ".".repeat(width - filled));
-    let _ = std::io::stderr().flush();
+    super::output::progress("", done as u64, total as u64);
 }
 
 fn import(conn: &Conn, file: &Path, keyspace: &str, format: Option<&str>) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ mod admin;
 mod alerts;
 mod events;
 mod keys;
-mod output;
+pub(crate) mod output;
 
 pub use admin::{
     AuditCmd, IncidentCmd, KeyspacesCmd, MasterKeyCmd, RootKeysCmd, WorkspacesCmd, audit, incident, keyspaces,

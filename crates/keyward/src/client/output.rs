@@ -143,6 +143,17 @@ pub fn fields(paint: Paint, pairs: &[(&str, String)]) {
     }
 }
 
+/// Draws `label [#####.....]  50% 500/1000` on stderr, in place; a new line once done.
+pub fn progress(label: &str, done: u64, total: u64) {
+    use std::io::Write;
+    let width = 30;
+    let filled = (done * width).checked_div(total).unwrap_or(width) as usize;
+    let pct = (done * 100).checked_div(total).unwrap_or(100);
+    let label = if label.is_empty() { String::new() } else { format!("{label:<20} ") };
+    eprint!("\r{label}[{}{}] {pct:3}% {done}/{total}", "#".repeat(filled), ".".repeat(width as usize - filled));
+    let _ = std::io::stderr().flush();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,6 +193,37 @@ fn a_node_with_another_pepper_refuses_to_join_and_a_node_cut_off_refuses_to_veri
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("pepper does not match") && err.contains("every node of a cluster"), "{err}");
+    // `keyward init` on a cluster that has its first root key: refused, saying so.
+    let out = std::process::Command::new(crate::util::BIN)
+        .args(["init", "--data-dir"])
+        .arg(c.nodes[0].dir.path().join("init"))
+        .env("KEYWARD_DATABASE_URL", c.pg.url("kw"))
+        .env("KEYWARD_PEPPER", PEPPER)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cluster's database (KEYWARD_DATABASE_URL) is already initialized")
+    );
+    assert!(out.stdout.is_empty(), "no second root key");
+    // On an empty database, init makes the first root key, and it works on a node.
+    c.pg.psql("postgres", "CREATE DATABASE fresh");
+    let out = std::process::Command::new(crate::util::BIN)
+        .args(["init", "--data-dir"])
+        .arg(c.nodes[0].dir.path().join("init2"))
+        .env("KEYWARD_DATABASE_URL", c.pg.url("fresh"))
+        .env("KEYWARD_PEPPER", PEPPER)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(root.starts_with("kw_root_"));
+    let env = [("KEYWARD_DATABASE_URL", c.pg.url("fresh")), ("KEYWARD_PEPPER", PEPPER.to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let fresh = Server::start_node(&env, Some(&root));
+    assert_eq!(fresh.call("GET", "/v1/keyspaces", None).status, 200);
+    drop(fresh);
     // No pepper at all: told what to set.
     let out = std::process::Command::new(crate::util::BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -398,4 +429,71 @@ fn the_leader_alone_exports_and_alerts_over_every_nodes_events_and_a_follower_ta
         got.dedup();
         got.len() == stored(&c)
     });
+}
+
+#[test]
+fn a_migrated_data_dir_serves_every_key_as_before_from_postgres() {
+    let Some(pg) = keyward_testkit::Postgres::start() else { return };
+    pg.psql("postgres", "CREATE DATABASE moved");
+    let mut s = Server::start();
+    let ks = s.keyspace();
+    let mut keys: Vec<(String, String)> =
+        (0..20).map(|i| s.key(json!({"keyspace_id": ks, "name": format!("k{i}")}))).collect();
+    s.call("POST", &format!("/v1/keys/{}/revoke", keys[0].0), Some(json!({"reason": "compromised"})));
+    s.call("PATCH", &format!("/v1/keys/{}", keys[1].0), Some(json!({"enabled": false})));
+    let rotated = s.create(&format!("/v1/keys/{}/rotate", keys[2].0), json!({"overlap_ms": 3_600_000}));
+    keys.push((rotated["id"].as_str().unwrap().to_owned(), rotated["key"].as_str().unwrap().to_owned()));
+    let before: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(_, k)| {
+            let v = s.verify(k);
+            json!([v["code"], v["deprecated"], v["key_id"]])
+        })
+        .collect();
+    let audit_before = s.call("GET", "/v1/audit/verify", None).json();
+    std::thread::sleep(Duration::from_millis(300));
+    s.stop();
+
+    let pepper = s.dir.path().join("pepper.hex");
+    let out = std::process::Command::new(crate::util::BIN)
+        .args(["migrate", "--to", &pg.url("moved"), "--data-dir"])
+        .arg(s.data_dir())
+        .arg("--write-pepper")
+        .arg(&pepper)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("keys") && err.contains("100%") && err.contains("every key found by its hash"), "{err}");
+    assert!(!err.contains(&s.root), "no secret in the output");
+
+    let env = [("KEYWARD_DATABASE_URL", pg.url("moved")), ("KEYWARD_PEPPER_FILE", pepper.display().to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let node = Server::start_node(&env, Some(&s.root));
+    let after: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(_, k)| {
+            let v = node.verify(k);
+            json!([v["code"], v["deprecated"], v["key_id"]])
+        })
+        .collect();
+    assert_eq!(after, before);
+    let audit_after = node.call("GET", "/v1/audit/verify", None).json();
+    assert_eq!(audit_after["ok"], true, "{audit_after}");
+    assert_eq!(audit_after["entries"], audit_before["entries"]);
+    // The chain goes on from the copied entries.
+    node.key(json!({"keyspace_id": ks}));
+    let audit_later = node.call("GET", "/v1/audit/verify", None).json();
+    assert_eq!(audit_later["ok"], true, "{audit_later}");
+    assert_eq!(audit_later["entries"].as_u64(), audit_before["entries"].as_u64().map(|n| n + 1));
+    let events = node.call("GET", &format!("/v1/events?key_id={}&limit=100", keys[3].0), None).json();
+    assert_eq!(events["data"].as_array().unwrap().len(), 2, "the verify before and after the move: {events}");
+    // Into a database that has data: refused, nothing changed.
+    let again = std::process::Command::new(crate::util::BIN)
+        .args(["migrate", "--to", &pg.url("moved"), "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("empty database"));
 }

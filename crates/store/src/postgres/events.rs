@@ -133,6 +133,33 @@ impl PgEventLog {
         Ok(())
     }
 
+    /// Copies an embedded event log (`events.db`) into this empty one, ids
+    /// and sink cursors kept; returns the events copied.
+    pub fn import_from(&self, src: &rusqlite::Connection, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<u64> {
+        if self.count()? > 0 {
+            return Err(StoreError::Conflict(
+                "the database's event log is not empty; migrate into an empty database".into(),
+            ));
+        }
+        let (lo, hi): (Option<i64>, Option<i64>) =
+            src.query_row("SELECT MIN(ts), MAX(ts) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            // A partition per day (at most the last 400 days: older ones wait in the default partition).
+            let (first, last) = (lo.div_euclid(DAY_MS), hi.div_euclid(DAY_MS));
+            let days: Vec<i64> = (first.max(last - 400)..=last + 1).collect();
+            self.ensure_days(&days)?;
+        }
+        self.with("importing events", |c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])?;
+            let n = super::import::copy_table(src, &mut tx, "events", progress)?;
+            super::import::copy_table(src, &mut tx, "sink_cursors", progress)?;
+            tx.batch_execute("SELECT setval('events_id_seq', COALESCE((SELECT MAX(id) FROM events), 0) + 1, false)")?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
     /// One page of `f`: the SQL holds only the filters given; time bounds
     /// prune partitions; each filter has an index ending in id.
     fn page(&self, f: &EventFilter) -> Result<Vec<UsageEvent>> {
