@@ -34,7 +34,18 @@ pub struct Postgres {
 
 impl Postgres {
     /// Makes and starts a cluster; `None` with `KEYWARD_SKIP_POSTGRES=1`.
+    /// For speed it runs without fsync (`fsync=off`, `synchronous_commit=off`).
     pub fn start() -> Option<Postgres> {
+        Self::start_inner(false)
+    }
+
+    /// [`Postgres::start`] with PostgreSQL's durable defaults (fsync on every
+    /// commit), for benchmarks whose figures must be honest.
+    pub fn start_durable() -> Option<Postgres> {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(durable: bool) -> Option<Postgres> {
         if skip("KEYWARD_SKIP_POSTGRES") {
             return None;
         }
@@ -56,8 +67,9 @@ impl Postgres {
         // A port can be taken between the probe and the bind: try a few.
         for _ in 0..5 {
             pg.port = free_port();
+            let fast = if durable { "" } else { " -c fsync=off -c synchronous_commit=off" };
             let opts = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200",
+                "-p {} -k {} -c listen_addresses=127.0.0.1{fast} -c max_connections=200",
                 pg.port,
                 pg.dir.path().display()
             );
