@@ -28,7 +28,7 @@ mkdir -p "$WORK/pg"; [ "$(id -u)" = 0 ] && chown postgres "$WORK/pg"
 PGPORT="$(free_port)"
 "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
   -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
-trap '"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true; cleanup' EXIT
+trap 'rc=$?; "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1; (exit $rc); cleanup' EXIT
 "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U keyward -d postgres -qc "CREATE DATABASE kw" >/dev/null
 DB="postgres://keyward@127.0.0.1:$PGPORT/kw"
 redis-server --port 0 --unixsocket "$WORK/redis.sock" --save '' --appendonly no --daemonize no \
@@ -87,7 +87,7 @@ load() {
 }
 
 # 1. embedded
-ROOT="$("$KEYWARD_BIN" init --data-dir "$WORK/embedded" 2>/dev/null)"
+ROOT="$(KEYWARD_PEPPER="$PEPPER" "$KEYWARD_BIN" init --data-dir "$WORK/embedded" 2>/dev/null)"
 start_node embedded
 make_keys "$PORT_embedded" "$ROOT"
 load embedded "$ROOT" "$PORT_embedded"
