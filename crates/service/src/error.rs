@@ -57,6 +57,13 @@ impl From<StoreError> for ServiceError {
                 "the server's disk is full, so nothing was changed; an operator must free space in the data dir, then retry"
                     .into(),
             ),
+            e if e.is_unreachable() => {
+                tracing::error!(error = %e, "The database cannot be reached.");
+                ServiceError::Unavailable(
+                    "the database cannot be reached, so nothing was changed; retry shortly (an operator should check the database)"
+                        .into(),
+                )
+            }
             e => ServiceError::Store(e),
         }
     }

@@ -29,7 +29,7 @@ fn event(n: u64, now: i64) -> UsageEvent {
         user_agent: Some("bench/1.0".into()),
         method: Some("GET".into()),
         path: Some("/v1/orders".into()),
-        outcome: if n % 50 == 0 { Outcome::RateLimited } else { Outcome::Valid },
+        outcome: if n.is_multiple_of(50) { Outcome::RateLimited } else { Outcome::Valid },
         http_status: None,
         error: None,
         bytes_in: None,

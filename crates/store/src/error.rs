@@ -54,6 +54,22 @@ impl StoreError {
         }
     }
 
+    /// Whether the database could not be reached (no connection, or it closed):
+    /// nothing was written, and retrying later may work.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Postgres { source, .. } => {
+                source.is_closed()
+                    || source
+                        .code()
+                        .is_some_and(|c| c.code().starts_with("08") || *c == postgres::error::SqlState::ADMIN_SHUTDOWN)
+                    || std::error::Error::source(source).is_some_and(|s| s.is::<std::io::Error>())
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the failure is a full disk (or a database at its size limit):
     /// nothing was written, and retrying after freeing space will work.
     pub fn is_disk_full(&self) -> bool {

@@ -497,3 +497,41 @@ fn a_migrated_data_dir_serves_every_key_as_before_from_postgres() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("empty database"));
 }
+
+#[test]
+fn a_node_that_was_away_never_answers_a_stale_valid_and_catches_up() {
+    let Some(c) = Cluster::start(2, &[("KEYWARD_MAX_STALENESS_MS", "1500")]) else { return };
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let ks = a.keyspace();
+    let (id, key) = a.key(json!({"keyspace_id": ks}));
+    assert_eq!(b.code(&key), "VALID");
+    // B is paused (a long GC, a frozen VM, a partition) while A revokes the key.
+    let pid = b.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    a.call("POST", &format!("/v1/keys/{id}/revoke"), Some(json!({"reason": "compromised"})));
+    std::thread::sleep(Duration::from_millis(2_000));
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    // From the moment it runs again: 503 (it knows it may be behind) or REVOKED, never VALID.
+    let mut seen = std::collections::BTreeMap::new();
+    let start = Instant::now();
+    loop {
+        let r = b.raw_any(
+            "POST",
+            "/v1/keys/verify",
+            Some(&b.root),
+            Some(&json!({"key": key}).to_string()),
+            &[("Content-Type", "application/json")],
+        );
+        let what = match r.status {
+            200 => r.json()["code"].as_str().unwrap().to_owned(),
+            s => s.to_string(),
+        };
+        assert_ne!(what, "VALID", "a stale VALID after {:?}", start.elapsed());
+        *seen.entry(what.clone()).or_insert(0) += 1;
+        if what == "REVOKED" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{seen:?}");
+    }
+    eprintln!("after the pause: {seen:?} within {:?}", start.elapsed());
+}

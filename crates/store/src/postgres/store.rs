@@ -65,7 +65,7 @@ pub(super) fn pool(url: &str, size: u32, node: Option<&str>) -> Result<Pool> {
     let config: postgres::Config =
         url.parse().map_err(|source| StoreError::Postgres { context: "reading the database URL", source })?;
     let mut b =
-        r2d2::Pool::builder().max_size(size.max(1)).min_idle(Some(1)).connection_timeout(Duration::from_secs(10));
+        r2d2::Pool::builder().max_size(size.max(1)).min_idle(Some(1)).connection_timeout(Duration::from_secs(3));
     if let Some(n) = node {
         b = b.connection_customizer(Box::new(NameNode(n.to_owned())));
     }
