@@ -27,6 +27,7 @@ pub struct Duties {
     sinks: Arc<Sinks>,
     monitor: Option<Arc<keyward_alerts::Monitor>>,
     tail: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    watch: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// Where the engine takes events from.
@@ -47,14 +48,23 @@ pub async fn start(
     feed: Feed,
 ) -> anyhow::Result<Duties> {
     let host = cfg.events.hostname.clone().unwrap_or_else(crate::serve::hostname);
+    // Sinks read up to the newest event they know of: this node's writer's on
+    // a single node; on the leader, the shared log's, read by a watcher.
+    let (stats, watch) = match feed {
+        Feed::Writer => (events.shared_stats(), None),
+        Feed::SharedLog => {
+            let stats = Arc::new(keyward_events::PipelineStats::default());
+            (stats.clone(), Some(watch_newest(events.log().clone(), stats)))
+        }
+    };
     let sinks = Arc::new(
-        Sinks::start(&cfg.sinks, events.log().clone(), events.shared_stats(), host, Some(store.clone()))
+        Sinks::start(&cfg.sinks, events.log().clone(), stats, host, Some(store.clone()))
             .context("starting the sinks")?,
     );
     service.attach_sinks(sinks.clone());
     if !cfg.alerts.enabled {
         tracing::warn!("Alerting is off (alerts.enabled = false): no rule runs.");
-        return Ok(Duties { sinks, monitor: None, tail: None });
+        return Ok(Duties { sinks, monitor: None, tail: None, watch });
     }
     let responder = keyward_service::alerts::AutoResponse::new(service, tokio::runtime::Handle::current());
     let monitor = keyward_alerts::Monitor::start(store.clone(), cfg.alerts.clone(), Some(responder))
@@ -82,7 +92,29 @@ pub async fn start(
     };
     service.attach_monitor(monitor.clone());
     service.reload_rules().await.context("reading the alert rules")?;
-    Ok(Duties { sinks, monitor: Some(monitor), tail })
+    Ok(Duties { sinks, monitor: Some(monitor), tail, watch })
+}
+
+/// Keeps `stats.last_id` at the shared log's newest id (every 100 ms), for the sinks.
+fn watch_newest(
+    log: Arc<dyn EventLog>,
+    stats: Arc<keyward_events::PipelineStats>,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("keyward-log-watch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match log.max_id() {
+                    Ok(id) => stats.last_id.store(id, Ordering::Relaxed),
+                    Err(e) => tracing::debug!(error = %e, "Reading the shared log's newest id failed."),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .expect("spawning the log watcher");
+    (stop, thread)
 }
 
 /// Feeds the engine every event of the shared log after `from`, in order,
@@ -131,6 +163,10 @@ impl Duties {
             m.stop();
         }
         self.sinks.stop(Duration::from_secs(3));
+        if let Some((flag, thread)) = self.watch {
+            flag.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
     }
 }
 

@@ -45,7 +45,8 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
     if lock.try_lock().is_err() {
         bail!("another keyward process is using data dir {}; stop it first or pass another --data-dir", dir.display());
     }
-    let keyring = open_keyring(cfg)?;
+    // A cluster keeps its keyring in the shared store (opened below); a single node in its data dir.
+    let keyring = if cfg.store.postgres().is_some() { None } else { open_keyring(cfg)? };
     if cfg.store.postgres().is_some() && cfg.pepper.hex.is_none() && cfg.pepper.file.is_none() {
         bail!(
             "a shared store (KEYWARD_DATABASE_URL) needs the same pepper on every node: set KEYWARD_PEPPER \
@@ -79,6 +80,10 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
             Arc::new(SqliteStore::open_with(&store_path, store_key.as_ref()).context("opening the embedded store")?),
             None,
         ),
+    };
+    let keyring = match cfg.store.postgres() {
+        Some(_) => open_shared_keyring(cfg, store.clone())?,
+        None => keyring,
     };
     let log: Arc<dyn EventLog> = match cfg.store.postgres() {
         Some(url) => Arc::new(PgEventLog::open(url, 4).context("opening the event log in PostgreSQL")?),
@@ -158,6 +163,27 @@ pub(crate) fn open_keyring(cfg: &Config) -> anyhow::Result<Option<Arc<Keyring>>>
         );
     }
     tracing::info!(master_key_id = %ring.kek_id(), "Data at rest is encrypted (AES-256, envelope).");
+    Ok(Some(Arc::new(ring)))
+}
+
+/// A cluster's keyring, kept in its database, when a master key is configured.
+fn open_shared_keyring(cfg: &Config, store: Arc<dyn Store>) -> anyhow::Result<Option<Arc<Keyring>>> {
+    let Some(kek) = cfg.encryption.master_key()? else {
+        tracing::info!(
+            "No master key: recoverable keys are off. PostgreSQL's data is as protected as the database itself \
+             (use its encryption at rest and TLS)."
+        );
+        return Ok(None);
+    };
+    let previous = cfg.encryption.previous_keys()?;
+    let (ring, opened) = Keyring::open_shared(store, kek, &previous)?;
+    if opened.created > 0 {
+        tracing::info!(master_key_id = %ring.kek_id(), "Created the cluster's data keys, wrapped by the master key.");
+    }
+    if opened.rewrapped > 0 {
+        tracing::info!(master_key_id = %ring.kek_id(), "Re-wrapped the cluster's data keys under the current master key.");
+    }
+    tracing::info!(master_key_id = %ring.kek_id(), "The cluster's keyring is open; every node must use this master key.");
     Ok(Some(Arc::new(ring)))
 }
 

@@ -11,6 +11,11 @@
 //!
 //! Rotating the master key re-wraps the DEKs only (the databases are not
 //! rewritten), atomically: the keyring is replaced by rename after an fsync.
+//!
+//! A cluster keeps the same keyring in its shared store instead (the
+//! `keyring` setting, [`Keyring::open_shared`]): every node with the master
+//! key unwraps the same DEKs, so a key sealed on one node is revealed on
+//! any, and a node given another master key refuses to start.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -76,9 +81,21 @@ struct Inner {
 
 /// The unwrapped data keys of one data dir, and the master key they are wrapped by.
 pub struct Keyring {
-    path: PathBuf,
+    home: Home,
     inner: RwLock<Inner>,
 }
+
+/// Where the wrapped keys are kept.
+enum Home {
+    File(PathBuf),
+    /// The `keyring` setting of a store shared by several nodes.
+    Shared(std::sync::Arc<dyn crate::Store>),
+}
+
+/// The setting a shared keyring is kept in.
+const SHARED_SETTING: &str = "keyring";
+/// How a shared keyring is named in messages.
+const SHARED_NAME: &str = "the cluster's database";
 
 /// What opening a keyring did, for the start-up log.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -108,15 +125,23 @@ pub fn encrypted_by(dir: &Path) -> Result<Option<String>, KeyringError> {
 
 fn read_file(path: &Path) -> Result<KeyringFile, KeyringError> {
     let text = std::fs::read_to_string(path).map_err(|source| io_err(path, source))?;
-    let file: KeyringFile = serde_json::from_str(&text)
-        .map_err(|e| KeyringError::Damaged { path: path.display().to_string(), detail: e.to_string() })?;
+    parse_file(&text, &path.display().to_string())
+}
+
+fn parse_file(text: &str, name: &str) -> Result<KeyringFile, KeyringError> {
+    let file: KeyringFile = serde_json::from_str(text)
+        .map_err(|e| KeyringError::Damaged { path: name.to_owned(), detail: e.to_string() })?;
     if file.format != 1 {
         return Err(KeyringError::Damaged {
-            path: path.display().to_string(),
+            path: name.to_owned(),
             detail: format!("format {} is not known to this binary; upgrade keyward", file.format),
         });
     }
     Ok(file)
+}
+
+fn shared_err(e: StoreError) -> KeyringError {
+    KeyringError::Shared(e.to_string())
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> KeyringError {
@@ -129,56 +154,49 @@ impl Keyring {
     /// under an older key are re-wrapped under `kek` before this returns.
     pub fn open(dir: &Path, kek: SecretKey, previous: &[SecretKey]) -> Result<(Keyring, Opened), KeyringError> {
         let path = dir.join(KEYRING_FILE);
-        let mut file = if path.exists() { read_file(&path)? } else { KeyringFile { format: 1, deks: Vec::new() } };
-        let mut opened = Opened::default();
-        let mut deks = Vec::new();
-        for w in &mut file.deks {
-            let purpose =
-                Purpose::ALL.into_iter().find(|p| p.name() == w.purpose).ok_or_else(|| KeyringError::Damaged {
-                    path: path.display().to_string(),
-                    detail: format!("unknown purpose {}", w.purpose),
-                })?;
-            let by = std::iter::once(&kek).chain(previous).find(|k| k.id() == w.kek_id).ok_or_else(|| {
-                KeyringError::WrongMasterKey {
-                    dir: dir.display().to_string(),
-                    given: kek.id(),
-                    wanted: w.kek_id.clone(),
-                }
-            })?;
-            let bytes = hex::decode(&w.wrapped).map_err(|e| KeyringError::Damaged {
-                path: path.display().to_string(),
-                detail: format!("{} v{}: {e}", w.purpose, w.version),
-            })?;
-            let aad = wrap_aad(&w.purpose, w.version);
-            let dek = by.unwrap_key(&aad, &bytes).map_err(|e| KeyringError::Damaged {
-                path: path.display().to_string(),
-                detail: format!("{} v{}: {e}", w.purpose, w.version),
-            })?;
-            if by.id() != kek.id() {
-                w.wrapped = hex::encode(kek.wrap(&aad, &dek));
-                w.kek_id = kek.id();
-                opened.rewrapped += 1;
-            }
-            deks.push((purpose, w.version, dek));
-        }
-        for purpose in Purpose::ALL {
-            if !deks.iter().any(|(p, _, _)| *p == purpose) {
-                let dek = SecretKey::generate();
-                file.deks.push(WrappedDek {
-                    purpose: purpose.name().to_owned(),
-                    version: 1,
-                    created_at: keyward_core::time::to_rfc3339(keyward_core::time::now_ms()),
-                    kek_id: kek.id(),
-                    wrapped: hex::encode(kek.wrap(&wrap_aad(purpose.name(), 1), &dek)),
-                });
-                deks.push((purpose, 1, dek));
-                opened.created += 1;
-            }
-        }
+        let file = if path.exists() { read_file(&path)? } else { KeyringFile { format: 1, deks: Vec::new() } };
+        let (inner, opened) =
+            unwrap_all(file, kek, previous, &format!("data dir {}", dir.display()), &path.display().to_string())?;
         if opened != Opened::default() {
-            write_atomically(&path, &file)?;
+            write_atomically(&path, &inner.file)?;
         }
-        Ok((Keyring { path, inner: RwLock::new(Inner { kek, deks, file }) }, opened))
+        Ok((Keyring { home: Home::File(path), inner: RwLock::new(inner) }, opened))
+    }
+
+    /// Opens (or, for a new cluster, creates) the keyring kept in `store`,
+    /// shared by every node. Nodes starting at once agree: the first to
+    /// store a new keyring wins, and the others open that one.
+    pub fn open_shared(
+        store: std::sync::Arc<dyn crate::Store>,
+        kek: SecretKey,
+        previous: &[SecretKey],
+    ) -> Result<(Keyring, Opened), KeyringError> {
+        let file = match store.get_setting(SHARED_SETTING).map_err(shared_err)? {
+            Some(text) => parse_file(&text, SHARED_NAME)?,
+            None => {
+                let (made, _) = unwrap_all(
+                    KeyringFile { format: 1, deks: Vec::new() },
+                    kek.clone(),
+                    &[],
+                    SHARED_NAME,
+                    SHARED_NAME,
+                )?;
+                let text = serde_json::to_string(&made.file).expect("the keyring serializes");
+                if store.put_setting_if_absent(SHARED_SETTING, &text).map_err(shared_err)? {
+                    let opened = Opened { created: made.deks.len(), rewrapped: 0 };
+                    return Ok((Keyring { home: Home::Shared(store), inner: RwLock::new(made) }, opened));
+                }
+                // Another node stored one first: that one is the cluster's.
+                let text = store.get_setting(SHARED_SETTING).map_err(shared_err)?.unwrap_or_default();
+                parse_file(&text, SHARED_NAME)?
+            }
+        };
+        let (inner, opened) = unwrap_all(file, kek, previous, SHARED_NAME, SHARED_NAME)?;
+        if opened.rewrapped > 0 || opened.created > 0 {
+            let text = serde_json::to_string(&inner.file).expect("the keyring serializes");
+            store.put_setting(SHARED_SETTING, &text).map_err(shared_err)?;
+        }
+        Ok((Keyring { home: Home::Shared(store), inner: RwLock::new(inner) }, opened))
     }
 
     /// The current data key for `purpose`.
@@ -217,13 +235,70 @@ impl Keyring {
             w.wrapped = hex::encode(new.wrap(&wrap_aad(&w.purpose, w.version), dek));
             w.kek_id = new.id();
         }
-        write_atomically(&self.path, &file)?;
+        match &self.home {
+            Home::File(path) => write_atomically(path, &file)?,
+            Home::Shared(store) => {
+                let text = serde_json::to_string(&file).expect("the keyring serializes");
+                store.put_setting(SHARED_SETTING, &text).map_err(shared_err)?;
+            }
+        }
         let to = new.id();
         let deks = file.deks.len();
         inner.file = file;
         inner.kek = new;
         Ok(Rotated { from, to, deks })
     }
+}
+
+/// Unwraps every DEK of `file` (re-wrapping those under an older master key
+/// with `kek`) and creates the missing ones.
+fn unwrap_all(
+    mut file: KeyringFile,
+    kek: SecretKey,
+    previous: &[SecretKey],
+    dir: &str,
+    name: &str,
+) -> Result<(Inner, Opened), KeyringError> {
+    let mut opened = Opened::default();
+    let mut deks = Vec::new();
+    for w in &mut file.deks {
+        let purpose = Purpose::ALL.into_iter().find(|p| p.name() == w.purpose).ok_or_else(|| {
+            KeyringError::Damaged { path: name.to_owned(), detail: format!("unknown purpose {}", w.purpose) }
+        })?;
+        let by = std::iter::once(&kek).chain(previous).find(|k| k.id() == w.kek_id).ok_or_else(|| {
+            KeyringError::WrongMasterKey { dir: dir.to_owned(), given: kek.id(), wanted: w.kek_id.clone() }
+        })?;
+        let bytes = hex::decode(&w.wrapped).map_err(|e| KeyringError::Damaged {
+            path: name.to_owned(),
+            detail: format!("{} v{}: {e}", w.purpose, w.version),
+        })?;
+        let aad = wrap_aad(&w.purpose, w.version);
+        let dek = by.unwrap_key(&aad, &bytes).map_err(|e| KeyringError::Damaged {
+            path: name.to_owned(),
+            detail: format!("{} v{}: {e}", w.purpose, w.version),
+        })?;
+        if by.id() != kek.id() {
+            w.wrapped = hex::encode(kek.wrap(&aad, &dek));
+            w.kek_id = kek.id();
+            opened.rewrapped += 1;
+        }
+        deks.push((purpose, w.version, dek));
+    }
+    for purpose in Purpose::ALL {
+        if !deks.iter().any(|(p, _, _)| *p == purpose) {
+            let dek = SecretKey::generate();
+            file.deks.push(WrappedDek {
+                purpose: purpose.name().to_owned(),
+                version: 1,
+                created_at: keyward_core::time::to_rfc3339(keyward_core::time::now_ms()),
+                kek_id: kek.id(),
+                wrapped: hex::encode(kek.wrap(&wrap_aad(purpose.name(), 1), &dek)),
+            });
+            deks.push((purpose, 1, dek));
+            opened.created += 1;
+        }
+    }
+    Ok((Inner { kek, deks, file }, opened))
 }
 
 fn write_atomically(path: &Path, file: &KeyringFile) -> Result<(), KeyringError> {

@@ -97,7 +97,7 @@ pub enum KeyringError {
     )]
     MasterKeyMissing { dir: String, wanted: String },
     #[error(
-        "the master key given (id {given}) does not open data dir {dir}: its data keys are wrapped by the master key with id {wanted}; \
+        "the master key given (id {given}) does not open {dir}: its data keys are wrapped by the master key with id {wanted}; \
          give that key, or list it in KEYWARD_MASTER_KEY_PREVIOUS while the new one is current"
     )]
     WrongMasterKey { dir: String, given: String, wanted: String },
@@ -107,4 +107,7 @@ pub enum KeyringError {
     Io { path: String, source: std::io::Error },
     #[error("the new master key is the current one (id {0}); generate another with `keyward master-key generate`")]
     SameKey(String),
+    /// The shared store that keeps a cluster's keyring failed.
+    #[error("the cluster's keyring could not be read or written: {0}")]
+    Shared(String),
 }

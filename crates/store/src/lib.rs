@@ -58,6 +58,14 @@ pub trait Store: alerts::AlertStore + Send + Sync + 'static {
     /// A named server setting (e.g. the pepper check value).
     fn get_setting(&self, name: &str) -> Result<Option<String>>;
     fn put_setting(&self, name: &str, value: &str) -> Result<()>;
+    /// Stores a setting only if it has none yet; false if it had one.
+    /// A shared store decides in one statement (nodes racing at first start).
+    fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool> {
+        if self.get_setting(name)?.is_some() {
+            return Ok(false);
+        }
+        self.put_setting(name, value).map(|()| true)
+    }
 
     /// Creates a workspace with its first admin root key.
     fn create_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<()>;

@@ -398,7 +398,17 @@ fn the_leader_alone_exports_and_alerts_over_every_nodes_events_and_a_follower_ta
             .collect()
     };
     let stored = |c: &Cluster| -> usize { c.pg.psql("kw", "SELECT count(*) FROM events").parse().unwrap() };
-    until(Duration::from_secs(20), || exported(&cap).len() >= 42 && stored(&c) >= 42);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(exported(&cap).len() >= 42 && stored(&c) >= 42) {
+        assert!(
+            Instant::now() < deadline,
+            "exported {}, stored {}; logs:\n{}",
+            exported(&cap).len(),
+            stored(&c),
+            c.nodes.iter().map(|n| n.log.lock().clone()).collect::<Vec<_>>().join("\n----\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::thread::sleep(Duration::from_millis(500));
     let mut ids = exported(&cap);
     let total = ids.len();
@@ -534,4 +544,40 @@ fn a_node_that_was_away_never_answers_a_stale_valid_and_catches_up() {
         assert!(start.elapsed() < Duration::from_secs(5), "{seen:?}");
     }
     eprintln!("after the pause: {seen:?} within {:?}", start.elapsed());
+}
+
+#[test]
+fn the_cluster_shares_one_keyring_and_a_node_with_another_master_key_refuses() {
+    let master = crate::security::new_master_key();
+    let Some(mut c) = Cluster::start(2, &[("KEYWARD_MASTER_KEY", &master)]) else { return };
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let ks =
+        a.create("/v1/keyspaces", json!({"name": "vault", "recoverable": true}))["id"].as_str().unwrap().to_owned();
+    let (id, key) = a.key(json!({"keyspace_id": ks}));
+    // Sealed on A, revealed on B: one set of data keys for the cluster.
+    let shown = b.call("POST", &format!("/v1/keys/{id}/reveal"), None);
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert_eq!(shown.json()["key"], key.as_str());
+    let wrapped = c.pg.psql("kw", "SELECT value FROM settings WHERE name = 'keyring'");
+    assert!(wrapped.contains("\"purpose\":\"secrets\"") && !wrapped.contains(&master), "{wrapped}");
+    // A node with another master key does not join.
+    let out = std::process::Command::new(crate::util::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(a.dir.path().join("other"))
+        .env("KEYWARD_DATABASE_URL", c.pg.url("kw"))
+        .env("KEYWARD_PEPPER", PEPPER)
+        .env("KEYWARD_MASTER_KEY", crate::security::new_master_key())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not open the cluster's database"), "{err}");
+    // Rotation on B re-wraps the shared keyring; a node started with the new key joins and reveals.
+    let next = crate::security::new_master_key();
+    let r = b.call("POST", "/v1/master-key/rotate", Some(json!({"new_master_key": next})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    c.env.retain(|(k, _)| k != "KEYWARD_MASTER_KEY");
+    c.env.push(("KEYWARD_MASTER_KEY".into(), next));
+    let d = c.add();
+    assert_eq!(d.call("POST", &format!("/v1/keys/{id}/reveal"), None).json()["key"], key.as_str());
 }

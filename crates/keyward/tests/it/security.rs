@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::util::{BIN, Server, contains, files_under};
 
-fn new_master_key() -> String {
+pub fn new_master_key() -> String {
     let out = Command::new(BIN).args(["master-key", "generate"]).output().unwrap();
     assert!(out.status.success());
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();

@@ -555,6 +555,19 @@ impl Store for PgStore {
         })
     }
 
+    fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool> {
+        self.tx("writing a setting", |tx| {
+            let n = tx.execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &value],
+            )?;
+            if n > 0 {
+                note_change(tx, "setting", "", name)?;
+            }
+            Ok(n > 0)
+        })
+    }
+
     fn create_first_workspace(&self, ws: &Workspace, admin: &RootKeyRecord, audit: &AuditEntry) -> Result<bool> {
         self.tx("creating the first workspace", |tx| {
             let n: i64 = tx.query_one("SELECT COUNT(*) FROM workspaces", &[])?.try_get(0)?;
