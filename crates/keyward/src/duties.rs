@@ -47,7 +47,7 @@ pub async fn start(
     store: &Arc<dyn AlertStore>,
     feed: Feed,
 ) -> anyhow::Result<Duties> {
-    let host = cfg.events.hostname.clone().unwrap_or_else(crate::serve::hostname);
+    let host = cfg.events.hostname.clone().unwrap_or_else(hostname);
     // Sinks read up to the newest event they know of: this node's writer's on
     // a single node; on the leader, the shared log's, read by a watcher.
     let (stats, watch) = match feed {
@@ -93,6 +93,16 @@ pub async fn start(
     service.attach_monitor(monitor.clone());
     service.reload_rules().await.context("reading the alert rules")?;
     Ok(Duties { sinks, monitor: Some(monitor), tail, watch })
+}
+
+/// The machine's host name, for exported events.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// Keeps `stats.last_id` at the shared log's newest id (every 100 ms), for the sinks.
