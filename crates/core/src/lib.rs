@@ -9,6 +9,7 @@
 pub mod error;
 pub mod event;
 pub mod hash;
+pub mod histogram;
 pub mod id;
 pub mod key;
 pub mod outcome;

@@ -108,34 +108,13 @@ pub struct HttpMetrics {
 /// One route's handles.
 pub struct RouteMetrics {
     route: String,
-    duration: Latency,
+    duration: keyward_core::histogram::Histogram,
     by_status: parking_lot::RwLock<Vec<(u16, metrics::Counter)>>,
 }
 
 /// Upper bounds of the latency buckets, seconds.
-const BOUNDS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
-
-/// A latency histogram of fixed buckets, atomics only. The exporter's own
-/// histogram keeps every sample until drained: a sixth of the cost of a
-/// `/healthz` under load (issue 11); this one is three relaxed adds.
-#[derive(Default)]
-struct Latency {
-    buckets: [std::sync::atomic::AtomicU64; BOUNDS.len()],
-    sum_ns: std::sync::atomic::AtomicU64,
-    count: std::sync::atomic::AtomicU64,
-}
-
-impl Latency {
-    fn record(&self, d: std::time::Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let secs = d.as_secs_f64();
-        if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.sum_ns.fetch_add(d.as_nanos() as u64, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-    }
-}
+static BOUNDS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
 
 impl HttpMetrics {
     /// The handles of a route template (`None`: no route matched).
@@ -150,7 +129,7 @@ impl HttpMetrics {
             .or_insert_with(|| {
                 Arc::new(RouteMetrics {
                     route: name.to_owned(),
-                    duration: Latency::default(),
+                    duration: keyward_core::histogram::Histogram::new(&BOUNDS),
                     by_status: Default::default(),
                 })
             })
@@ -162,8 +141,6 @@ impl HttpMetrics {
     /// `keyward_http_request_duration_seconds` in the Prometheus text format,
     /// one histogram per route (appended to the exporter's text by `/metrics`).
     pub fn render_latency(&self) -> String {
-        use std::fmt::Write;
-        use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::from(
             "# HELP keyward_http_request_duration_seconds HTTP request latency by route template.\n\
              # TYPE keyward_http_request_duration_seconds histogram\n",
@@ -172,21 +149,11 @@ impl HttpMetrics {
         let mut names: Vec<&String> = routes.keys().collect();
         names.sort();
         for name in names {
-            let l = &routes[name].duration;
-            let mut cumulative = 0;
-            for (b, n) in BOUNDS.iter().zip(&l.buckets) {
-                cumulative += n.load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "keyward_http_request_duration_seconds_bucket{{route=\"{name}\",le=\"{b}\"}} {cumulative}"
-                );
-            }
-            let count = l.count.load(Relaxed);
-            let _ =
-                writeln!(out, "keyward_http_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}");
-            let sum = l.sum_ns.load(Relaxed) as f64 / 1e9;
-            let _ = writeln!(out, "keyward_http_request_duration_seconds_sum{{route=\"{name}\"}} {sum}");
-            let _ = writeln!(out, "keyward_http_request_duration_seconds_count{{route=\"{name}\"}} {count}");
+            routes[name].duration.render(
+                &mut out,
+                "keyward_http_request_duration_seconds",
+                &format!("route=\"{name}\""),
+            );
         }
         out
     }

@@ -21,6 +21,7 @@ pub mod index;
 pub mod leaks;
 pub mod lifecycle;
 mod manage;
+mod observe;
 pub mod secrets;
 pub mod validate;
 pub mod verify;
@@ -125,6 +126,8 @@ pub struct Service {
     cluster: std::sync::OnceLock<cluster::ClusterState>,
     /// Set when Redis holds the limits (see `cluster`).
     limits: std::sync::OnceLock<cluster::SharedLimits>,
+    /// `keyward_verify_duration_seconds` (see `observe`).
+    verify_latency: keyward_core::histogram::Histogram,
 }
 
 impl Service {
@@ -193,6 +196,7 @@ impl Service {
             reminded: Default::default(),
             cluster: std::sync::OnceLock::new(),
             limits: std::sync::OnceLock::new(),
+            verify_latency: observe::verify_histogram(),
         })
     }
 

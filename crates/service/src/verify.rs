@@ -126,7 +126,9 @@ impl Service {
     /// Verifies a key for a caller in `workspace_id`, and records one usage
     /// event for it (never waiting on disk).
     pub async fn verify(&self, workspace_id: &str, input: &VerifyInput<'_>, ctx: &RequestCtx<'_>) -> Result<Decision> {
+        let started = std::time::Instant::now();
         let d = self.decide_any(workspace_id, input).await?;
+        self.time_verify(started);
         self.count_outcome(d.outcome);
         if let Some(p) = &self.events {
             p.emit(self.usage_event(workspace_id, input, ctx, &d)).await;
@@ -137,7 +139,9 @@ impl Service {
     /// Decides without recording anything: the gateway records the event
     /// itself once the upstream has answered (with status, bytes, latency).
     pub async fn decide_only(&self, workspace_id: &str, input: &VerifyInput<'_>) -> Result<Decision> {
+        let started = std::time::Instant::now();
         let d = self.decide_any(workspace_id, input).await?;
+        self.time_verify(started);
         self.count_outcome(d.outcome);
         Ok(d)
     }

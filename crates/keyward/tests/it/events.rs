@@ -153,12 +153,35 @@ fn metrics_are_prometheus_text_and_count_outcomes() {
     let s = Server::start();
     let ks = s.keyspace();
     let (_, key) = s.key(json!({"keyspace_id": ks}));
+    let (revoked, revoked_key) = s.key(json!({"keyspace_id": ks}));
+    let (disabled, _) = s.key(json!({"keyspace_id": ks}));
+    s.call("POST", &format!("/v1/keys/{revoked}/revoke"), Some(json!({"reason": "compromised"})));
+    s.call("PATCH", &format!("/v1/keys/{disabled}"), Some(json!({"enabled": false})));
     s.verify(&key);
     s.verify("nope");
-    let r = s.raw("GET", "/metrics", None, None, &[]);
+    // A revoked key presented: the `used_after_end` rule opens a high alert.
+    assert_eq!(s.code(&revoked_key), "REVOKED");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let r = loop {
+        let r = s.raw("GET", "/metrics", None, None, &[]);
+        if r.text.contains(r#"keyward_alerts_open{rule="used_after_end",severity="high"} 1"#) {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no open-alert gauge:\n{}", r.text);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(r.status, 200);
     assert!(r.text.contains(r#"keyward_verifications_total{code="VALID"} 1"#), "{}", r.text);
     assert!(r.text.contains(r#"keyward_verifications_total{code="MALFORMED"} 1"#));
+    // Every verify timed once; keys counted by status; no per-key label anywhere.
+    assert!(r.text.contains("keyward_verify_duration_seconds_count 3\n"), "{}", r.text);
+    assert!(r.text.contains("# TYPE keyward_verify_duration_seconds histogram"));
+    for (status, n) in [("active", 1), ("disabled", 1), ("revoked", 1), ("expired", 0), ("rotated", 0)] {
+        assert!(r.text.contains(&format!("keyward_keys{{status=\"{status}\"}} {n}\n")), "{status}: {}", r.text);
+    }
+    for id in [&revoked, &disabled] {
+        assert!(!r.text.contains(id.as_str()), "no key id as a label");
+    }
     assert!(r.text.contains("keyward_http_requests_total{route=\"/v1/keys/verify\",status=\"200\"}"));
     assert!(!r.text.contains(&key), "no key in metrics");
     if std::env::var("KEYWARD_SKIP_PROMTOOL").is_ok_and(|v| v == "1") {

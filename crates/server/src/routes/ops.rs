@@ -173,6 +173,7 @@ pub async fn metrics(State(state): State<AppState>, auth: Result<Auth, ApiError>
     metrics::gauge!("keyward_negative_cache_entries").set(state.service.negative_cache().len() as f64);
     let mut text = handle.render();
     text.push_str(&state.http_metrics.render_latency());
+    text.push_str(&state.service.render_metrics().await);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
