@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod policy;
 pub mod redact;
 pub mod role;
+pub mod rollup;
 pub mod seal;
 pub mod time;
 pub mod verify;
