@@ -15,6 +15,7 @@ pub mod error;
 pub mod format;
 pub mod geo;
 pub mod pipeline;
+pub mod rollups;
 pub mod sinks;
 
 pub use error::SinkError;

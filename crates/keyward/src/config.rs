@@ -44,6 +44,8 @@ pub struct Config {
     pub tls: keyward_server::tls::TlsConfig,
     pub store: StoreSection,
     pub redis: RedisSection,
+    /// Usage rollups by minute, hour and day (see `keyward_events::rollups::RollupConfig`).
+    pub rollups: keyward_events::rollups::RollupConfig,
 }
 
 /// Rate limits and quotas shared by several nodes, on Redis 7.
@@ -315,6 +317,7 @@ impl Default for Config {
             tls: keyward_server::tls::TlsConfig::default(),
             store: StoreSection::default(),
             redis: RedisSection::default(),
+            rollups: keyward_events::rollups::RollupConfig::default(),
         }
     }
 }
@@ -488,7 +491,7 @@ impl Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption, tls, store, redis";
+        const KNOWN: &str = "listen, data_dir, log, pepper, http, cache, last_used, events, lifecycle, github, sinks, alerts, webhooks, geoip, proxy, encryption, tls, store, redis, rollups";
         let mut cfg = Config::default();
         for (key, value) in table {
             fn take<T: serde::de::DeserializeOwned>(v: toml::Value, into: &mut T) -> Result<(), toml::de::Error> {
@@ -515,6 +518,7 @@ impl Config {
                 "tls" => take(value, &mut cfg.tls),
                 "store" => take(value, &mut cfg.store),
                 "redis" => take(value, &mut cfg.redis),
+                "rollups" => take(value, &mut cfg.rollups),
                 other => {
                     problems.push(format!("{other}: unknown key in {} (known: {KNOWN})", path.display()));
                     continue;
@@ -579,6 +583,7 @@ impl Config {
         {
             p.push("redis.url: must be a Redis URL such as redis://127.0.0.1:6379/0 or unix:///run/redis.sock".into());
         }
+        p.extend(self.rollups.problems());
         if !(10..=10_000).contains(&self.redis.timeout_ms) {
             p.push("redis.timeout_ms: must be between 10 and 10000".into());
         }

@@ -1,4 +1,4 @@
-//! What runs once per deployment: the exporters (sinks) and the rules engine.
+//! What runs once per deployment: the exporters (sinks), the rollups and the rules engine.
 //! On a single node they run in the process, the engine fed by the event
 //! writer. In a cluster they run on the leader only (the node holding
 //! `store::postgres::leader`'s lock): its sinks export every node's events
@@ -25,6 +25,7 @@ const ALERTS_CURSOR: &str = "_alerts";
 /// The running exporters and engine.
 pub struct Duties {
     sinks: Arc<Sinks>,
+    roller: Option<keyward_events::rollups::Roller>,
     monitor: Option<Arc<keyward_alerts::Monitor>>,
     tail: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     watch: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
@@ -62,9 +63,16 @@ pub async fn start(
             .context("starting the sinks")?,
     );
     service.attach_sinks(sinks.clone());
+    let roller = match cfg.rollups.enabled {
+        true => Some(
+            keyward_events::rollups::Roller::start(events.log().clone(), cfg.rollups.clone())
+                .context("starting the rollups")?,
+        ),
+        false => None,
+    };
     if !cfg.alerts.enabled {
         tracing::warn!("Alerting is off (alerts.enabled = false): no rule runs.");
-        return Ok(Duties { sinks, monitor: None, tail: None, watch });
+        return Ok(Duties { sinks, roller, monitor: None, tail: None, watch });
     }
     let responder = keyward_service::alerts::AutoResponse::new(service, tokio::runtime::Handle::current());
     let monitor = keyward_alerts::Monitor::start(store.clone(), cfg.alerts.clone(), Some(responder))
@@ -92,7 +100,7 @@ pub async fn start(
     };
     service.attach_monitor(monitor.clone());
     service.reload_rules().await.context("reading the alert rules")?;
-    Ok(Duties { sinks, monitor: Some(monitor), tail, watch })
+    Ok(Duties { sinks, roller, monitor: Some(monitor), tail, watch })
 }
 
 /// The machine's host name, for exported events.
@@ -171,6 +179,9 @@ impl Duties {
         }
         if let Some(m) = self.monitor {
             m.stop();
+        }
+        if let Some(r) = self.roller {
+            r.stop();
         }
         self.sinks.stop(Duration::from_secs(3));
         if let Some((flag, thread)) = self.watch {

@@ -9,6 +9,7 @@
 //!   logged or put in an error.
 
 pub mod alerts;
+pub mod analytics;
 pub mod api;
 pub mod cluster;
 mod decision;

@@ -394,3 +394,32 @@ pub fn an_owners_events_merge_across_many_keys(log: &dyn EventLog) {
     }
     assert_eq!(got, wanted);
 }
+
+pub fn rollups_round_trip_and_purge(log: &dyn EventLog) {
+    use crate::events::RollupKey;
+    use keyward_core::rollup::{Agg, Granularity, Scope};
+    let k = |bucket: i64| RollupKey {
+        workspace_id: "ws".into(),
+        scope: Scope::Key,
+        target: "key_1".into(),
+        gran: Granularity::Minute,
+        bucket,
+    };
+    assert_eq!(log.rollup_watermark().unwrap(), 0);
+    assert_eq!(log.get_rollups(&[k(60_000)]).unwrap(), vec![None]);
+    let mut a = Agg::default();
+    a.add_event(&event(60_500, "ws", Some("key_1"), Outcome::Valid));
+    let mut b = a.clone();
+    b.add_event(&event(120_500, "ws", Some("key_1"), Outcome::RateLimited));
+    log.put_rollups(&[(k(60_000), a.clone()), (k(120_000), b.clone())], 7).unwrap();
+    assert_eq!(log.get_rollups(&[k(120_000), k(60_000)]).unwrap(), vec![Some(b.clone()), Some(a.clone())]);
+    // A bucket is replaced whole; the watermark only goes forward.
+    log.put_rollups(&[(k(60_000), b.clone())], 5).unwrap();
+    assert_eq!(log.rollup_watermark().unwrap(), 7);
+    let s = log.rollup_series("ws", Scope::Key, "key_1", Granularity::Minute, 0, 180_000).unwrap();
+    assert_eq!(s, vec![(60_000, b.clone()), (120_000, b.clone())]);
+    assert!(log.rollup_series("ws", Scope::Key, "key_1", Granularity::Hour, 0, 180_000).unwrap().is_empty());
+    assert!(log.rollup_series("other", Scope::Key, "key_1", Granularity::Minute, 0, 180_000).unwrap().is_empty());
+    assert_eq!(log.purge_rollups(Granularity::Minute, 100_000).unwrap(), 1);
+    assert_eq!(log.rollup_series("ws", Scope::Key, "key_1", Granularity::Minute, 0, 180_000).unwrap().len(), 1);
+}

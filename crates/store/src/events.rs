@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use keyward_core::Outcome;
 use keyward_core::event::{EventKind, UsageEvent, UsageReport};
+use keyward_core::rollup::{Agg, Granularity, Scope};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{Result, StoreError};
@@ -75,6 +76,25 @@ const SCHEMA: &[&str] = &[
     ALTER TABLE events ADD COLUMN country TEXT;
     ALTER TABLE events ADD COLUMN asn INTEGER;
     ALTER TABLE events ADD COLUMN as_org TEXT;
+"#,
+    // 4: rollups (issue 14): one row per scope, granularity and bucket, the
+    // aggregate as JSON (`core::rollup::Agg`); and how far events are folded in.
+    r#"
+    CREATE TABLE rollups (
+        workspace_id TEXT NOT NULL,
+        scope        TEXT NOT NULL,
+        target       TEXT NOT NULL,
+        gran         TEXT NOT NULL,
+        bucket       INTEGER NOT NULL,
+        requests     INTEGER NOT NULL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (workspace_id, scope, target, gran, bucket)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollups_age ON rollups(gran, bucket);
+    CREATE TABLE rollup_state (
+        name   TEXT PRIMARY KEY,
+        value  INTEGER NOT NULL
+    );
 "#,
 ];
 
@@ -173,6 +193,18 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
+/// Names one rollup bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RollupKey {
+    pub workspace_id: String,
+    pub scope: Scope,
+    /// The key or keyspace id; the workspace id for a workspace.
+    pub target: String,
+    pub gran: Granularity,
+    /// The bucket's start, ms.
+    pub bucket: i64,
+}
+
 /// The usage-event log as the pipeline, the sinks and the service use it:
 /// [`SqliteEventLog`] embedded, and (issue 13) one on PostgreSQL. Calls block.
 pub trait EventLog: Send + Sync + 'static {
@@ -197,9 +229,117 @@ pub trait EventLog: Send + Sync + 'static {
     /// A sink's position in the log.
     fn cursor(&self, sink: &str) -> Result<Option<i64>>;
     fn set_cursor(&self, sink: &str, last_id: i64, now: i64) -> Result<()>;
+    /// The stored values of these rollup buckets (`None` for a new one).
+    fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Agg>>>;
+    /// Replaces these buckets with their full values, and records that every
+    /// event up to `through_id` is folded in, in one transaction.
+    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through_id: i64) -> Result<()>;
+    /// The last event id folded into the rollups (0: none).
+    fn rollup_watermark(&self) -> Result<i64>;
+    /// One scope's buckets of `gran` starting in `[since, until)`, oldest first.
+    fn rollup_series(
+        &self,
+        workspace_id: &str,
+        scope: Scope,
+        target: &str,
+        gran: Granularity,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<(i64, Agg)>>;
+    /// Deletes buckets of `gran` that start before `before`; returns how many.
+    fn purge_rollups(&self, gran: Granularity, before: i64) -> Result<usize>;
+}
+
+fn rollup_body(a: &Agg) -> String {
+    serde_json::to_string(a).unwrap_or_else(|_| "{}".into())
+}
+
+fn rollup_parse(text: &str) -> Result<Agg> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt { table: "rollups", detail: e.to_string() })
 }
 
 impl EventLog for SqliteEventLog {
+    fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Agg>>> {
+        let conn = self.writer.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT body FROM rollups WHERE workspace_id = ?1 AND scope = ?2 AND target = ?3 AND gran = ?4 AND bucket = ?5",
+        )?;
+        keys.iter()
+            .map(|k| {
+                let text: Option<String> = st
+                    .query_row(params![k.workspace_id, k.scope.as_str(), k.target, k.gran.as_str(), k.bucket], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                text.map(|t| rollup_parse(&t)).transpose()
+            })
+            .collect()
+    }
+    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through_id: i64) -> Result<()> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO rollups (workspace_id, scope, target, gran, bucket, requests, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (k, a) in rows {
+                st.execute(params![
+                    k.workspace_id,
+                    k.scope.as_str(),
+                    k.target,
+                    k.gran.as_str(),
+                    k.bucket,
+                    a.requests as i64,
+                    rollup_body(a)
+                ])?;
+            }
+            tx.execute(
+                "INSERT INTO rollup_state (name, value) VALUES ('through_id', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+                [through_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+    fn rollup_watermark(&self) -> Result<i64> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT value FROM rollup_state WHERE name = 'through_id'", [], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+    }
+    fn rollup_series(
+        &self,
+        workspace_id: &str,
+        scope: Scope,
+        target: &str,
+        gran: Granularity,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<(i64, Agg)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT bucket, body FROM rollups
+                 WHERE workspace_id = ?1 AND scope = ?2 AND target = ?3 AND gran = ?4 AND bucket >= ?5 AND bucket < ?6
+                 ORDER BY bucket",
+            )?;
+            let rows = st
+                .query_map(params![workspace_id, scope.as_str(), target, gran.as_str(), since, until], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?;
+            rows.map(|r| {
+                let (b, t) = r?;
+                Ok((b, rollup_parse(&t)?))
+            })
+            .collect()
+        })
+    }
+    fn purge_rollups(&self, gran: Granularity, before: i64) -> Result<usize> {
+        let conn = self.writer.lock();
+        Ok(conn.execute("DELETE FROM rollups WHERE gran = ?1 AND bucket < ?2", params![gran.as_str(), before])?)
+    }
     fn append(&self, events: &mut [UsageEvent]) -> Result<()> {
         SqliteEventLog::append(self, events)
     }

@@ -24,9 +24,8 @@ fn allowed_roles(op: &str) -> Option<&'static [&'static str]> {
         "listEvents" | "listAudit" | "verifyAudit" => AUDIT,
         "listRootKeys" => AUDIT,
         "reportUsage" | "verifyKey" => VERIFY,
-        "listKeys" | "getKey" | "listReminders" | "listKeyspaces" | "getKeyspace" | "listIncidents" | "getIncident" => {
-            READ_KEYS
-        }
+        "listKeys" | "getKey" | "listReminders" | "listKeyspaces" | "getKeyspace" | "listIncidents" | "getIncident"
+        | "keyAnalytics" | "keyspaceAnalytics" => READ_KEYS,
         "createKey" | "patchKey" | "revokeKey" | "rotateKey" | "bulkRevokeKeys" | "importKeys" | "createKeyspace"
         | "patchKeyspace" | "createIncident" | "patchIncident" | "reportLeaks" => WRITE_KEYS,
         "createWorkspace" | "createRootKey" | "deleteRootKey" | "rotateRootKey" | "getMasterKey" | "revealKey"

@@ -3,6 +3,7 @@
 //! harness is compiled and linked once.
 
 mod alerts;
+mod analytics;
 mod api;
 mod authz;
 mod cli;

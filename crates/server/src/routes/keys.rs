@@ -159,3 +159,17 @@ pub(crate) fn verify_answer(
     }
     res
 }
+
+/// A key's usage over time, from the rollups: requests by outcome and status class,
+/// bytes, distinct addresses, latency percentiles, per minute, hour or day.
+#[utoipa::path(get, path = "/v1/keys/{id}/analytics", operation_id = "keyAnalytics", tag = "keys",
+    params(("id" = String, Path), keyward_service::analytics::AnalyticsQuery),
+    responses((status = 200, body = keyward_service::analytics::Series), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
+pub async fn analytics(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    Query(query): Query<keyward_service::analytics::AnalyticsQuery>,
+) -> Result<axum::Json<keyward_service::analytics::Series>, ApiError> {
+    Ok(axum::Json(state.service.key_analytics(&actor, &id, query).await?))
+}

@@ -6,7 +6,7 @@ use keyward_service::api::{CreateKeyspace, KeyspaceView, PatchKeyspace};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Json};
+use crate::extract::{Auth, Json, Query};
 
 /// Create a keyspace: a prefix and defaults for a family of keys.
 #[utoipa::path(post, path = "/v1/keyspaces", operation_id = "createKeyspace", tag = "keyspaces", request_body = CreateKeyspace,
@@ -47,4 +47,17 @@ pub async fn patch(
     Json(req): Json<PatchKeyspace>,
 ) -> Result<axum::Json<KeyspaceView>, ApiError> {
     Ok(axum::Json(state.service.patch_keyspace(&actor, &id, req).await?))
+}
+
+/// A keyspace's usage over time, from the rollups (as for a key).
+#[utoipa::path(get, path = "/v1/keyspaces/{id}/analytics", operation_id = "keyspaceAnalytics", tag = "keyspaces",
+    params(("id" = String, Path), keyward_service::analytics::AnalyticsQuery),
+    responses((status = 200, body = keyward_service::analytics::Series), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
+pub async fn analytics(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    Query(query): Query<keyward_service::analytics::AnalyticsQuery>,
+) -> Result<axum::Json<keyward_service::analytics::Series>, ApiError> {
+    Ok(axum::Json(state.service.keyspace_analytics(&actor, &id, query).await?))
 }

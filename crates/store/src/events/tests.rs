@@ -59,3 +59,9 @@ fn an_owners_events_merge_across_many_keys() {
     let dir = tempfile::tempdir().unwrap();
     conformance::an_owners_events_merge_across_many_keys(&SqliteEventLog::open(&dir.path().join("events.db")).unwrap());
 }
+
+#[test]
+fn rollups_round_trip_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::rollups_round_trip_and_purge(&SqliteEventLog::open(&dir.path().join("events.db")).unwrap());
+}

@@ -19,8 +19,9 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 
 use super::store::{Pool, off_runtime, pool};
-use crate::events::{EndpointUse, EventFilter, EventLog, IpUse, KeyUsageReview};
+use crate::events::{EndpointUse, EventFilter, EventLog, IpUse, KeyUsageReview, RollupKey};
 use crate::{Result, StoreError};
+use keyward_core::rollup::{Agg, Granularity, Scope};
 
 /// The lock every append takes ("kwev").
 const APPEND_LOCK: i64 = 0x6b77_6576;
@@ -217,7 +218,92 @@ impl PgEventLog {
     }
 }
 
+fn rollup_parse(text: &str) -> Result<Agg> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt { table: "rollups", detail: e.to_string() })
+}
+
 impl EventLog for PgEventLog {
+    fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Agg>>> {
+        self.with("reading rollups", |c| {
+            let st = c.prepare(
+                "SELECT body FROM rollups WHERE workspace_id = $1 AND scope = $2 AND target = $3 AND gran = $4 AND bucket = $5",
+            )?;
+            keys.iter()
+                .map(|k| {
+                    let row = c.query_opt(&st, &[&k.workspace_id, &k.scope.as_str(), &k.target, &k.gran.as_str(), &k.bucket])?;
+                    row.map(|r| rollup_parse(&r.try_get::<_, String>(0)?)).transpose()
+                })
+                .collect()
+        })
+    }
+    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through_id: i64) -> Result<()> {
+        self.with("writing rollups", |c| {
+            let mut tx = c.transaction()?;
+            let st = tx.prepare(
+                "INSERT INTO rollups (workspace_id, scope, target, gran, bucket, requests, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (workspace_id, scope, target, gran, bucket)
+                 DO UPDATE SET requests = excluded.requests, body = excluded.body",
+            )?;
+            for (k, a) in rows {
+                let body = serde_json::to_string(a).unwrap_or_else(|_| "{}".into());
+                tx.execute(
+                    &st,
+                    &[
+                        &k.workspace_id,
+                        &k.scope.as_str(),
+                        &k.target,
+                        &k.gran.as_str(),
+                        &k.bucket,
+                        &(a.requests as i64),
+                        &body,
+                    ],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO rollup_state (name, value) VALUES ('through_id', $1)
+                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(rollup_state.value, excluded.value)",
+                &[&through_id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+    fn rollup_watermark(&self) -> Result<i64> {
+        self.with("reading the rollup watermark", |c| {
+            Ok(c.query_opt("SELECT value FROM rollup_state WHERE name = 'through_id'", &[])?
+                .map(|r| r.try_get(0))
+                .transpose()?
+                .unwrap_or(0))
+        })
+    }
+    fn rollup_series(
+        &self,
+        workspace_id: &str,
+        scope: Scope,
+        target: &str,
+        gran: Granularity,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<(i64, Agg)>> {
+        self.with("reading rollups", |c| {
+            c.query(
+                "SELECT bucket, body FROM rollups
+                 WHERE workspace_id = $1 AND scope = $2 AND target = $3 AND gran = $4 AND bucket >= $5 AND bucket < $6
+                 ORDER BY bucket",
+                &[&workspace_id, &scope.as_str(), &target, &gran.as_str(), &since, &until],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get::<_, i64>(0)?, rollup_parse(&r.try_get::<_, String>(1)?)?)))
+            .collect()
+        })
+    }
+    fn purge_rollups(&self, gran: Granularity, before: i64) -> Result<usize> {
+        self.with("purging rollups", |c| {
+            Ok(c.execute("DELETE FROM rollups WHERE gran = $1 AND bucket < $2", &[&gran.as_str(), &before])? as usize)
+        })
+    }
+
     fn append(&self, events: &mut [UsageEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());

@@ -264,4 +264,22 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at  BIGINT NOT NULL
     );
     "#,
+    // 3: rollups (issue 14), as in the embedded log.
+    r#"
+    CREATE TABLE rollups (
+        workspace_id TEXT NOT NULL,
+        scope        TEXT NOT NULL,
+        target       TEXT NOT NULL,
+        gran         TEXT NOT NULL,
+        bucket       BIGINT NOT NULL,
+        requests     BIGINT NOT NULL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (workspace_id, scope, target, gran, bucket)
+    );
+    CREATE INDEX rollups_age ON rollups(gran, bucket);
+    CREATE TABLE rollup_state (
+        name   TEXT PRIMARY KEY,
+        value  BIGINT NOT NULL
+    );
+    "#,
 ];

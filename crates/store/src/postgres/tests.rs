@@ -168,6 +168,7 @@ mod events {
         conformance::time_bounds_use_ids_and_stay_exact(&fresh(&pg, "e2"));
         conformance::an_address_and_its_pseudonym_are_merged_in_id_order(&fresh(&pg, "e3"));
         conformance::an_owners_events_merge_across_many_keys(&fresh(&pg, "e4"));
+        conformance::rollups_round_trip_and_purge(&fresh(&pg, "e5"));
     }
 
     #[test]
