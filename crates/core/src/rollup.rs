@@ -84,8 +84,8 @@ impl Scope {
 pub enum Distinct {
     /// Sorted 32-bit hashes of the addresses.
     Exact(Vec<u32>),
-    /// HyperLogLog registers (p = 8).
-    Sketch(Vec<u8>),
+    /// HyperLogLog registers (p = 8), stored as hex.
+    Sketch(#[serde(with = "hex_bytes")] Vec<u8>),
 }
 
 impl Default for Distinct {
@@ -160,6 +160,20 @@ impl Distinct {
                 est.round() as u64
             }
         }
+    }
+}
+
+/// Registers as one hex string: a quarter of their size as a JSON array.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
     }
 }
 

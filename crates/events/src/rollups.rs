@@ -29,7 +29,8 @@ pub struct RollupConfig {
     pub minute_retention_days: u32,
     pub hour_retention_days: u32,
     pub day_retention_days: u32,
-    /// How often the roller looks for new events, ms. Default 200.
+    /// How often the roller looks for new events, ms: each hot bucket is
+    /// written at most once per interval. Default 1000.
     pub poll_ms: u64,
 }
 
@@ -40,7 +41,7 @@ impl Default for RollupConfig {
             minute_retention_days: 7,
             hour_retention_days: 90,
             day_retention_days: 730,
-            poll_ms: 200,
+            poll_ms: 1_000,
         }
     }
 }

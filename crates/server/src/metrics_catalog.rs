@@ -65,4 +65,11 @@ pub fn describe() {
         "Webhook delivery attempts, by outcome (delivered, retry, dead)."
     );
     describe_gauge!("keyward_webhook_deliveries_pending", "Webhook deliveries waiting to be sent or retried.");
+    describe_counter!("keyward_rollup_events_total", "Usage events folded into the analytics rollups.");
+    describe_counter!(
+        "keyward_cluster_changes_applied_total",
+        "Changes made on other nodes that this node applied to its index."
+    );
+    describe_gauge!("keyward_redis_up", "1 when the last limit check reached Redis, else 0 (only with redis.url).");
+    describe_counter!("keyward_redis_errors_total", "Limit checks that could not reach Redis.");
 }
