@@ -2,11 +2,12 @@
 //! key, keyspace and workspace, by minute, hour and day, so that a time
 //! series is a read of its buckets and never a scan of raw events.
 //!
-//! It follows the event log by id from its watermark (`rollup_state`), the
-//! way sinks do: a batch is folded into the buckets it touches (read from the
-//! log on first touch, kept while hot), and the full new values are written
-//! with the new watermark in one transaction, so a restart neither loses nor
-//! counts twice. On a cluster only the leader runs it, over everyone's events.
+//! It follows the event log by id from its watermarks (`rollup_state`, one per
+//! granularity), the way sinks do: a batch is folded into the buckets it
+//! touches (read from the log on first touch, kept while hot), and the full
+//! new values are written with the new watermarks in one transaction, so a
+//! restart neither loses nor counts twice. Minute buckets are written every
+//! poll, hours every 5 s, days every 15 s (fewer writes under load). On a cluster only the leader runs it, over everyone's events.
 //! Late usage reports (`/v1/usage`) are not folded in yet: statuses, bytes
 //! and latency count when the event carries them (gateway, tower layer).
 
@@ -116,43 +117,111 @@ impl Roller {
     }
 }
 
-/// Folds one batch into `cache` (loading the buckets it touches); returns them.
-fn fold(
-    log: &dyn EventLog,
-    cache: &mut HashMap<RollupKey, Agg>,
-    batch: &[UsageEvent],
-) -> keyward_store::Result<Vec<RollupKey>> {
-    let touched: HashSet<RollupKey> = batch.iter().flat_map(keys_of).collect();
-    let missing: Vec<RollupKey> = touched.iter().filter(|k| !cache.contains_key(*k)).cloned().collect();
-    if !missing.is_empty() {
-        let stored = log.get_rollups(&missing)?;
-        for (k, a) in missing.into_iter().zip(stored) {
-            cache.insert(k, a.unwrap_or_default());
+/// How often the buckets of each granularity are written: a minute bucket
+/// every poll, an hour's every 5 s, a day's every 15 s (how far behind an
+/// hourly or daily series may be). Each granularity
+/// has its own watermark, so a restart folds again exactly what its stored
+/// buckets lack.
+fn cadence(cfg: &RollupConfig, g: Granularity) -> Duration {
+    let poll = Duration::from_millis(cfg.poll_ms);
+    match g {
+        Granularity::Minute => poll,
+        Granularity::Hour => poll.max(Duration::from_secs(5)),
+        Granularity::Day => poll.max(Duration::from_secs(15)),
+    }
+}
+
+/// The buckets of one granularity in memory, and which changed since written.
+#[derive(Default)]
+struct Level {
+    cache: HashMap<RollupKey, Agg>,
+    dirty: HashSet<RollupKey>,
+    /// The last event id folded into `cache` (and, once written, into the store).
+    folded: i64,
+    written: i64,
+}
+
+/// Folds `batch` into the levels that have not seen its events, loading the
+/// buckets they touch first.
+fn fold(log: &dyn EventLog, levels: &mut [Level; 3], batch: &[UsageEvent]) -> keyward_store::Result<()> {
+    for (gi, level) in levels.iter_mut().enumerate() {
+        let gran = Granularity::ALL[gi];
+        let fresh: Vec<&UsageEvent> = batch.iter().filter(|e| e.id > level.folded).collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let touched: HashSet<RollupKey> = fresh.iter().flat_map(|e| keys_of(e)).filter(|k| k.gran == gran).collect();
+        let missing: Vec<RollupKey> = touched.iter().filter(|k| !level.cache.contains_key(*k)).cloned().collect();
+        if !missing.is_empty() {
+            let stored = log.get_rollups(&missing)?;
+            for (k, a) in missing.into_iter().zip(stored) {
+                level.cache.insert(k, a.unwrap_or_default());
+            }
+        }
+        for e in &fresh {
+            for k in keys_of(e).filter(|k| k.gran == gran) {
+                level.cache.entry(k).or_default().add_event(e);
+            }
+        }
+        level.dirty.extend(touched);
+        level.folded = fresh.last().map_or(level.folded, |e| e.id);
+    }
+    Ok(())
+}
+
+/// Writes the dirty buckets of the levels that are due (all with `all`).
+fn write_due(log: &dyn EventLog, levels: &mut [Level; 3], due: [bool; 3], newest: i64) {
+    let mut rows = Vec::new();
+    let mut through = Vec::new();
+    for (gi, level) in levels.iter_mut().enumerate() {
+        if !due[gi] || level.folded == level.written {
+            continue;
+        }
+        rows.extend(level.dirty.iter().map(|k| (k.clone(), level.cache[k].clone())));
+        through.push((Granularity::ALL[gi], level.folded));
+    }
+    if through.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_millis(100);
+    while let Err(e) = log.put_rollups(&rows, &through) {
+        tracing::error!(error = %e, "Writing rollups failed; retrying.");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    for (gi, level) in levels.iter_mut().enumerate() {
+        if through.iter().any(|(g, _)| *g == Granularity::ALL[gi]) {
+            level.dirty.clear();
+            level.written = level.folded;
+            // Keep the buckets still being filled; older ones are read again if an event comes late.
+            let width = Granularity::ALL[gi].width_ms();
+            level.cache.retain(|k, _| k.bucket + 2 * width > newest);
         }
     }
-    for e in batch {
-        for k in keys_of(e) {
-            cache.entry(k).or_default().add_event(e);
-        }
-    }
-    Ok(touched.into_iter().collect())
 }
 
 fn run(log: &dyn EventLog, cfg: &RollupConfig, stop: &AtomicBool) {
-    let mut at = loop {
-        match log.rollup_watermark() {
-            Ok(w) => break w,
-            Err(e) => {
-                tracing::error!(error = %e, "Reading the rollup watermark failed; retrying.");
-                if stop.load(Ordering::Relaxed) {
-                    return;
+    let mut levels: [Level; 3] = Default::default();
+    for (gi, level) in levels.iter_mut().enumerate() {
+        let w = loop {
+            match log.rollup_watermark(Granularity::ALL[gi]) {
+                Ok(w) => break w,
+                Err(e) => {
+                    tracing::error!(error = %e, "Reading the rollup watermark failed; retrying.");
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
                 }
-                std::thread::sleep(Duration::from_secs(1));
             }
-        }
-    };
-    let mut cache: HashMap<RollupKey, Agg> = HashMap::new();
+        };
+        level.folded = w;
+        level.written = w;
+    }
+    let mut at = levels.iter().map(|l| l.folded).min().unwrap_or(0);
+    let mut last_write: [Instant; 3] = [Instant::now(); 3];
     let mut next_purge = Instant::now() + Duration::from_secs(60);
+    let mut newest = 0;
     loop {
         let batch = match log.after(at, 5_000) {
             Ok(b) => b,
@@ -165,46 +234,36 @@ fn run(log: &dyn EventLog, cfg: &RollupConfig, stop: &AtomicBool) {
                 continue;
             }
         };
-        if batch.is_empty() {
-            if stop.load(Ordering::Relaxed) {
-                return;
+        if let Some(last) = batch.last() {
+            newest = newest.max(batch.iter().map(|e| e.ts).max().unwrap_or(0));
+            if let Err(e) = fold(log, &mut levels, &batch) {
+                // Nothing of a level was added before its buckets loaded; its position stays.
+                tracing::error!(error = %e, "Loading rollups failed; retrying.");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
             }
+            metrics::counter!("keyward_rollup_events_total").increment(batch.len() as u64);
+            at = last.id;
+        }
+        let stopping = stop.load(Ordering::Relaxed) && batch.is_empty();
+        let due: [bool; 3] =
+            std::array::from_fn(|gi| stopping || last_write[gi].elapsed() >= cadence(cfg, Granularity::ALL[gi]));
+        write_due(log, &mut levels, due, newest);
+        for (gi, d) in due.iter().enumerate() {
+            if *d {
+                last_write[gi] = Instant::now();
+            }
+        }
+        if stopping {
+            return;
+        }
+        if batch.is_empty() {
             if Instant::now() >= next_purge {
                 next_purge = Instant::now() + Duration::from_secs(3_600);
                 purge(log, cfg);
             }
             std::thread::sleep(Duration::from_millis(cfg.poll_ms));
-            continue;
         }
-        let last = batch.last().map_or(at, |e| e.id);
-        let newest = batch.iter().map(|e| e.ts).max().unwrap_or(0);
-        let touched = match fold(log, &mut cache, &batch) {
-            Ok(t) => t,
-            Err(e) => {
-                // Nothing was added to the cache for a batch that failed to load.
-                tracing::error!(error = %e, "Loading rollups failed; retrying.");
-                cache.clear();
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let rows: Vec<(RollupKey, Agg)> = touched
-            .into_iter()
-            .map(|k| {
-                let a = cache[&k].clone();
-                (k, a)
-            })
-            .collect();
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = log.put_rollups(&rows, last) {
-            tracing::error!(error = %e, "Writing rollups failed; retrying.");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        metrics::counter!("keyward_rollup_events_total").increment(batch.len() as u64);
-        at = last;
-        // Keep the buckets still being filled; older ones are read again if an event comes late.
-        cache.retain(|k, _| k.bucket + 2 * k.gran.width_ms() > newest);
     }
 }
 

@@ -80,7 +80,8 @@ fn build(log: &SqliteEventLog, total: u64) {
     }
     let rows: Vec<(RollupKey, Agg)> = buckets.into_iter().collect();
     for chunk in rows.chunks(50_000) {
-        log.put_rollups(chunk, total as i64).unwrap();
+        let through: Vec<(Granularity, i64)> = Granularity::ALL.iter().map(|g| (*g, total as i64)).collect();
+        log.put_rollups(chunk, &through).unwrap();
     }
     eprintln!("{total} events folded into {} buckets and stored in {:.1?}", rows.len(), started.elapsed());
 }

@@ -405,17 +405,23 @@ pub fn rollups_round_trip_and_purge(log: &dyn EventLog) {
         gran: Granularity::Minute,
         bucket,
     };
-    assert_eq!(log.rollup_watermark().unwrap(), 0);
+    assert_eq!(log.rollup_watermark(Granularity::Minute).unwrap(), 0);
     assert_eq!(log.get_rollups(&[k(60_000)]).unwrap(), vec![None]);
     let mut a = Agg::default();
     a.add_event(&event(60_500, "ws", Some("key_1"), Outcome::Valid));
     let mut b = a.clone();
     b.add_event(&event(120_500, "ws", Some("key_1"), Outcome::RateLimited));
-    log.put_rollups(&[(k(60_000), a.clone()), (k(120_000), b.clone())], 7).unwrap();
+    log.put_rollups(
+        &[(k(60_000), a.clone()), (k(120_000), b.clone())],
+        &[(Granularity::Minute, 7), (Granularity::Hour, 3)],
+    )
+    .unwrap();
     assert_eq!(log.get_rollups(&[k(120_000), k(60_000)]).unwrap(), vec![Some(b.clone()), Some(a.clone())]);
     // A bucket is replaced whole; the watermark only goes forward.
-    log.put_rollups(&[(k(60_000), b.clone())], 5).unwrap();
-    assert_eq!(log.rollup_watermark().unwrap(), 7);
+    log.put_rollups(&[(k(60_000), b.clone())], &[(Granularity::Minute, 5)]).unwrap();
+    assert_eq!(log.rollup_watermark(Granularity::Minute).unwrap(), 7);
+    assert_eq!(log.rollup_watermark(Granularity::Hour).unwrap(), 3);
+    assert_eq!(log.rollup_watermark(Granularity::Day).unwrap(), 0);
     let s = log.rollup_series("ws", Scope::Key, "key_1", Granularity::Minute, 0, 180_000).unwrap();
     assert_eq!(s, vec![(60_000, b.clone()), (120_000, b.clone())]);
     assert!(log.rollup_series("ws", Scope::Key, "key_1", Granularity::Hour, 0, 180_000).unwrap().is_empty());

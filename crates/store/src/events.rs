@@ -231,11 +231,11 @@ pub trait EventLog: Send + Sync + 'static {
     fn set_cursor(&self, sink: &str, last_id: i64, now: i64) -> Result<()>;
     /// The stored values of these rollup buckets (`None` for a new one).
     fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Agg>>>;
-    /// Replaces these buckets with their full values, and records that every
-    /// event up to `through_id` is folded in, in one transaction.
-    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through_id: i64) -> Result<()>;
-    /// The last event id folded into the rollups (0: none).
-    fn rollup_watermark(&self) -> Result<i64>;
+    /// Replaces these buckets with their full values, and records for each
+    /// granularity given the last event id folded into it, in one transaction.
+    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through: &[(Granularity, i64)]) -> Result<()>;
+    /// The last event id folded into the rollups of `gran` (0: none).
+    fn rollup_watermark(&self, gran: Granularity) -> Result<i64>;
     /// One scope's buckets of `gran` starting in `[since, until)`, oldest first.
     fn rollup_series(
         &self,
@@ -275,7 +275,7 @@ impl EventLog for SqliteEventLog {
             })
             .collect()
     }
-    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through_id: i64) -> Result<()> {
+    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through: &[(Granularity, i64)]) -> Result<()> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
@@ -294,20 +294,26 @@ impl EventLog for SqliteEventLog {
                     rollup_body(a)
                 ])?;
             }
-            tx.execute(
-                "INSERT INTO rollup_state (name, value) VALUES ('through_id', ?1)
-                 ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
-                [through_id],
-            )?;
+            for (gran, id) in through {
+                tx.execute(
+                    "INSERT INTO rollup_state (name, value) VALUES (?1, ?2)
+                     ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+                    params![format!("through_{}", gran.as_str()), id],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(())
     }
-    fn rollup_watermark(&self) -> Result<i64> {
+    fn rollup_watermark(&self, gran: Granularity) -> Result<i64> {
         self.read(|c| {
-            Ok(c.query_row("SELECT value FROM rollup_state WHERE name = 'through_id'", [], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0))
+            Ok(c.query_row(
+                "SELECT value FROM rollup_state WHERE name = ?1",
+                [format!("through_{}", gran.as_str())],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
         })
     }
     fn rollup_series(

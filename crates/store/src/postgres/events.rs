@@ -236,7 +236,7 @@ impl EventLog for PgEventLog {
                 .collect()
         })
     }
-    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through_id: i64) -> Result<()> {
+    fn put_rollups(&self, rows: &[(RollupKey, Agg)], through: &[(Granularity, i64)]) -> Result<()> {
         self.with("writing rollups", |c| {
             let mut tx = c.transaction()?;
             let st = tx.prepare(
@@ -260,18 +260,20 @@ impl EventLog for PgEventLog {
                     ],
                 )?;
             }
-            tx.execute(
-                "INSERT INTO rollup_state (name, value) VALUES ('through_id', $1)
-                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(rollup_state.value, excluded.value)",
-                &[&through_id],
-            )?;
+            for (gran, id) in through {
+                tx.execute(
+                    "INSERT INTO rollup_state (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET value = GREATEST(rollup_state.value, excluded.value)",
+                    &[&format!("through_{}", gran.as_str()), id],
+                )?;
+            }
             tx.commit()?;
             Ok(())
         })
     }
-    fn rollup_watermark(&self) -> Result<i64> {
+    fn rollup_watermark(&self, gran: Granularity) -> Result<i64> {
         self.with("reading the rollup watermark", |c| {
-            Ok(c.query_opt("SELECT value FROM rollup_state WHERE name = 'through_id'", &[])?
+            Ok(c.query_opt("SELECT value FROM rollup_state WHERE name = $1", &[&format!("through_{}", gran.as_str())])?
                 .map(|r| r.try_get(0))
                 .transpose()?
                 .unwrap_or(0))
