@@ -75,24 +75,6 @@ impl RollupConfig {
     }
 }
 
-/// The buckets one event counts in.
-fn keys_of(e: &UsageEvent) -> impl Iterator<Item = RollupKey> + '_ {
-    let targets = [
-        e.key_id.as_deref().map(|k| (Scope::Key, k)),
-        e.keyspace_id.as_deref().map(|k| (Scope::Keyspace, k)),
-        Some((Scope::Workspace, e.workspace_id.as_str())),
-    ];
-    targets.into_iter().flatten().flat_map(move |(scope, target)| {
-        Granularity::ALL.into_iter().map(move |gran| RollupKey {
-            workspace_id: e.workspace_id.clone(),
-            scope,
-            target: target.to_owned(),
-            gran,
-            bucket: gran.bucket(e.ts),
-        })
-    })
-}
-
 /// The running roller.
 pub struct Roller {
     stop: Arc<AtomicBool>,
@@ -141,30 +123,53 @@ struct Level {
     written: i64,
 }
 
-/// Folds `batch` into the levels that have not seen its events, loading the
-/// buckets they touch first.
+/// The targets one event counts for: its key, its keyspace, its workspace.
+fn targets(e: &UsageEvent) -> impl Iterator<Item = (Scope, &str)> {
+    [
+        e.key_id.as_deref().map(|k| (Scope::Key, k)),
+        e.keyspace_id.as_deref().map(|k| (Scope::Keyspace, k)),
+        Some((Scope::Workspace, e.workspace_id.as_str())),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Folds `batch` into the levels that have not seen its events. The batch is
+/// first summed per bucket with borrowed names (no allocation per event),
+/// then each bucket it touched is loaded if needed and merged once.
 fn fold(log: &dyn EventLog, levels: &mut [Level; 3], batch: &[UsageEvent]) -> keyward_store::Result<()> {
     for (gi, level) in levels.iter_mut().enumerate() {
         let gran = Granularity::ALL[gi];
-        let fresh: Vec<&UsageEvent> = batch.iter().filter(|e| e.id > level.folded).collect();
-        if fresh.is_empty() {
+        let mut sums: HashMap<(Scope, &str, &str, i64), Agg> = HashMap::new();
+        let mut last = level.folded;
+        for e in batch.iter().filter(|e| e.id > level.folded) {
+            for (scope, target) in targets(e) {
+                sums.entry((scope, e.workspace_id.as_str(), target, gran.bucket(e.ts))).or_default().add_event(e);
+            }
+            last = e.id;
+        }
+        if sums.is_empty() {
             continue;
         }
-        let touched: HashSet<RollupKey> = fresh.iter().flat_map(|e| keys_of(e)).filter(|k| k.gran == gran).collect();
-        let missing: Vec<RollupKey> = touched.iter().filter(|k| !level.cache.contains_key(*k)).cloned().collect();
+        let keyed: Vec<(RollupKey, Agg)> = sums
+            .into_iter()
+            .map(|((scope, ws, target, bucket), a)| {
+                (RollupKey { workspace_id: ws.to_owned(), scope, target: target.to_owned(), gran, bucket }, a)
+            })
+            .collect();
+        let missing: Vec<RollupKey> =
+            keyed.iter().filter(|(k, _)| !level.cache.contains_key(k)).map(|(k, _)| k.clone()).collect();
         if !missing.is_empty() {
             let stored = log.get_rollups(&missing)?;
             for (k, a) in missing.into_iter().zip(stored) {
                 level.cache.insert(k, a.unwrap_or_default());
             }
         }
-        for e in &fresh {
-            for k in keys_of(e).filter(|k| k.gran == gran) {
-                level.cache.entry(k).or_default().add_event(e);
-            }
+        for (k, a) in keyed {
+            level.cache.entry(k.clone()).or_default().merge(&a);
+            level.dirty.insert(k);
         }
-        level.dirty.extend(touched);
-        level.folded = fresh.last().map_or(level.folded, |e| e.id);
+        level.folded = last;
     }
     Ok(())
 }
