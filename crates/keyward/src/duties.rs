@@ -55,7 +55,7 @@ pub async fn start(
         Feed::Writer => (events.shared_stats(), None),
         Feed::SharedLog => {
             let stats = Arc::new(keyward_events::PipelineStats::default());
-            (stats.clone(), Some(watch_newest(events.log().clone(), stats)))
+            (stats.clone(), Some(watch_newest(events.log().clone(), stats).context("starting the log watcher")?))
         }
     };
     let sinks = Arc::new(
@@ -95,7 +95,7 @@ pub async fn start(
             })
             .await?
             .context("reading the rules engine's position in the event log")?;
-            Some(tail(log, monitor.clone(), start))
+            Some(tail(log, monitor.clone(), start).context("starting the rules feed")?)
         }
     };
     service.attach_monitor(monitor.clone());
@@ -117,22 +117,19 @@ fn hostname() -> String {
 fn watch_newest(
     log: Arc<dyn EventLog>,
     stats: Arc<keyward_events::PipelineStats>,
-) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+) -> std::io::Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("keyward-log-watch".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match log.max_id() {
-                    Ok(id) => stats.last_id.store(id, Ordering::Relaxed),
-                    Err(e) => tracing::debug!(error = %e, "Reading the shared log's newest id failed."),
-                }
-                std::thread::sleep(Duration::from_millis(100));
+    let thread = std::thread::Builder::new().name("keyward-log-watch".into()).spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            match log.max_id() {
+                Ok(id) => stats.last_id.store(id, Ordering::Relaxed),
+                Err(e) => tracing::debug!(error = %e, "Reading the shared log's newest id failed."),
             }
-        })
-        .expect("spawning the log watcher");
-    (stop, thread)
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })?;
+    Ok((stop, thread))
 }
 
 /// Feeds the engine every event of the shared log after `from`, in order,
@@ -141,7 +138,7 @@ fn tail(
     log: Arc<dyn EventLog>,
     monitor: Arc<keyward_alerts::Monitor>,
     from: i64,
-) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+) -> std::io::Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
     use keyward_events::EventObserver;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -166,8 +163,8 @@ fn tail(
                 }
             }
         })
-        .expect("spawning the rules feed");
-    (stop, thread)
+        ?;
+    Ok((stop, thread))
 }
 
 impl Duties {
@@ -210,7 +207,7 @@ pub fn lead(
                 .ok()
                 .and_then(|r| r.map_err(|e| tracing::warn!(error = %e, "Could not ask for the leader lock.")).ok())
                 .flatten();
-            let Some(mut leadership) = taken else {
+            let Some(leadership) = taken else {
                 tokio::time::sleep(retry).await;
                 continue;
             };
@@ -222,15 +219,20 @@ pub fn lead(
                     return;
                 }
             }
+            let mut lock = Some(leadership);
             loop {
                 tokio::time::sleep(retry).await;
-                let (back, alive) = tokio::task::spawn_blocking(move || {
-                    let alive = leadership.holds();
-                    (leadership, alive)
-                })
-                .await
-                .expect("the leader check does not panic");
-                leadership = back;
+                // A check that could not run counts as the lock lost (its connection goes with it).
+                let alive = match lock.take() {
+                    Some(mut l) => match tokio::task::spawn_blocking(move || (l.holds(), l)).await {
+                        Ok((alive, back)) => {
+                            lock = Some(back);
+                            alive
+                        }
+                        Err(_) => false,
+                    },
+                    None => false,
+                };
                 if !alive {
                     tracing::warn!(
                         "Lost the leader lock: stopping the sinks and the rules engine; another node takes over."

@@ -130,7 +130,8 @@ fn open(cfg: &Config) -> anyhow::Result<DataDir> {
         let cluster = cfg.store.cluster();
         service.join_cluster(&node, &cluster);
         let runtime = tokio::runtime::Handle::current();
-        keyward_service::cluster::follow(service.clone(), feed, cluster, Default::default(), runtime);
+        keyward_service::cluster::follow(service.clone(), feed, cluster, Default::default(), runtime)
+            .context("starting the change follower")?;
     }
     Ok(DataDir { service, events, alert_store, _lock: lock })
 }

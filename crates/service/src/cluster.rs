@@ -227,51 +227,44 @@ pub fn follow(
     config: ClusterConfig,
     stop: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
-) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("keyward-follow".into())
-        .spawn(move || {
-            let wait = Duration::from_millis(config.poll_ms.max(10));
-            let mut failing = false;
-            while !stop.load(Ordering::Relaxed) {
-                let step = feed.next(wait).map_err(ServiceError::from).and_then(|batch| match batch {
-                    Batch::Changes(changes) => {
-                        let n = service.apply_changes(&changes)?;
-                        // Alert rules changed elsewhere: the engine here (on the leader) reads them again.
-                        let own = service.cluster.get().map(|c| c.node.as_str());
-                        if changes.iter().any(|c| c.kind == "rules" && c.node.as_deref() != own) {
-                            runtime.block_on(service.reload_rules())?;
-                        }
-                        if n > 0 {
-                            metrics::counter!("keyward_cluster_changes_applied_total").increment(n as u64);
-                            tracing::debug!(
-                                applied = n,
-                                position = feed.position(),
-                                "Applied changes from other nodes."
-                            );
-                        }
-                        Ok(())
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("keyward-follow".into()).spawn(move || {
+        let wait = Duration::from_millis(config.poll_ms.max(10));
+        let mut failing = false;
+        while !stop.load(Ordering::Relaxed) {
+            let step = feed.next(wait).map_err(ServiceError::from).and_then(|batch| match batch {
+                Batch::Changes(changes) => {
+                    let n = service.apply_changes(&changes)?;
+                    // Alert rules changed elsewhere: the engine here (on the leader) reads them again.
+                    let own = service.cluster.get().map(|c| c.node.as_str());
+                    if changes.iter().any(|c| c.kind == "rules" && c.node.as_deref() != own) {
+                        runtime.block_on(service.reload_rules())?;
                     }
-                    Batch::Resync => {
-                        tracing::warn!("Away from the change feed too long: reloading every key.");
-                        service.reload_all()
+                    if n > 0 {
+                        metrics::counter!("keyward_cluster_changes_applied_total").increment(n as u64);
+                        tracing::debug!(applied = n, position = feed.position(), "Applied changes from other nodes.");
                     }
-                });
-                match step {
-                    Ok(()) => {
-                        service.mark_synced();
-                        if std::mem::take(&mut failing) {
-                            tracing::info!("Reading the change feed again.");
-                        }
-                    }
-                    Err(e) => {
-                        if !std::mem::replace(&mut failing, true) {
-                            tracing::warn!(error = %e, "Cannot read the change feed; retrying.");
-                        }
-                        std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
+                }
+                Batch::Resync => {
+                    tracing::warn!("Away from the change feed too long: reloading every key.");
+                    service.reload_all()
+                }
+            });
+            match step {
+                Ok(()) => {
+                    service.mark_synced();
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("Reading the change feed again.");
                     }
                 }
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, "Cannot read the change feed; retrying.");
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
             }
-        })
-        .expect("spawning the change follower")
+        }
+    })
 }

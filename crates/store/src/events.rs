@@ -250,11 +250,11 @@ pub trait EventLog: Send + Sync + 'static {
     fn purge_rollups(&self, gran: Granularity, before: i64) -> Result<usize>;
 }
 
-fn rollup_body(a: &Agg) -> String {
+pub(crate) fn rollup_body(a: &Agg) -> String {
     serde_json::to_string(a).unwrap_or_else(|_| "{}".into())
 }
 
-fn rollup_parse(text: &str) -> Result<Agg> {
+pub(crate) fn rollup_parse(text: &str) -> Result<Agg> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt { table: "rollups", detail: e.to_string() })
 }
 

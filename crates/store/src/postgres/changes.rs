@@ -112,7 +112,9 @@ impl ChangeFeed {
             self.last_read = Instant::now();
             return Ok(Batch::Resync);
         }
-        let c = self.client.as_mut().expect("connected above");
+        let Some(c) = self.client.as_mut() else {
+            return Err(StoreError::Pool("the change feed's connection is gone".into()));
+        };
         let rows = c
             .query(
                 "SELECT seq, kind, workspace_id, target_id, node FROM changes WHERE seq > $1 ORDER BY seq LIMIT 10000",

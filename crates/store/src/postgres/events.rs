@@ -19,7 +19,7 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 
 use super::store::{Pool, off_runtime, pool};
-use crate::events::{EndpointUse, EventFilter, EventLog, IpUse, KeyUsageReview, RollupKey};
+use crate::events::{EndpointUse, EventFilter, EventLog, IpUse, KeyUsageReview, RollupKey, rollup_body, rollup_parse};
 use crate::{Result, StoreError};
 use keyward_core::rollup::{Agg, Granularity, Scope};
 
@@ -218,10 +218,6 @@ impl PgEventLog {
     }
 }
 
-fn rollup_parse(text: &str) -> Result<Agg> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt { table: "rollups", detail: e.to_string() })
-}
-
 impl EventLog for PgEventLog {
     fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Agg>>> {
         self.with("reading rollups", |c| {
@@ -246,7 +242,7 @@ impl EventLog for PgEventLog {
                  DO UPDATE SET requests = excluded.requests, body = excluded.body",
             )?;
             for (k, a) in rows {
-                let body = serde_json::to_string(a).unwrap_or_else(|_| "{}".into());
+                let body = rollup_body(a);
                 tx.execute(
                     &st,
                     &[
