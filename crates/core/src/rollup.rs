@@ -66,6 +66,11 @@ pub enum Scope {
     Key,
     Keyspace,
     Workspace,
+    /// A key owner (`owner_id`), across all their keys.
+    Owner,
+    /// A source address; kept by hour and day only (one row per address
+    /// per minute would let a spread attack write without bound).
+    Ip,
 }
 
 impl Scope {
@@ -74,6 +79,8 @@ impl Scope {
             Scope::Key => "key",
             Scope::Keyspace => "keyspace",
             Scope::Workspace => "workspace",
+            Scope::Owner => "owner",
+            Scope::Ip => "ip",
         }
     }
 }

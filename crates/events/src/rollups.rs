@@ -1,5 +1,6 @@
 //! The roller: folds written usage events into rollups (`core::rollup`) per
-//! key, keyspace and workspace, by minute, hour and day, so that a time
+//! key, keyspace, workspace and owner by minute, hour and day, and per source
+//! address by hour and day, so that a time
 //! series is a read of its buckets and never a scan of raw events.
 //!
 //! It follows the event log by id from its watermarks (`rollup_state`, one per
@@ -123,12 +124,15 @@ struct Level {
     written: i64,
 }
 
-/// The targets one event counts for: its key, its keyspace, its workspace.
-fn targets(e: &UsageEvent) -> impl Iterator<Item = (Scope, &str)> {
+/// The targets one event counts for: its key, its keyspace, its workspace,
+/// its key's owner, and (by hour and day only) its source address.
+fn targets(e: &UsageEvent, gran: Granularity) -> impl Iterator<Item = (Scope, &str)> {
     [
         e.key_id.as_deref().map(|k| (Scope::Key, k)),
         e.keyspace_id.as_deref().map(|k| (Scope::Keyspace, k)),
         Some((Scope::Workspace, e.workspace_id.as_str())),
+        e.owner_id.as_deref().map(|o| (Scope::Owner, o)),
+        e.source_ip.as_deref().filter(|_| gran != Granularity::Minute).map(|ip| (Scope::Ip, ip)),
     ]
     .into_iter()
     .flatten()
@@ -143,7 +147,7 @@ fn fold(log: &dyn EventLog, levels: &mut [Level; 3], batch: &[UsageEvent]) -> ke
         let mut sums: HashMap<(Scope, &str, &str, i64), Agg> = HashMap::new();
         let mut last = level.folded;
         for e in batch.iter().filter(|e| e.id > level.folded) {
-            for (scope, target) in targets(e) {
+            for (scope, target) in targets(e, gran) {
                 sums.entry((scope, e.workspace_id.as_str(), target, gran.bucket(e.ts))).or_default().add_event(e);
             }
             last = e.id;

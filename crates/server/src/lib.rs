@@ -213,6 +213,7 @@ fn routes(bulk_body_bytes: usize) -> (axum::Router<AppState>, utoipa::openapi::O
         .routes(routes!(ops::metrics))
         .routes(routes!(events::list))
         .routes(routes!(events::report))
+        .routes(routes!(events::top))
         .routes(routes!(keyspaces::create, keyspaces::list))
         .routes(routes!(keyspaces::get, keyspaces::patch))
         .routes(routes!(keyspaces::analytics))

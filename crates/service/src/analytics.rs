@@ -84,7 +84,129 @@ fn point(t: i64, a: &Agg) -> Point {
     }
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TopQuery {
+    /// `key` (default), `owner` or `ip`.
+    pub dimension: Option<String>,
+    /// `requests` (default), `denials` or `bytes` (in and out).
+    pub by: Option<String>,
+    /// RFC 3339; default: `until` minus a day.
+    pub since: Option<String>,
+    /// RFC 3339; default: now.
+    pub until: Option<String>,
+    /// How many, 1 to 100 (default 10).
+    pub limit: Option<u32>,
+}
+
+/// One entry of a top list.
+#[derive(Debug, Serialize, ToSchema, PartialEq)]
+pub struct TopItem {
+    /// The key id, owner id or address.
+    pub id: String,
+    /// For keys: the key's name and hint, when it still exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    pub requests: u64,
+    pub denied: u64,
+    /// Bytes in and out.
+    pub bytes: u64,
+}
+
+/// The largest users of a workspace over a range (`GET /v1/analytics/top`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopList {
+    pub dimension: &'static str,
+    pub by: &'static str,
+    /// The granularity the range was summed at (whole buckets).
+    pub granularity: &'static str,
+    pub since: String,
+    pub until: String,
+    pub items: Vec<TopItem>,
+}
+
+/// A range of whole buckets, from RFC 3339 bounds (default: the last day).
+fn range(since: &Option<String>, until: &Option<String>) -> Result<(i64, i64)> {
+    let at = |field: &str, v: &Option<String>| -> Result<Option<i64>> {
+        v.as_deref()
+            .map(|s| parse_rfc3339(s).ok_or_else(|| invalid(format!("{field} must be an RFC 3339 instant"))))
+            .transpose()
+    };
+    let until = at("until", until)?.unwrap_or_else(now_ms);
+    let since = at("since", since)?.unwrap_or(until - 86_400_000);
+    if since >= until {
+        return Err(invalid("since must be before until"));
+    }
+    Ok((since, until))
+}
+
 impl Service {
+    /// The top keys, owners or addresses of the caller's workspace over a
+    /// range, summed in the store from the rollups: by minute up to six
+    /// hours, by hour up to 30 days, else by day (addresses: never by minute).
+    pub async fn top(&self, actor: &Actor, q: TopQuery) -> Result<TopList> {
+        actor.require(Permission::KeysRead, "read analytics")?;
+        let scope = match q.dimension.as_deref().unwrap_or("key") {
+            "key" => Scope::Key,
+            "owner" => Scope::Owner,
+            "ip" => Scope::Ip,
+            _ => return Err(invalid("dimension must be key, owner or ip")),
+        };
+        let by = keyward_store::events::TopBy::parse(q.by.as_deref().unwrap_or("requests"))
+            .ok_or_else(|| invalid("by must be requests, denials or bytes"))?;
+        let limit = q.limit.unwrap_or(10);
+        if !(1..=100).contains(&limit) {
+            return Err(invalid("limit must be between 1 and 100"));
+        }
+        let (since, until) = range(&q.since, &q.until)?;
+        let span = until - since;
+        let gran = if span <= 6 * 3_600_000 && scope != Scope::Ip {
+            Granularity::Minute
+        } else if span <= 30 * 86_400_000 {
+            Granularity::Hour
+        } else {
+            Granularity::Day
+        };
+        let (lo, hi) = (gran.bucket(since), gran.bucket(until - 1) + gran.width_ms());
+        let Some(events) = self.events() else { return Err(ServiceError::NotConfigured("usage events")) };
+        let log = events.log().clone();
+        let ws = actor.workspace_id.clone();
+        let rows = tokio::task::spawn_blocking(move || log.rollup_top(&ws, scope, gran, lo, hi, by, limit))
+            .await
+            .map_err(|_| ServiceError::Task)??;
+        // Keys are named from the store (at most 100 point reads).
+        let (ws, ids) = (actor.workspace_id.clone(), rows.iter().map(|r| r.target.clone()).collect::<Vec<_>>());
+        let named: Vec<Option<(Option<String>, String)>> = if scope == Scope::Key {
+            self.blocking(move |s| ids.iter().map(|id| Ok(s.get_key(&ws, id)?.map(|k| (k.name, k.hint)))).collect())
+                .await?
+        } else {
+            vec![None; rows.len()]
+        };
+        let items = rows
+            .into_iter()
+            .zip(named)
+            .map(|(r, n)| {
+                let (name, hint) = n.map_or((None, None), |(name, hint)| (name, Some(hint)));
+                TopItem { name, hint, id: r.target, requests: r.requests, denied: r.denied, bytes: r.bytes }
+            })
+            .collect();
+        Ok(TopList {
+            dimension: match scope {
+                Scope::Owner => "owner",
+                Scope::Ip => "ip",
+                _ => "key",
+            },
+            by: by.as_str(),
+            granularity: gran.as_str(),
+            since: to_rfc3339(lo),
+            until: to_rfc3339(hi),
+            items,
+        })
+    }
+
     /// A key's series (`GET /v1/keys/{id}/analytics`).
     pub async fn key_analytics(&self, actor: &Actor, id: &str, q: AnalyticsQuery) -> Result<Series> {
         actor.require(Permission::KeysRead, "read key analytics")?;
@@ -110,16 +232,7 @@ impl Service {
             None => Granularity::Hour,
             Some(g) => Granularity::parse(g).ok_or_else(|| invalid("granularity must be minute, hour or day"))?,
         };
-        let at = |field: &str, v: &Option<String>| -> Result<Option<i64>> {
-            v.as_deref()
-                .map(|s| parse_rfc3339(s).ok_or_else(|| invalid(format!("{field} must be an RFC 3339 instant"))))
-                .transpose()
-        };
-        let until = at("until", &q.until)?.unwrap_or_else(now_ms);
-        let since = at("since", &q.since)?.unwrap_or(until - 86_400_000);
-        if since >= until {
-            return Err(invalid("since must be before until"));
-        }
+        let (since, until) = range(&q.since, &q.until)?;
         // Whole buckets: the one holding `since` to the one holding `until`.
         let (lo, hi) = (gran.bucket(since), gran.bucket(until - 1) + gran.width_ms());
         if (hi - lo) / gran.width_ms() > MAX_POINTS {

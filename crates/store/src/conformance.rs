@@ -426,6 +426,28 @@ pub fn rollups_round_trip_and_purge(log: &dyn EventLog) {
     assert_eq!(s, vec![(60_000, b.clone()), (120_000, b.clone())]);
     assert!(log.rollup_series("ws", Scope::Key, "key_1", Granularity::Hour, 0, 180_000).unwrap().is_empty());
     assert!(log.rollup_series("other", Scope::Key, "key_1", Granularity::Minute, 0, 180_000).unwrap().is_empty());
-    assert_eq!(log.purge_rollups(Granularity::Minute, 100_000).unwrap(), 1);
+    // Top lists sum the buckets in range per target, largest first.
+    let key2 = RollupKey { target: "key_2".into(), ..k(60_000) };
+    let mut c = Agg::default();
+    for i in 0..3 {
+        let mut e = event(60_100 + i, "ws", Some("key_2"), Outcome::Valid);
+        e.bytes_out = Some(1_000);
+        c.add_event(&e);
+    }
+    log.put_rollups(&[(key2, c)], &[]).unwrap();
+    use crate::events::{TopBy, TopRow};
+    let top =
+        |by, since, limit| log.rollup_top("ws", Scope::Key, Granularity::Minute, since, 180_000, by, limit).unwrap();
+    let row = |t: &str, requests, denied, bytes| TopRow { target: t.into(), requests, denied, bytes };
+    // key_1: b (2 requests, 1 denied) in each of two minutes.
+    assert_eq!(top(TopBy::Requests, 0, 10), vec![row("key_1", 4, 2, 0), row("key_2", 3, 0, 3_000)]);
+    assert_eq!(top(TopBy::Requests, 0, 1), vec![row("key_1", 4, 2, 0)]);
+    assert_eq!(top(TopBy::Denials, 0, 10), vec![row("key_1", 4, 2, 0)], "zero denials are left out");
+    assert_eq!(top(TopBy::Bytes, 0, 10), vec![row("key_2", 3, 0, 3_000)]);
+    assert_eq!(top(TopBy::Requests, 120_000, 10), vec![row("key_1", 2, 1, 0)]);
+    assert!(
+        log.rollup_top("other", Scope::Key, Granularity::Minute, 0, 180_000, TopBy::Requests, 10).unwrap().is_empty()
+    );
+    assert_eq!(log.purge_rollups(Granularity::Minute, 100_000).unwrap(), 2);
     assert_eq!(log.rollup_series("ws", Scope::Key, "key_1", Granularity::Minute, 0, 180_000).unwrap().len(), 1);
 }

@@ -96,6 +96,13 @@ const SCHEMA: &[&str] = &[
         value  INTEGER NOT NULL
     );
 "#,
+    // 5: top lists (issue 14) summed in SQL: denials and bytes beside
+    // requests, and an index that reads one scope of one workspace by time.
+    r#"
+    ALTER TABLE rollups ADD COLUMN denied INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rollups ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX rollups_top ON rollups(workspace_id, scope, gran, bucket);
+"#,
 ];
 
 /// How far out of time order events may be written (producers enqueue
@@ -205,6 +212,57 @@ pub struct RollupKey {
     pub bucket: i64,
 }
 
+/// What a top list is ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopBy {
+    Requests,
+    Denials,
+    Bytes,
+}
+
+impl TopBy {
+    pub fn parse(s: &str) -> Option<TopBy> {
+        [TopBy::Requests, TopBy::Denials, TopBy::Bytes].into_iter().find(|b| b.as_str() == s)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopBy::Requests => "requests",
+            TopBy::Denials => "denials",
+            TopBy::Bytes => "bytes",
+        }
+    }
+    /// The rollups column summed (a constant, never input).
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            TopBy::Requests => "requests",
+            TopBy::Denials => "denied",
+            TopBy::Bytes => "bytes",
+        }
+    }
+}
+
+/// One entry of a top list: a target's sums over the range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopRow {
+    pub target: String,
+    pub requests: u64,
+    pub denied: u64,
+    pub bytes: u64,
+}
+
+/// The `rollup_top` query of both logs (`?`/`$n` placeholders differ):
+/// sums of one scope's buckets by target, largest first, zero sums left out
+/// (cast: PostgreSQL's SUM of BIGINT is NUMERIC).
+pub(crate) fn top_sql(by: TopBy, p: [&str; 6]) -> String {
+    let col = by.column();
+    format!(
+        "SELECT target, CAST(SUM(requests) AS BIGINT), CAST(SUM(denied) AS BIGINT), CAST(SUM(bytes) AS BIGINT) FROM rollups
+         WHERE workspace_id = {} AND scope = {} AND gran = {} AND bucket >= {} AND bucket < {}
+         GROUP BY target HAVING SUM({col}) > 0 ORDER BY SUM({col}) DESC, target LIMIT {}",
+        p[0], p[1], p[2], p[3], p[4], p[5]
+    )
+}
+
 /// The usage-event log as the pipeline, the sinks and the service use it:
 /// [`SqliteEventLog`] embedded, and (issue 13) one on PostgreSQL. Calls block.
 pub trait EventLog: Send + Sync + 'static {
@@ -248,6 +306,19 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> Result<Vec<(i64, Agg)>>;
     /// Deletes buckets of `gran` that start before `before`; returns how many.
     fn purge_rollups(&self, gran: Granularity, before: i64) -> Result<usize>;
+    /// The `limit` targets of `scope` with the largest sums of `by` over the
+    /// buckets of `gran` starting in `[since, until)`, summed in the database.
+    #[allow(clippy::too_many_arguments)]
+    fn rollup_top(
+        &self,
+        workspace_id: &str,
+        scope: Scope,
+        gran: Granularity,
+        since: i64,
+        until: i64,
+        by: TopBy,
+        limit: u32,
+    ) -> Result<Vec<TopRow>>;
 }
 
 pub(crate) fn rollup_body(a: &Agg) -> String {
@@ -280,8 +351,8 @@ impl EventLog for SqliteEventLog {
         let tx = conn.transaction()?;
         {
             let mut st = tx.prepare_cached(
-                "INSERT OR REPLACE INTO rollups (workspace_id, scope, target, gran, bucket, requests, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO rollups (workspace_id, scope, target, gran, bucket, requests, denied, bytes, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for (k, a) in rows {
                 st.execute(params![
@@ -291,6 +362,8 @@ impl EventLog for SqliteEventLog {
                     k.gran.as_str(),
                     k.bucket,
                     a.requests as i64,
+                    a.denied() as i64,
+                    (a.bytes_in + a.bytes_out) as i64,
                     rollup_body(a)
                 ])?;
             }
@@ -345,6 +418,32 @@ impl EventLog for SqliteEventLog {
     fn purge_rollups(&self, gran: Granularity, before: i64) -> Result<usize> {
         let conn = self.writer.lock();
         Ok(conn.execute("DELETE FROM rollups WHERE gran = ?1 AND bucket < ?2", params![gran.as_str(), before])?)
+    }
+    fn rollup_top(
+        &self,
+        workspace_id: &str,
+        scope: Scope,
+        gran: Granularity,
+        since: i64,
+        until: i64,
+        by: TopBy,
+        limit: u32,
+    ) -> Result<Vec<TopRow>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&top_sql(by, ["?1", "?2", "?3", "?4", "?5", "?6"]))?;
+            let rows = st.query_map(
+                params![workspace_id, scope.as_str(), gran.as_str(), since, until, i64::from(limit)],
+                |r| {
+                    Ok(TopRow {
+                        target: r.get(0)?,
+                        requests: r.get::<_, i64>(1)? as u64,
+                        denied: r.get::<_, i64>(2)? as u64,
+                        bytes: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
     fn append(&self, events: &mut [UsageEvent]) -> Result<()> {
         SqliteEventLog::append(self, events)

@@ -118,3 +118,74 @@ fn a_crash_before_the_hourly_and_daily_writes_neither_loses_nor_double_counts() 
         }
     }
 }
+
+/// Waits for a top list to satisfy `done`.
+fn top_until(s: &Server, query: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = series(s, &format!("/v1/analytics/top?{query}"));
+        if done(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{query}: never settled: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn top_lists_rank_keys_owners_and_addresses_by_requests_denials_and_bytes() {
+    let s = Server::start();
+    let ks = s.keyspace();
+    let (busy, busy_key) = s.key(json!({"keyspace_id": ks, "name": "busy", "owner_id": "acme", "ratelimits": []}));
+    let (denied, denied_key) = s.key(json!({"keyspace_id": ks, "name": "tight", "owner_id": "globex",
+        "ratelimits": [{"name": "m", "limit": 1, "window_ms": 3_600_000}]}));
+    let root = s.root.clone();
+    for _ in 0..6 {
+        s.verify_as(&root, json!({"key": busy_key, "ip": "192.0.2.1"}));
+    }
+    for _ in 0..4 {
+        s.verify_as(&root, json!({"key": denied_key, "ip": "192.0.2.2"}));
+    }
+    let v = top_until(&s, "dimension=key&by=requests", |v| {
+        v["items"][0]["requests"] == 6 && v["items"][1]["requests"] == 4
+    });
+    assert_eq!(v["items"][0]["id"], busy.as_str(), "{v}");
+    assert_eq!(v["items"][0]["name"], "busy", "{v}");
+    assert!(v["items"][0]["hint"].as_str().unwrap().len() >= 4, "{v}");
+    assert_eq!(v["granularity"], "hour", "a day is summed by hour: {v}");
+    // The last hour is summed by minute (written every second).
+    let recent = series(&s, &format!("/v1/analytics/top?since={}", ago(3_600_000)));
+    assert_eq!((recent["granularity"].as_str(), recent["items"][0]["requests"].as_u64()), (Some("minute"), Some(6)));
+    // By denials: only the tight key has any (3 of its 4 were over its limit).
+    let d = series(&s, "/v1/analytics/top?by=denials");
+    assert_eq!(d["items"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!((d["items"][0]["id"].as_str(), d["items"][0]["denied"].as_u64()), (Some(denied.as_str()), Some(3)));
+    let o = series(&s, "/v1/analytics/top?dimension=owner&limit=1");
+    assert_eq!(o["items"].as_array().unwrap().len(), 1, "{o}");
+    assert_eq!((o["items"][0]["id"].as_str(), o["items"][0]["requests"].as_u64()), (Some("acme"), Some(6)));
+    // Addresses are kept by hour: they show once the hourly write is done (5 s).
+    let ip = top_until(&s, "dimension=ip&by=denials", |v| v["items"][0]["denied"] == 3);
+    assert_eq!(ip["items"][0]["id"], "192.0.2.2", "{ip}");
+    assert_eq!(ip["granularity"], "hour");
+    // A 40-day range is summed by day; days are written every 15 s.
+    let since = ago(40 * 86_400_000);
+    let long = top_until(&s, &format!("since={since}"), |v| v["items"].as_array().is_some_and(|a| a.len() == 2));
+    assert_eq!(long["granularity"], "day", "{long}");
+
+    for bad in ["dimension=planet", "by=joy", "limit=0", "limit=101", "since=yesterday", "color=red"] {
+        let p = s.call("GET", &format!("/v1/analytics/top?{bad}"), None).problem(400);
+        assert!(!p["detail"].as_str().unwrap().is_empty(), "{bad}: {p}");
+    }
+    // Another workspace sees none of it.
+    let other = s.create("/v1/workspaces", json!({"name": "b"}))["root_key"]["key"].as_str().unwrap().to_owned();
+    let r = s.call_as(&other, "GET", "/v1/analytics/top", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["items"], json!([]));
+    s.call_as("kw_root_nope", "GET", "/v1/analytics/top", None).problem(401);
+}
+
+/// RFC 3339 for `ms` ago.
+fn ago(ms: i64) -> String {
+    use keyward_core::time::{now_ms, to_rfc3339};
+    to_rfc3339(now_ms() - ms)
+}

@@ -424,6 +424,7 @@ fn openapi_document_matches_the_routes() {
         "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
         "/v1/keys/{id}/analytics",
         "/v1/keyspaces/{id}/analytics",
+        "/v1/analytics/top",
     ];
     let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
     listed.sort();

@@ -82,3 +82,16 @@ pub async fn report(
 ) -> Result<(StatusCode, axum::Json<UsageAccepted>), ApiError> {
     Ok((StatusCode::ACCEPTED, axum::Json(state.service.report_usage(&actor, req).await?)))
 }
+
+/// The workspace's top keys, owners or source addresses by requests, denials
+/// or bytes over a range, summed from the rollups.
+#[utoipa::path(get, path = "/v1/analytics/top", operation_id = "topUsage", tag = "events",
+    params(keyward_service::analytics::TopQuery),
+    responses((status = 200, body = keyward_service::analytics::TopList), (status = "4XX", body = Problem, content_type = "application/problem+json")), security(("root_key" = [])))]
+pub async fn top(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(query): Query<keyward_service::analytics::TopQuery>,
+) -> Result<axum::Json<keyward_service::analytics::TopList>, ApiError> {
+    Ok(axum::Json(state.service.top(&actor, query).await?))
+}

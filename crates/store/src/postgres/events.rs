@@ -19,7 +19,10 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 
 use super::store::{Pool, off_runtime, pool};
-use crate::events::{EndpointUse, EventFilter, EventLog, IpUse, KeyUsageReview, RollupKey, rollup_body, rollup_parse};
+use crate::events::{
+    EndpointUse, EventFilter, EventLog, IpUse, KeyUsageReview, RollupKey, TopBy, TopRow, rollup_body, rollup_parse,
+    top_sql,
+};
 use crate::{Result, StoreError};
 use keyward_core::rollup::{Agg, Granularity, Scope};
 
@@ -236,10 +239,10 @@ impl EventLog for PgEventLog {
         self.with("writing rollups", |c| {
             let mut tx = c.transaction()?;
             let st = tx.prepare(
-                "INSERT INTO rollups (workspace_id, scope, target, gran, bucket, requests, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO rollups (workspace_id, scope, target, gran, bucket, requests, denied, bytes, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (workspace_id, scope, target, gran, bucket)
-                 DO UPDATE SET requests = excluded.requests, body = excluded.body",
+                 DO UPDATE SET requests = excluded.requests, denied = excluded.denied, bytes = excluded.bytes, body = excluded.body",
             )?;
             for (k, a) in rows {
                 let body = rollup_body(a);
@@ -252,6 +255,8 @@ impl EventLog for PgEventLog {
                         &k.gran.as_str(),
                         &k.bucket,
                         &(a.requests as i64),
+                        &(a.denied() as i64),
+                        &((a.bytes_in + a.bytes_out) as i64),
                         &body,
                     ],
                 )?;
@@ -299,6 +304,33 @@ impl EventLog for PgEventLog {
     fn purge_rollups(&self, gran: Granularity, before: i64) -> Result<usize> {
         self.with("purging rollups", |c| {
             Ok(c.execute("DELETE FROM rollups WHERE gran = $1 AND bucket < $2", &[&gran.as_str(), &before])? as usize)
+        })
+    }
+    fn rollup_top(
+        &self,
+        workspace_id: &str,
+        scope: Scope,
+        gran: Granularity,
+        since: i64,
+        until: i64,
+        by: TopBy,
+        limit: u32,
+    ) -> Result<Vec<TopRow>> {
+        self.with("reading top lists", |c| {
+            c.query(
+                &top_sql(by, ["$1", "$2", "$3", "$4", "$5", "$6"]),
+                &[&workspace_id, &scope.as_str(), &gran.as_str(), &since, &until, &i64::from(limit)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(TopRow {
+                    target: r.try_get(0)?,
+                    requests: r.try_get::<_, i64>(1)? as u64,
+                    denied: r.try_get::<_, i64>(2)? as u64,
+                    bytes: r.try_get::<_, i64>(3)? as u64,
+                })
+            })
+            .collect()
         })
     }
 

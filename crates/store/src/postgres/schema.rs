@@ -282,4 +282,10 @@ pub const MIGRATIONS: &[&str] = &[
         value  BIGINT NOT NULL
     );
     "#,
+    // 4: top lists summed in SQL, as in the embedded log.
+    r#"
+    ALTER TABLE rollups ADD COLUMN denied BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE rollups ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX rollups_top ON rollups(workspace_id, scope, gran, bucket);
+    "#,
 ];
