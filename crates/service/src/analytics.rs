@@ -146,7 +146,7 @@ fn range(since: &Option<String>, until: &Option<String>) -> Result<(i64, i64)> {
 impl Service {
     /// The top keys, owners or addresses of the caller's workspace over a
     /// range, summed in the store from the rollups: by minute up to six
-    /// hours, by hour up to 30 days, else by day (addresses: never by minute).
+    /// hours, by hour up to 7 days, else by day (addresses: never by minute).
     pub async fn top(&self, actor: &Actor, q: TopQuery) -> Result<TopList> {
         actor.require(Permission::KeysRead, "read analytics")?;
         let scope = match q.dimension.as_deref().unwrap_or("key") {
@@ -165,7 +165,7 @@ impl Service {
         let span = until - since;
         let gran = if span <= 6 * 3_600_000 && scope != Scope::Ip {
             Granularity::Minute
-        } else if span <= 30 * 86_400_000 {
+        } else if span <= 7 * 86_400_000 {
             Granularity::Hour
         } else {
             Granularity::Day

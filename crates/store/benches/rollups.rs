@@ -16,7 +16,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use keyward_core::Outcome;
 use keyward_core::event::{EventKind, UsageEvent};
 use keyward_core::rollup::{Agg, Granularity, Scope};
-use keyward_store::events::{EventLog, RollupKey, SqliteEventLog};
+use keyward_store::events::{EventLog, RollupKey, SqliteEventLog, TopBy};
 
 const WS: &str = "ws_01M83H4SEVpXQ9L6qmuW";
 const DAY: i64 = 86_400_000;
@@ -110,6 +110,20 @@ fn series(c: &mut Criterion) {
             let rows = log.rollup_series(WS, Scope::Keyspace, "ks_bench", Granularity::Day, since, until).unwrap();
             assert!(rows.len() >= 30);
             rows.len()
+        })
+    });
+    g.bench_function("top_keys_30_days_hourly", |b| {
+        b.iter(|| {
+            let top = log.rollup_top(WS, Scope::Key, Granularity::Hour, since, until, TopBy::Requests, 10).unwrap();
+            assert_eq!(top.len(), 10);
+            top[0].requests
+        })
+    });
+    g.bench_function("top_keys_30_days_daily", |b| {
+        b.iter(|| {
+            let top = log.rollup_top(WS, Scope::Key, Granularity::Day, since, until, TopBy::Bytes, 10).unwrap();
+            assert_eq!(top.len(), 10);
+            top[0].bytes
         })
     });
     g.finish();

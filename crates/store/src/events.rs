@@ -97,11 +97,12 @@ const SCHEMA: &[&str] = &[
     );
 "#,
     // 5: top lists (issue 14) summed in SQL: denials and bytes beside
-    // requests, and an index that reads one scope of one workspace by time.
+    // requests, and a covering index that reads one scope of one workspace by
+    // time without a lookup per row.
     r#"
     ALTER TABLE rollups ADD COLUMN denied INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE rollups ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX rollups_top ON rollups(workspace_id, scope, gran, bucket);
+    CREATE INDEX rollups_top ON rollups(workspace_id, scope, gran, bucket, target, requests, denied, bytes);
 "#,
 ];
 

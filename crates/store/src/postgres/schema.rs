@@ -286,6 +286,6 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE rollups ADD COLUMN denied BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE rollups ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
-    CREATE INDEX rollups_top ON rollups(workspace_id, scope, gran, bucket);
+    CREATE INDEX rollups_top ON rollups(workspace_id, scope, gran, bucket) INCLUDE (target, requests, denied, bytes);
     "#,
 ];
