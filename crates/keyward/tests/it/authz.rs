@@ -25,7 +25,7 @@ fn allowed_roles(op: &str) -> Option<&'static [&'static str]> {
         "listRootKeys" => AUDIT,
         "reportUsage" | "verifyKey" => VERIFY,
         "listKeys" | "getKey" | "listReminders" | "listKeyspaces" | "getKeyspace" | "listIncidents" | "getIncident"
-        | "keyAnalytics" | "keyspaceAnalytics" => READ_KEYS,
+        | "keyAnalytics" | "keyspaceAnalytics" | "topUsage" => READ_KEYS,
         "createKey" | "patchKey" | "revokeKey" | "rotateKey" | "bulkRevokeKeys" | "importKeys" | "createKeyspace"
         | "patchKeyspace" | "createIncident" | "patchIncident" | "reportLeaks" => WRITE_KEYS,
         "createWorkspace" | "createRootKey" | "deleteRootKey" | "rotateRootKey" | "getMasterKey" | "revealKey"

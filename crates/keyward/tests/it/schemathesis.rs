@@ -27,6 +27,10 @@ const REFUSED_FOR_A_REASON: &[(&str, &str)] = &[
         "cursor must be an event id this API returned; since/until must be RFC 3339 instants; code an outcome code",
     ),
     ("GET /v1/incidents", "cursor must be an incident id this API returned"),
+    (
+        "GET /v1/analytics/top",
+        "since/until RFC 3339 instants, since before until; dimension key|owner|ip; by requests|denials|bytes; limit 1..100",
+    ),
     ("GET /v1/keys", "cursor must be a key id; keyspace_id must have the shape of an id"),
     ("GET /v1/reminders", "cursor must be a reminder id"),
     (
