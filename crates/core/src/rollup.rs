@@ -286,8 +286,9 @@ impl Agg {
         {
             self.status[(s / 100 - 1) as usize] += 1;
         }
-        self.bytes_in += bytes_in.unwrap_or(0);
-        self.bytes_out += bytes_out.unwrap_or(0);
+        // Saturating: reported sizes are the client's word.
+        self.bytes_in = self.bytes_in.saturating_add(bytes_in.unwrap_or(0));
+        self.bytes_out = self.bytes_out.saturating_add(bytes_out.unwrap_or(0));
         if let Some(us) = latency {
             self.latency.add(us, 1);
         }
@@ -301,10 +302,18 @@ impl Agg {
         for (a, b) in self.status.iter_mut().zip(o.status) {
             *a += b;
         }
-        self.bytes_in += o.bytes_in;
-        self.bytes_out += o.bytes_out;
+        self.bytes_in = self.bytes_in.saturating_add(o.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(o.bytes_out);
         self.ips.merge(&o.ips);
         self.latency.merge(&o.latency);
+    }
+
+    /// Bytes in and out as one column value, at most 2^53 per bucket: a top
+    /// list sums at most a few thousand buckets of a target, which then
+    /// cannot overflow the database's 64-bit integer (SQLite's SUM would
+    /// fail, PostgreSQL's cast would).
+    pub fn bytes_column(&self) -> i64 {
+        self.bytes_in.saturating_add(self.bytes_out).min(1 << 53) as i64
     }
 
     /// Requests of `outcome`.

@@ -122,7 +122,21 @@ struct Level {
     /// The last event id folded into `cache` (and, once written, into the store).
     folded: i64,
     written: i64,
+    /// Addresses with a bucket of their own in `cache`, per workspace and
+    /// bucket: past [`MAX_IPS_PER_BUCKET`] they are summed as [`OTHER_IPS`].
+    ips: HashMap<(String, i64), usize>,
 }
+
+/// The most addresses of one workspace that get a bucket of their own per
+/// hour or day in memory; the rest share [`OTHER_IPS`]. Without a bound a
+/// client spreading requests over a million addresses (trivial in IPv6) would
+/// hold a million buckets per level here. After a restart the count starts
+/// again (and a failed load counts its new addresses again on the retry), so
+/// the store may hold a few times this many for such a bucket.
+pub const MAX_IPS_PER_BUCKET: usize = 10_000;
+
+/// The address target that sums the addresses past the bound.
+pub const OTHER_IPS: &str = "other";
 
 /// The targets one event counts for: its key, its keyspace, its workspace,
 /// its key's owner, and (by hour and day only) its source address.
@@ -158,11 +172,22 @@ fn fold(log: &dyn EventLog, levels: &mut [Level; 3], batch: &[UsageEvent]) -> ke
         let keyed: Vec<(RollupKey, Agg)> = sums
             .into_iter()
             .map(|((scope, ws, target, bucket), a)| {
-                (RollupKey { workspace_id: ws.to_owned(), scope, target: target.to_owned(), gran, bucket }, a)
+                let mut k = RollupKey { workspace_id: ws.to_owned(), scope, target: target.to_owned(), gran, bucket };
+                if scope == Scope::Ip && !level.cache.contains_key(&k) {
+                    let n = level.ips.entry((k.workspace_id.clone(), bucket)).or_default();
+                    if *n >= MAX_IPS_PER_BUCKET {
+                        k.target = OTHER_IPS.to_owned();
+                    } else {
+                        *n += 1;
+                    }
+                }
+                (k, a)
             })
             .collect();
-        let missing: Vec<RollupKey> =
-            keyed.iter().filter(|(k, _)| !level.cache.contains_key(k)).map(|(k, _)| k.clone()).collect();
+        // A set: several addresses may have become the one `other` bucket.
+        let missing: HashSet<&RollupKey> =
+            keyed.iter().map(|(k, _)| k).filter(|k| !level.cache.contains_key(*k)).collect();
+        let missing: Vec<RollupKey> = missing.into_iter().cloned().collect();
         if !missing.is_empty() {
             let stored = log.get_rollups(&missing)?;
             for (k, a) in missing.into_iter().zip(stored) {
@@ -205,6 +230,7 @@ fn write_due(log: &dyn EventLog, levels: &mut [Level; 3], due: [bool; 3], newest
             // Keep the buckets still being filled; older ones are read again if an event comes late.
             let width = Granularity::ALL[gi].width_ms();
             level.cache.retain(|k, _| k.bucket + 2 * width > newest);
+            level.ips.retain(|(_, bucket), _| bucket + 2 * width > newest);
         }
     }
 }
@@ -284,5 +310,64 @@ fn purge(log: &dyn EventLog, cfg: &RollupConfig) {
             Ok(n) => tracing::info!(granularity = g.as_str(), buckets = n, "Purged rollups past retention."),
             Err(e) => tracing::error!(error = %e, "Purging rollups failed; will retry."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_store::events::{SqliteEventLog, TopBy};
+
+    #[test]
+    fn addresses_past_the_bound_share_one_bucket_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
+        let extra = 50;
+        let mut batch: Vec<UsageEvent> = (0..(MAX_IPS_PER_BUCKET + extra) as u64)
+            .map(|n| {
+                let mut e = crate::pipeline::tests::event(n, "ws");
+                // One instant (22:13 UTC), so every event falls in the same hour and day.
+                e.ts = 1_700_000_000_000;
+                e.source_ip = Some(format!("2001:db8::{n:x}"));
+                e.bytes_out = Some(u64::MAX / 2);
+                e
+            })
+            .collect();
+        // The first address comes back after the bound: it keeps its own bucket.
+        let mut again = crate::pipeline::tests::event(0, "ws");
+        again.ts = 1_700_000_000_000;
+        again.source_ip = Some("2001:db8::0".into());
+        batch.push(again);
+        log.append(&mut batch).unwrap();
+        let mut levels: [Level; 3] = Default::default();
+        // Two batches, so the second meets a full count.
+        let (a, b) = batch.split_at(MAX_IPS_PER_BUCKET);
+        fold(&log, &mut levels, a).unwrap();
+        fold(&log, &mut levels, b).unwrap();
+        write_due(&log, &mut levels, [true; 3], keyward_core::time::now_ms());
+        let (since, until) = (0, i64::MAX / 2);
+        let top = log.rollup_top("ws", Scope::Ip, Granularity::Hour, since, until, TopBy::Requests, 3).unwrap();
+        assert_eq!(top[0].target, OTHER_IPS, "{top:?}");
+        assert_eq!(top[0].requests, extra as u64);
+        assert_eq!((top[1].target.as_str(), top[1].requests), ("2001:db8::0", 2), "{top:?}");
+        assert!(
+            log.rollup_top("ws", Scope::Ip, Granularity::Minute, since, until, TopBy::Requests, 3).unwrap().is_empty()
+        );
+        // Every request is counted once, in one of the bound's buckets + `other`, by hour and by day.
+        let db = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+        for gran in ["hour", "day"] {
+            let (rows, requests): (i64, i64) = db
+                .query_row(
+                    "SELECT COUNT(*), SUM(requests) FROM rollups WHERE scope = 'ip' AND gran = ?1",
+                    [gran],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!((rows, requests), (MAX_IPS_PER_BUCKET as i64 + 1, batch.len() as i64), "{gran}");
+        }
+        // Huge byte counts saturate, never wrap.
+        let ws = log.rollup_top("ws", Scope::Workspace, Granularity::Hour, since, until, TopBy::Bytes, 1).unwrap();
+        assert_eq!(ws[0].requests, batch.len() as u64);
+        assert_eq!(ws[0].bytes, 1 << 53);
     }
 }

@@ -364,7 +364,7 @@ impl EventLog for SqliteEventLog {
                     k.bucket,
                     a.requests as i64,
                     a.denied() as i64,
-                    (a.bytes_in + a.bytes_out) as i64,
+                    a.bytes_column(),
                     rollup_body(a)
                 ])?;
             }

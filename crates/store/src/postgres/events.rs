@@ -256,7 +256,7 @@ impl EventLog for PgEventLog {
                         &k.bucket,
                         &(a.requests as i64),
                         &(a.denied() as i64),
-                        &((a.bytes_in + a.bytes_out) as i64),
+                        &a.bytes_column(),
                         &body,
                     ],
                 )?;
