@@ -397,6 +397,10 @@ pub struct ListKeysQuery {
     pub owner_id: Option<String>,
     /// `active`, `disabled`, `expired` or `revoked`.
     pub status: Option<String>,
+    /// Search: keys whose id or owner id is exactly this, whose name starts
+    /// with it (ASCII case-insensitive), or whose hint ends with it (at least
+    /// 4 characters, e.g. `x7Qe` or `sk_live_…x7Qe`). 1 to 200 characters.
+    pub q: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 1000, default 100.

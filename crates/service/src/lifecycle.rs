@@ -175,6 +175,7 @@ impl Service {
                 now,
                 after: after.clone(),
                 limit: 1000,
+                q: None,
             };
             let page = self.blocking(move |s| s.list_keys(&f)).await?;
             let n = page.len();

@@ -357,6 +357,12 @@ impl Service {
         {
             return Err(invalid("cursor is not one this API returned"));
         }
+        let search = match q.q.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) if s.chars().count() > 200 => return Err(invalid("q is at most 200 characters")),
+            Some(s) if s.chars().any(char::is_control) => return Err(invalid("q must not hold control characters")),
+            Some(s) => Some(s.to_owned()),
+        };
         let now = now_ms();
         let filter = KeyFilter {
             workspace_id: actor.workspace_id.clone(),
@@ -366,6 +372,7 @@ impl Service {
             now,
             after: q.cursor,
             limit: limit + 1,
+            q: search,
         };
         let mut rows = self.blocking(move |s| s.list_keys(&filter)).await?;
         let next_cursor = if rows.len() > limit as usize {

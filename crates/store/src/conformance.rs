@@ -175,6 +175,74 @@ pub fn keys_round_trip_filter_and_paginate(s: &dyn Store) {
     assert!(s.get_key("ws_2", "key_0").unwrap().is_none());
 }
 
+pub fn keys_search_by_id_owner_name_and_hint(s: &dyn Store) {
+    seed(s);
+    let named = |id: &str, b: u8, owner: &str, name: &str, hint: &str| KeyRecord {
+        name: Some(name.into()),
+        hint: hint.into(),
+        ..key(id, b, owner)
+    };
+    for (i, k) in [
+        named("key_0", 0, "acme", "Billing prod", "kw_live_…x7Qe"),
+        named("key_1", 1, "globex", "billing staging", "kw_live_…a1b2"),
+        named("key_2", 2, "initech", "Search", "kw_test_…ZZ9z"),
+        named("key_3", 3, "bill", "worker 100%", "kw_live_…bill"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.insert_key(k, &audit("ws_1", &format!("aud_s{i}"), "key.create")).unwrap();
+    }
+    let find = |q: &str| {
+        ids(s
+            .list_keys(&KeyFilter {
+                workspace_id: "ws_1".into(),
+                q: Some(q.into()),
+                limit: 10,
+                now: 5,
+                ..Default::default()
+            })
+            .unwrap())
+    };
+    // Name prefix in any case, owner exactly, hint by its tail or whole.
+    assert_eq!(find("BILL"), ["key_0", "key_1"]);
+    assert_eq!(find("bill"), ["key_0", "key_1", "key_3"]);
+    assert_eq!(find("globex"), ["key_1"]);
+    assert_eq!(find("x7Qe"), ["key_0"]);
+    assert_eq!(find("kw_test_…ZZ9z"), ["key_2"]);
+    assert_eq!(find("key_2"), ["key_2"]);
+    // Hints compare exactly; a name's middle or a LIKE pattern matches nothing.
+    assert!(find("x7qe").is_empty());
+    assert!(find("prod").is_empty());
+    assert!(find("%").is_empty());
+    assert!(find("_").is_empty());
+    assert_eq!(find("worker 100%"), ["key_3"]);
+    // Filters and the cursor still apply.
+    let f = KeyFilter {
+        workspace_id: "ws_1".into(),
+        q: Some("bill".into()),
+        after: Some("key_0".into()),
+        limit: 1,
+        now: 5,
+        ..Default::default()
+    };
+    assert_eq!(ids(s.list_keys(&f).unwrap()), ["key_1"]);
+    let f = KeyFilter { owner_id: Some("acme".into()), ..f };
+    assert!(s.list_keys(&f).unwrap().is_empty());
+    // Another workspace finds nothing.
+    assert!(
+        s.list_keys(&KeyFilter {
+            workspace_id: "ws_2".into(),
+            q: Some("bill".into()),
+            limit: 10,
+            now: 5,
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty()
+    );
+}
+
 pub fn alerts_list_by_filter_and_live_ones_come_back(s: &dyn Store) {
     seed(s);
     s.write_alerts(

@@ -225,6 +225,22 @@ pub struct KeyFilter {
     /// Only ids greater than this one.
     pub after: Option<String>,
     pub limit: u32,
+    /// A search: keys whose id or owner id is exactly this, whose name
+    /// starts with it (ASCII case-insensitive), or whose hint ends with it
+    /// (at least its last 4 characters). Each term is answered from an index.
+    pub q: Option<String>,
+}
+
+impl KeyFilter {
+    /// `q`'s parts as the stores bind them: the text, the upper bound of
+    /// the name prefix range, and the hint tail (the last 4 characters, or
+    /// nothing when `q` is shorter and so cannot match a hint).
+    pub fn search_terms(&self) -> Option<(String, String, Option<String>)> {
+        let q = self.q.as_deref()?;
+        let chars: Vec<char> = q.chars().collect();
+        let tail = (chars.len() >= 4).then(|| chars[chars.len() - 4..].iter().collect());
+        Some((q.to_owned(), format!("{q}\u{10ffff}"), tail))
+    }
 }
 
 /// Which audit entries to list, newest first.

@@ -245,6 +245,11 @@ const MIGRATIONS: &[&str] = &[
         sealed        BLOB NOT NULL
     );
     "#,
+    // 10: key search (`q`): by name prefix, any case, and by the hint's tail.
+    r#"
+    CREATE INDEX keys_ws_name ON keys(workspace_id, name COLLATE NOCASE);
+    CREATE INDEX keys_ws_hint ON keys(workspace_id, substr(hint, -4));
+    "#,
 ];
 
 mod alerts;
@@ -933,6 +938,21 @@ impl Store for SqliteStore {
             }
             Some(KeyStatus::Active) => "revoked_at IS NULL AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?5)",
         };
+        // A search is a union of index lookups (id, owner, name range, hint
+        // tail), each a few rows to a few thousand even among millions.
+        let terms = f.search_terms();
+        let search_sql = match &terms {
+            None => "",
+            Some(_) => {
+                "AND rowid IN (
+                    SELECT rowid FROM keys WHERE workspace_id = ?1 AND id = ?7
+                    UNION SELECT rowid FROM keys WHERE workspace_id = ?1 AND owner_id = ?7
+                    UNION SELECT rowid FROM keys WHERE workspace_id = ?1
+                        AND name >= ?7 COLLATE NOCASE AND name < ?8 COLLATE NOCASE
+                    UNION SELECT rowid FROM keys WHERE workspace_id = ?1
+                        AND substr(hint, -4) = ?9 AND substr(hint, -length(?7)) = ?7)"
+            }
+        };
         let sql = format!(
             "SELECT {KEY_COLS} FROM keys
              WHERE workspace_id = ?1
@@ -940,12 +960,21 @@ impl Store for SqliteStore {
                AND (?3 IS NULL OR owner_id = ?3)
                AND (?4 IS NULL OR id > ?4)
                AND (?5 IS NOT NULL) AND {status_sql}
+               {search_sql}
              ORDER BY id LIMIT ?6"
         );
         self.with(|c| {
             let mut st = c.prepare(&sql)?;
-            let rows = st
-                .query_map(params![f.workspace_id, f.keyspace_id, f.owner_id, f.after, f.now, f.limit], key_from_row)?;
+            let rows = match terms {
+                None => st.query_map(
+                    params![f.workspace_id, f.keyspace_id, f.owner_id, f.after, f.now, f.limit],
+                    key_from_row,
+                )?,
+                Some((q, hi, tail)) => st.query_map(
+                    params![f.workspace_id, f.keyspace_id, f.owner_id, f.after, f.now, f.limit, q, hi, tail],
+                    key_from_row,
+                )?,
+            };
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }

@@ -288,4 +288,9 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE rollups ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX rollups_top ON rollups(workspace_id, scope, gran, bucket) INCLUDE (target, requests, denied, bytes);
     "#,
+    // 5: key search (`q`), as in the embedded store.
+    r#"
+    CREATE INDEX keys_ws_name ON keys(workspace_id, lower(name) text_pattern_ops);
+    CREATE INDEX keys_ws_hint ON keys(workspace_id, right(hint, 4));
+    "#,
 ];

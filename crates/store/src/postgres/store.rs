@@ -677,6 +677,19 @@ impl Store for PgStore {
             }
             Some(KeyStatus::Active) => "revoked_at IS NULL AND enabled AND (expires_at IS NULL OR expires_at > $5)",
         };
+        // A search is ORed index lookups (id, owner, name prefix, hint tail):
+        // the planner answers it with a bitmap OR of those indexes.
+        let terms = f.search_terms().map(|(q, _, tail)| {
+            let pattern = format!("{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            (q, pattern, tail)
+        });
+        let search_sql = match &terms {
+            None => "",
+            Some(_) => {
+                "AND (id = $7 OR owner_id = $7 OR lower(name) LIKE lower($8)
+                      OR (right(hint, 4) = $9 AND right(hint, length($7)) = $7))"
+            }
+        };
         let sql = format!(
             "SELECT {KEY_COLS} FROM keys
              WHERE workspace_id = $1
@@ -684,14 +697,24 @@ impl Store for PgStore {
                AND ($3::TEXT IS NULL OR owner_id = $3)
                AND ($4::TEXT IS NULL OR id > $4)
                AND ($5::BIGINT IS NOT NULL) AND {status_sql}
+               {search_sql}
              ORDER BY id LIMIT $6"
         );
-        self.query(
-            "listing keys",
-            &sql,
-            &[&f.workspace_id, &f.keyspace_id, &f.owner_id, &f.after, &f.now, &i64::from(f.limit)],
-            key_from_row,
-        )
+        let limit = i64::from(f.limit);
+        match &terms {
+            None => self.query(
+                "listing keys",
+                &sql,
+                &[&f.workspace_id, &f.keyspace_id, &f.owner_id, &f.after, &f.now, &limit],
+                key_from_row,
+            ),
+            Some((q, pattern, tail)) => self.query(
+                "searching keys",
+                &sql,
+                &[&f.workspace_id, &f.keyspace_id, &f.owner_id, &f.after, &f.now, &limit, q, pattern, tail],
+                key_from_row,
+            ),
+        }
     }
 
     fn insert_keys(&self, keys: &[KeyRecord], audit: &AuditEntry) -> Result<()> {

@@ -67,6 +67,7 @@ mod store {
     fn the_store_behaves_as_the_embedded_one() {
         let Some(pg) = keyward_testkit::Postgres::start() else { return };
         conformance::keys_round_trip_filter_and_paginate(&fresh(&pg, "keys"));
+        conformance::keys_search_by_id_owner_name_and_hint(&fresh(&pg, "search"));
         conformance::alerts_list_by_filter_and_live_ones_come_back(&fresh(&pg, "alerts"));
         // Opening again finds the schema in place and keeps the data.
         let s = PgStore::open(&pg.url("keys"), 2).unwrap();

@@ -6,6 +6,7 @@ use crate::conformance::{self, audit, key, seed};
 #[test]
 fn keys_round_trip_filter_and_paginate() {
     conformance::keys_round_trip_filter_and_paginate(&SqliteStore::open_in_memory().unwrap());
+    conformance::keys_search_by_id_owner_name_and_hint(&SqliteStore::open_in_memory().unwrap());
 }
 
 #[test]
