@@ -178,9 +178,29 @@ pub(crate) fn authenticate(
     peer: Option<SocketAddr>,
     request_id: Option<String>,
 ) -> Result<Actor, ApiError> {
-    let headers = &parts.headers;
     // No credential at all is a plain 401, throttled or not: nothing is tried.
-    let header = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let header = parts.headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(AuthError::Malformed);
+    authenticate_token(app, parts, peer, request_id, token)
+}
+
+/// A presented root key (from a header, or the dashboard's login form), as
+/// an [`Actor`]: throttled per address, counted when wrong, and refused
+/// without a client certificate where mTLS is required.
+pub(crate) fn authenticate_token(
+    app: &App,
+    parts: &Parts,
+    peer: Option<SocketAddr>,
+    request_id: Option<String>,
+    token: Result<&str, AuthError>,
+) -> Result<Actor, ApiError> {
     let now = keyward_core::time::now_ms();
     if let Some(ip) = peer.map(|p| p.ip())
         && let Some(ms) = app.throttle.blocked_for(ip, now)
@@ -201,15 +221,7 @@ pub(crate) fn authenticate(
         });
     }
     let source_ip = peer.map(|p| p.ip().to_string());
-    let authenticated = header
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        // The scheme is case-insensitive (RFC 9110, section 11.1).
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or(AuthError::Malformed)
-        .and_then(|token| app.service.authenticate(token));
+    let authenticated = token.and_then(|token| app.service.authenticate(token));
     let (workspace_id, root_key_id, role) = match authenticated {
         Ok(who) => who,
         Err(e) => {

@@ -7,7 +7,8 @@
 //! * Only this crate knows HTTP status codes.
 //! * `Authorization` and `X-API-Key` are marked sensitive before any layer
 //!   that could log headers, and no error detail echoes them.
-//! * Every response carries `X-Request-Id`; every 4xx/5xx is problem+json.
+//! * Every response carries `X-Request-Id`; every 4xx/5xx of the API is
+//!   problem+json (the dashboard's, under `/ui`, are HTML pages).
 
 pub mod error;
 pub mod extract;
@@ -18,6 +19,7 @@ pub mod request_id;
 pub mod routes;
 pub mod throttle;
 pub mod tls;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +64,8 @@ pub struct App {
     pub auth_throttled: metrics::Counter,
     /// `/metrics` and `/readyz` need a root key.
     pub ops_need_root_key: bool,
+    /// The dashboard's sessions.
+    pub ui_sessions: ui::session::Sessions,
 }
 
 /// Operational parts the binary owns and the server reports on.
@@ -289,6 +293,7 @@ pub fn api(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> Api {
         auth_failures: metrics::counter!("keyward_root_auth_failures_total"),
         auth_throttled: metrics::counter!("keyward_root_auth_throttled_total"),
         ops_need_root_key: http.ops_need_root_key,
+        ui_sessions: Default::default(),
     }));
     let fast = fast::Fast {
         route: state.http_metrics.route(Some(fast::VERIFY_PATH)),
@@ -298,6 +303,7 @@ pub fn api(service: Arc<Service>, http: &HttpConfig, ops: Ops) -> Api {
         request_timeout: Duration::from_millis(http.request_timeout_ms),
     };
     let router = router
+        .merge(ui::router())
         .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(axum::Extension(BodyLimit(http.max_body_bytes)))

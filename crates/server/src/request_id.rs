@@ -179,8 +179,10 @@ impl RouteMetrics {
 /// Problem bodies made inside the request already carry its id.
 fn problem_body(res: Response, id: &str) -> Response {
     let status = res.status();
-    let is_problem =
-        res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    // The dashboard's error pages are HTML, and stay so.
+    let is_problem = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/problem+json") || v.as_bytes().starts_with(b"text/html")
+    });
     let mut res = if (status.is_client_error() || status.is_server_error()) && !is_problem {
         let (slug, detail) = generic_problem(status);
         let mut problem = problem_response_for(status, slug, detail, Some(id.to_owned()));

@@ -54,7 +54,7 @@ pub struct Point {
 /// A series: one point per bucket that saw traffic, and the totals.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Series {
-    /// `key` or `keyspace`.
+    /// `key`, `keyspace` or `workspace`.
     pub scope: &'static str,
     pub id: String,
     pub granularity: &'static str,
@@ -103,7 +103,8 @@ pub struct TopQuery {
 /// One entry of a top list.
 #[derive(Debug, Serialize, ToSchema, PartialEq)]
 pub struct TopItem {
-    /// The key id, owner id or address.
+    /// The key id, owner id or address; `other` sums the addresses past the
+    /// first 10,000 of a workspace in one hour or day (the roller's bound).
     pub id: String,
     /// For keys: the key's name and hint, when it still exists.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,7 +129,7 @@ pub struct TopList {
     pub items: Vec<TopItem>,
 }
 
-/// A range of whole buckets, from RFC 3339 bounds (default: the last day).
+/// `[since, until)` in ms from RFC 3339 bounds (default: the day before `until`, now).
 fn range(since: &Option<String>, until: &Option<String>) -> Result<(i64, i64)> {
     let at = |field: &str, v: &Option<String>| -> Result<Option<i64>> {
         v.as_deref()
@@ -194,11 +195,7 @@ impl Service {
             })
             .collect();
         Ok(TopList {
-            dimension: match scope {
-                Scope::Owner => "owner",
-                Scope::Ip => "ip",
-                _ => "key",
-            },
+            dimension: scope.as_str(),
             by: by.as_str(),
             granularity: gran.as_str(),
             since: to_rfc3339(lo),
@@ -225,6 +222,13 @@ impl Service {
             return Err(ServiceError::not_found("keyspace", id));
         }
         self.series(actor, Scope::Keyspace, id, q).await
+    }
+
+    /// The caller's whole workspace as one series (the dashboard's overview).
+    pub async fn workspace_analytics(&self, actor: &Actor, q: AnalyticsQuery) -> Result<Series> {
+        actor.require(Permission::KeysRead, "read workspace analytics")?;
+        let ws = actor.workspace_id.clone();
+        self.series(actor, Scope::Workspace, &ws, q).await
     }
 
     async fn series(&self, actor: &Actor, scope: Scope, id: &str, q: AnalyticsQuery) -> Result<Series> {

@@ -286,6 +286,23 @@ impl Service {
         Err(AuthError::Unknown)
     }
 
+    /// The workspace and role of root key `id` while it can still be used
+    /// (not revoked, not expired): a dashboard session re-checks the key it
+    /// was opened with on every request, so revoking the key ends it.
+    pub fn root_key_live(&self, id: &str) -> Result<(String, Role), AuthError> {
+        let roots = self.roots.read();
+        let r = roots.values().find(|r| r.rec.id == id).ok_or(AuthError::Unknown)?;
+        if r.rec.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        let now = keyward_core::time::now_ms();
+        if r.rec.expires_at.is_some_and(|e| e <= now) {
+            return Err(AuthError::Expired);
+        }
+        r.mark_used(now);
+        Ok((r.rec.workspace_id.clone(), r.rec.role))
+    }
+
     /// Writes pending last-use marks (and quota states) to the store; returns
     /// how many keys' marks were written. A failed write keeps them queued.
     pub async fn flush_last_used(&self) -> Result<usize> {

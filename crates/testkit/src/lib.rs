@@ -3,7 +3,8 @@
 //! with `initdb`, on a free port) and [`Redis`] (on a Unix socket). Real
 //! engines, never mocks. When a binary is missing the test fails with how
 //! to install it, unless the suite was told to skip (`KEYWARD_SKIP_POSTGRES=1`,
-//! `KEYWARD_SKIP_REDIS=1`), in which case `start` returns `None`.
+//! `KEYWARD_SKIP_REDIS=1`), in which case `start` returns `None`. [`Browser`] is
+//! a ChromeDriver over Debian's headless Chromium (`KEYWARD_SKIP_BROWSER=1`).
 //!
 //! PostgreSQL refuses to run as root, so as root the cluster is made and run
 //! as the `postgres` user (Debian's package creates it) or else `nobody`.
@@ -225,5 +226,79 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A throwaway ChromeDriver on a free port, driving Debian's headless
+/// Chromium with a fresh profile; `None` with `KEYWARD_SKIP_BROWSER=1`.
+pub struct Browser {
+    child: Child,
+    profile: tempfile::TempDir,
+    pub port: u16,
+}
+
+/// Debian's paths (packages `chromium` and `chromium-driver`).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+impl Browser {
+    pub fn start() -> Option<Browser> {
+        if skip("KEYWARD_SKIP_BROWSER") {
+            return None;
+        }
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(bin).exists(),
+                "the dashboard tests drive a real headless Chromium and need {bin}: install it \
+                 (Debian: apt-get install chromium chromium-driver), or set KEYWARD_SKIP_BROWSER=1 to skip them"
+            );
+        }
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {CHROMEDRIVER}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Browser { child, profile: tempfile::tempdir().unwrap(), port })
+    }
+
+    /// The WebDriver endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Chromium's arguments: headless, no sandbox (the suite runs as root),
+    /// no background traffic (the machine's network is closed), a fresh
+    /// profile, a laptop-sized window.
+    pub fn chromium_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,1000",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", self.profile.path().display()));
+        args
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

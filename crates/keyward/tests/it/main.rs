@@ -9,6 +9,7 @@ mod authz;
 mod cli;
 mod cluster;
 mod crash;
+mod dashboard;
 mod events;
 mod gateway;
 mod incidents;
