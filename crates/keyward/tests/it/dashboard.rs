@@ -418,3 +418,81 @@ fn hidden_value(page: &str) -> String {
     let v = rest.find("value=\"").unwrap() + 7;
     rest[v..v + rest[v..].find('"').unwrap()].to_owned()
 }
+
+#[test]
+fn every_page_shows_what_the_api_holds_and_none_carries_inline_script_or_style() {
+    let s = Server::start();
+    let ks = s.create("/v1/keyspaces", json!({"name": "billing", "prefix": "sk_bill", "default_scopes": ["read"]}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (id, key) = s.key(json!({"keyspace_id": ks, "name": "invoice-worker", "owner_id": "acme"}));
+    assert_eq!(s.code(&key), "VALID");
+    let inc = s.create(
+        "/v1/incidents",
+        json!({"title": "Key pasted in a public gist", "key_ids": [id], "impact": "read access to invoices"}),
+    );
+    let hooks = crate::util::Capture::start();
+    let hook = s.create("/v1/webhooks", json!({"url": format!("{}/keyward", hooks.url()), "description": "on-call"}));
+    s.call("POST", "/v1/leaks", Some(json!({"keys": [key], "source": "gist"})));
+    eventually(10, "a delivery", || {
+        let d = s.call("GET", &format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap()), None).json();
+        (!d["data"].as_array().unwrap().is_empty()).then_some(())
+    });
+
+    eventually(10, "the verify's event", || {
+        let e = s.call("GET", &format!("/v1/events?key_id={id}"), None).json();
+        (!e["data"].as_array().unwrap().is_empty()).then_some(())
+    });
+    let mut tab = Tab::new(&s);
+    assert_eq!(tab.login(&s.root).status, 303);
+    let inc_id = inc["id"].as_str().unwrap();
+    let hook_id = hook["id"].as_str().unwrap();
+    for (path, wants) in [
+        ("/ui/".to_owned(), vec!["Traffic, last 24 hours", "Open alerts", ">leak<"]),
+        ("/ui/keys".to_owned(), vec!["invoice-worker", "revoked"]),
+        (format!("/ui/keys/{id}"), vec!["invoice-worker", "acme", "Recent events", "<code>VALID</code>", "(leaked)"]),
+        ("/ui/keyspaces".to_owned(), vec!["billing", "sk_bill", "read"]),
+        ("/ui/alerts?status=open".to_owned(), vec!["key found leaked (gist)", "Acknowledge"]),
+        ("/ui/incidents".to_owned(), vec!["Key pasted in a public gist"]),
+        (format!("/ui/incidents/{inc_id}"), vec!["read access to invoices", "Usage review", "# "]),
+        ("/ui/audit".to_owned(), vec!["The hash chain holds", "key.create", "incident.create"]),
+        ("/ui/webhooks".to_owned(), vec!["/keyward", "on-call"]),
+        (format!("/ui/webhooks/{hook_id}"), vec!["alert.opened", "key.revoked", "delivered"]),
+    ] {
+        let r = tab.get(&path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        assert!(r.header("content-type").unwrap().starts_with("text/html"), "{path}");
+        for w in wants {
+            assert!(r.text.contains(w), "{path} lacks {w:?}: {}", r.text);
+        }
+        // The CSP allows no inline script or style: none is written.
+        assert!(!r.text.contains("<script>") && !r.text.contains(" style=") && !r.text.contains(" onclick="), "{path}");
+        // Every form field has a label.
+        for input in r.text.split("<input").skip(1) {
+            let tag = &input[..input.find('>').unwrap()];
+            if tag.contains("type=\"hidden\"") || tag.contains("type=\"checkbox\"") {
+                continue;
+            }
+            let id = tag.split("id=\"").nth(1).map(|t| &t[..t.find('"').unwrap()]);
+            let id = id.unwrap_or_else(|| panic!("{path}: an input without an id: {tag}"));
+            assert!(r.text.contains(&format!("for=\"{id}\"")), "{path}: input {id} has no label");
+        }
+        assert!(!r.text.contains(&key), "{path} shows the raw key");
+    }
+    // An unknown page or key is an HTML 404, not a stack trace or JSON.
+    let r = tab.get("/ui/keys/key_01M8ZZZZZZZZZZZZZZZZ");
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(tab.get("/ui/nowhere").status, 404);
+    // The assets are embedded and typed; uPlot's licence ships with it.
+    for (asset, ty) in [("uPlot.js", "text/javascript"), ("ui.js", "text/javascript"), ("ui.css", "text/css")] {
+        let r = anon_get(&s, &format!("/ui/assets/{asset}"));
+        assert_eq!((r.status, r.header("content-type")), (200, Some(ty)), "{asset}");
+    }
+    assert!(anon_get(&s, "/ui/assets/uPlot-LICENSE.txt").text.contains("MIT License"));
+}
+
+fn anon_get(s: &Server, path: &str) -> Res {
+    Tab::new(s).get(path)
+}
