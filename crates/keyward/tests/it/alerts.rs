@@ -9,18 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::traffic::{Client, bad_root_keys, invalid_keys};
-use crate::util::{Capture, Server, python_venv};
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::util::{Capture, Clock, Server, eventually, python_venv, real_now};
 
 fn alerts(s: &Server) -> Vec<Value> {
     s.call("GET", "/v1/alerts?limit=1000", None).json()["data"].as_array().unwrap().clone()
@@ -56,38 +45,6 @@ fn keyspace(s: &Server, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// The clock of the server, moved by the test (`KEYWARD_TEST_CLOCK_FILE`).
-struct Clock {
-    file: std::path::PathBuf,
-    skew: i64,
-}
-
-impl Clock {
-    fn new(dir: &std::path::Path) -> Clock {
-        let file = dir.join("clock");
-        std::fs::write(&file, "0").unwrap();
-        Clock { file, skew: 0 }
-    }
-
-    /// Moves the server's clock to `skew` ms ahead of the real one, and waits until it follows.
-    fn set(&mut self, s: &Server, skew: i64) {
-        assert!(skew >= self.skew, "the test clock only moves forward");
-        self.skew = skew;
-        std::fs::write(&self.file, skew.to_string()).unwrap();
-        let want = real_now() + skew - 1000;
-        eventually(5, "the server's clock", || {
-            // A throwaway keyspace's creation instant shows the server's clock.
-            let ks = s.create("/v1/keyspaces", json!({"name": "clock-probe"}));
-            let at = keyward_core::time::parse_rfc3339(ks["created_at"].as_str().unwrap()).unwrap();
-            (at >= want).then_some(())
-        });
-    }
-}
-
-fn real_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 const HOUR: i64 = 3_600_000;

@@ -240,7 +240,16 @@ fn range_query(since: String, granularity: &str) -> AnalyticsQuery {
     AnalyticsQuery { since: Some(since), until: None, granularity: Some(granularity.into()) }
 }
 
-pub async fn overview(state: St, user: User) -> Page {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverviewQuery {
+    range: Option<String>,
+    done: Option<String>,
+}
+
+pub async fn overview(state: St, user: User, UiQuery(p): UiQuery<OverviewQuery>) -> Page {
+    let range = p.range.unwrap_or_else(|| "6h".into());
+    series_range(Some(&range))?;
     let svc = &state.service;
     let a = &user.actor;
     let mut body = Vec::new();
@@ -267,7 +276,8 @@ pub async fn overview(state: St, user: User) -> Page {
                     div { dt { "Denied" } dd { (t.denied) } }
                     div { dt { "Denial rate" } dd { (percent(t.denied, t.requests)) } }
                 }
-                div.charts data-src="/ui/api/series?range=24h" data-charts="requests errors" {}
+                (ranges("/ui/?range=", &range))
+                div.charts data-src={ "/ui/api/series?range=" (range) } data-charts="requests errors auth" {}
             }
             div.cols {
                 section aria-labelledby="denials" {
@@ -300,7 +310,18 @@ pub async fn overview(state: St, user: User) -> Page {
             }
         });
     }
-    Ok(layout(&user, Nav::Overview, "Overview", true, html! { @for b in body { (b) } }))
+    Ok(layout(&user, Nav::Overview, "Overview", true, html! { (notice(&p.done)) @for b in body { (b) } }))
+}
+
+/// The chart range links (the current one marked).
+fn ranges(href: &str, current: &str) -> Markup {
+    html! {
+        nav.ranges aria-label="Chart range" {
+            @for r in ["1h", "6h", "24h", "7d", "30d"] {
+                a href={ (href) (r) } aria-current=[(r == current).then_some("page")] { (r) }
+            }
+        }
+    }
 }
 
 fn percent(n: u64, of: u64) -> String {
@@ -625,11 +646,7 @@ pub async fn key(state: St, user: User, Path(id): Path<String>, UiQuery(p): UiQu
         }
         section aria-labelledby="usage" {
             h2 #usage { "Usage" }
-            nav.ranges aria-label="Range" {
-                @for r in ["1h", "6h", "24h", "7d", "30d"] {
-                    a href={ "/ui/keys/" (k.id) "?range=" (r) } aria-current=[(r == range).then_some("page")] { (r) }
-                }
-            }
+            (ranges(&format!("/ui/keys/{}?range=", k.id), &range))
             div.charts data-src={ "/ui/api/keys/" (k.id) "/series?range=" (range) } data-charts="requests errors bytes auth" {}
         }
         section aria-labelledby="policy" {

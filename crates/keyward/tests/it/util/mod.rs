@@ -765,3 +765,57 @@ impl SmtpSink {
         SmtpSink { port, messages }
     }
 }
+
+/// The clock of the server, moved by the test (`KEYWARD_TEST_CLOCK_FILE`).
+pub struct Clock {
+    pub file: std::path::PathBuf,
+    pub skew: i64,
+}
+
+impl Clock {
+    pub fn new(dir: &std::path::Path) -> Clock {
+        let file = dir.join("clock");
+        std::fs::write(&file, "0").unwrap();
+        Clock { file, skew: 0 }
+    }
+
+    /// Moves the server's clock to `skew` ms ahead without a probe (which
+    /// writes a keyspace): the binary reads the file every 20 ms, so after
+    /// 150 ms it follows, give or take a late thread.
+    pub fn set_quietly(&mut self, skew: i64) {
+        assert!(skew >= self.skew, "the test clock only moves forward");
+        self.skew = skew;
+        std::fs::write(&self.file, skew.to_string()).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    /// Moves the server's clock to `skew` ms ahead of the real one, and waits until it follows.
+    pub fn set(&mut self, s: &Server, skew: i64) {
+        assert!(skew >= self.skew, "the test clock only moves forward");
+        self.skew = skew;
+        std::fs::write(&self.file, skew.to_string()).unwrap();
+        let want = real_now() + skew - 1000;
+        crate::util::eventually(5, "the server's clock", || {
+            // A throwaway keyspace's creation instant shows the server's clock.
+            let ks = s.create("/v1/keyspaces", serde_json::json!({"name": "clock-probe"}));
+            let at = keyward_core::time::parse_rfc3339(ks["created_at"].as_str().unwrap()).unwrap();
+            (at >= want).then_some(())
+        });
+    }
+}
+
+pub fn real_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Polls `f` every 50 ms until it gives a value, for at most `secs`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
