@@ -9,22 +9,21 @@ use std::time::{Duration, Instant};
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::util::{Res, Server, send};
+use crate::util::{Clock, Res, Server, eventually, send};
 
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Keys, an hour of traffic (the server's clock moved two minutes at a time)
+/// and alerts for the dashboard to show. Returns the busy key's id, raw key
+/// and request count, the key to revoke and its raw key, and the leaked raw key.
+struct Scene {
+    busy: String,
+    busy_key: String,
+    requests: u64,
+    old: String,
+    old_key: String,
+    leaked_key: String,
 }
 
-/// Keys, traffic and an alert for the dashboard to show: returns
-/// (busy key id, its raw key, the key to revoke, its raw key, the leaked raw key).
-fn scene(s: &Server) -> (String, String, String, String, String) {
+fn scene(s: &Server, clock: &mut Clock) -> Scene {
     let ks =
         s.create("/v1/keyspaces", json!({"name": "payments", "prefix": "sk_live"}))["id"].as_str().unwrap().to_owned();
     let (busy, busy_key) =
@@ -32,35 +31,45 @@ fn scene(s: &Server) -> (String, String, String, String, String) {
     let (old, old_key) =
         s.key(json!({"keyspace_id": ks, "name": "legacy-batch", "owner_id": "team-ops", "scopes": ["read"]}));
     let (_, leaked_key) = s.key(json!({"keyspace_id": ks, "name": "intern-laptop", "owner_id": "team-ops"}));
-    for i in 0..30 {
-        let ip = format!("198.51.100.{}", i % 3 + 1);
-        assert_eq!(
-            s.verify_as(&s.root.clone(), json!({"key": busy_key, "ip": ip, "scopes": ["read"]}))["code"],
-            "VALID"
-        );
-    }
-    for _ in 0..5 {
-        let v = s.verify_as(&s.root.clone(), json!({"key": busy_key, "ip": "203.0.113.9", "scopes": ["admin"]}));
-        assert_eq!(v["code"], "FORBIDDEN");
+    let root = s.root.clone();
+    let mut requests = 0;
+    for step in 0..30u64 {
+        clock.set_quietly(step as i64 * 120_000);
+        // A daily-looking curve, and a burst of refused scopes in the middle.
+        let n = 6 + (step * 7) % 13 + if (10..20).contains(&step) { 8 } else { 0 };
+        for i in 0..n {
+            let ip = format!("198.51.100.{}", i % 3 + 1);
+            assert_eq!(s.verify_as(&root, json!({"key": busy_key, "ip": ip, "scopes": ["read"]}))["code"], "VALID");
+        }
+        requests += n;
+        if (18..22).contains(&step) {
+            for _ in 0..4 {
+                let v = s.verify_as(&root, json!({"key": busy_key, "ip": "203.0.113.9", "scopes": ["admin"]}));
+                assert_eq!(v["code"], "FORBIDDEN");
+            }
+            requests += 4;
+        }
+        if step % 5 == 0 {
+            s.verify_as(&root, json!({"key": old_key, "ip": "192.0.2.7"}));
+        }
     }
     // A leak report revokes the key and raises a critical alert.
     let r = s.call("POST", "/v1/leaks", Some(json!({"keys": [leaked_key], "source": "paste site"})));
     assert_eq!(r.status, 200, "{}", r.text);
-    // The rollups follow the event log within a second or so.
+    // The rollups follow the event log within a second or so, the hour buckets a little later.
     eventually(20, "the busy key's rollups", || {
         let a = s.call("GET", &format!("/v1/keys/{busy}/analytics?granularity=minute"), None).json();
-        (a["totals"]["requests"] == 35).then_some(())
+        (a["totals"]["requests"] == requests).then_some(())
     });
-    // The hour buckets (the overview's top lists) follow a little later.
     eventually(30, "the hourly top list", || {
         let t = s.call("GET", "/v1/analytics/top", None).json();
-        (t["items"][0]["requests"] == 35).then_some(())
+        (t["items"][0]["requests"] == requests).then_some(())
     });
     eventually(10, "the leak alert", || {
         let a = s.call("GET", "/v1/alerts?status=open", None).json();
         a["data"].as_array().unwrap().iter().any(|a| a["rule"] == "leak").then_some(())
     });
-    (busy, busy_key, old, old_key, leaked_key)
+    Scene { busy, busy_key, requests, old, old_key, leaked_key }
 }
 
 fn capabilities(browser: &keyward_testkit::Browser) -> serde_json::Map<String, Value> {
@@ -80,8 +89,10 @@ fn shots_dir() -> std::path::PathBuf {
 #[test]
 fn an_operator_logs_in_finds_a_key_sees_its_chart_revokes_it_acknowledges_an_alert_and_logs_out() {
     let Some(browser) = keyward_testkit::Browser::start() else { return };
-    let s = Server::start();
-    let (busy, busy_key, old, old_key, leaked_key) = scene(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let mut clock = Clock::new(dir.path());
+    let s = Server::start_with(&[("KEYWARD_TEST_CLOCK_FILE", clock.file.to_str().unwrap())]);
+    let Scene { busy, busy_key, requests, old, old_key, leaked_key } = scene(&s, &mut clock);
     let base = s.url("");
     let root = s.root.clone();
     let shots = shots_dir();
@@ -94,6 +105,7 @@ fn an_operator_logs_in_finds_a_key_sees_its_chart_revokes_it_acknowledges_an_ale
             .await
             .expect("a WebDriver session with headless Chromium");
         let mut sources = Vec::new();
+        // A screenshot of every step, and an accessibility audit of its page.
         let shot = |name: &'static str| {
             let c = c.clone();
             let path = shots.join(name);
@@ -101,6 +113,8 @@ fn an_operator_logs_in_finds_a_key_sees_its_chart_revokes_it_acknowledges_an_ale
                 let png = c.screenshot().await.unwrap();
                 assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
                 std::fs::write(&path, png).unwrap();
+                let violations = accessibility_violations(&c).await;
+                assert!(violations.is_empty(), "{name}: WCAG violations: {violations:#?}");
             }
         };
 
@@ -140,9 +154,9 @@ fn an_operator_logs_in_finds_a_key_sees_its_chart_revokes_it_acknowledges_an_ale
         c.find(Locator::LinkText("checkout-service")).await.unwrap().click().await.unwrap();
         at(&c, &format!("/ui/keys/{busy}")).await;
         let charts = c.wait().for_element(Locator::Css(".charts[data-points]")).await.unwrap();
-        assert_eq!(charts.attr("data-requests").await.unwrap().as_deref(), Some("35"));
+        assert_eq!(charts.attr("data-requests").await.unwrap(), Some(requests.to_string()));
         let points: u32 = charts.attr("data-points").await.unwrap().unwrap().parse().unwrap();
-        assert!(points >= 1, "at least one bucket with traffic");
+        assert!(points >= 20, "an hour of traffic in two-minute steps fills {points} minute buckets");
         let canvases =
             c.execute("return document.querySelectorAll('.charts figure canvas').length", vec![]).await.unwrap();
         assert!(canvases.as_u64().unwrap() >= 4, "four uPlot charts: {canvases}");
@@ -207,6 +221,36 @@ fn an_operator_logs_in_finds_a_key_sees_its_chart_revokes_it_acknowledges_an_ale
         }
         assert!(!log.contains(k.as_str()), "the log holds a raw key");
     }
+}
+
+/// axe-core 4.10.3 (MPL-2.0), vendored for this test only: the accessibility
+/// engine browsers' own audits use.
+const AXE: &str = include_str!("../assets/axe-core/axe.min.js");
+
+/// Runs axe-core's WCAG 2 A and AA rules (labels, names, contrast, landmarks,
+/// keyboard traps…) on the page in the browser; returns the violations.
+async fn accessibility_violations(c: &fantoccini::Client) -> Vec<String> {
+    c.execute(AXE, vec![]).await.expect("axe-core loads");
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+               .then(r => done({ passes: r.passes.map(p => p.id), violations: r.violations.map(v => v.id + ' ('
+                 + v.impact + '): ' + v.help + ' at ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')) }))
+               .catch(e => done({ passes: [], violations: ['axe failed: ' + e] }));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    // The audit ran for real: labels, names and contrast were among the rules that passed.
+    let passes: Vec<&str> = found["passes"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    for rule in ["color-contrast", "document-title", "html-has-lang"] {
+        assert!(
+            passes.contains(&rule) || !found["violations"].as_array().unwrap().is_empty(),
+            "axe did not check {rule}: {passes:?}"
+        );
+    }
+    found["violations"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
 }
 
 /// Waits until the browser shows `path` (navigation after a click is not instant).
@@ -422,10 +466,11 @@ fn hidden_value(page: &str) -> String {
 #[test]
 fn every_page_shows_what_the_api_holds_and_none_carries_inline_script_or_style() {
     let s = Server::start();
-    let ks = s.create("/v1/keyspaces", json!({"name": "billing", "prefix": "sk_bill", "default_scopes": ["read"]}))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ks =
+        s.create("/v1/keyspaces", json!({"name": "billing", "prefix": "sk_bill", "default_scopes": ["read"]}))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let (id, key) = s.key(json!({"keyspace_id": ks, "name": "invoice-worker", "owner_id": "acme"}));
     assert_eq!(s.code(&key), "VALID");
     let inc = s.create(
