@@ -247,12 +247,24 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 10: key search (`q`): by name prefix, any case, and by the hint's tail.
     r#"
-    CREATE INDEX keys_ws_name ON keys(workspace_id, name COLLATE NOCASE);
-    CREATE INDEX keys_ws_hint ON keys(workspace_id, substr(hint, -4));
+    CREATE INDEX keys_ws_name ON keys(workspace_id, name COLLATE NOCASE, id);
+    CREATE INDEX keys_ws_hint ON keys(workspace_id, substr(hint, -4), hint, id);
     "#,
 ];
 
 mod alerts;
+
+/// How many keys a search reads in id order before it asks the indexes.
+const SEARCH_WINDOW: i64 = 2_000;
+
+/// Runs `sql` with the first of `args` it numbers (parameters a statement
+/// does not use come last).
+fn query_keys(c: &Connection, sql: &str, args: &[rusqlite::types::Value]) -> Result<Vec<KeyRecord>> {
+    let mut st = c.prepare(sql)?;
+    let used = st.parameter_count().min(args.len());
+    let rows = st.query_map(rusqlite::params_from_iter(args[..used].iter()), key_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -929,53 +941,85 @@ impl Store for SqliteStore {
     }
 
     fn list_keys(&self, f: &KeyFilter) -> Result<Vec<KeyRecord>> {
-        let status_sql = match f.status {
-            None => "1",
-            Some(KeyStatus::Revoked) => "revoked_at IS NOT NULL",
-            Some(KeyStatus::Disabled) => "revoked_at IS NULL AND enabled = 0",
+        // Only the filters given, so each is a seek: `id > cursor` on
+        // `keys_ws`, and a search drives the query from its matches.
+        let mut args: Vec<rusqlite::types::Value> = vec![f.workspace_id.clone().into()];
+        let mut arg = |v: rusqlite::types::Value| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        let mut clauses = vec!["workspace_id = ?1".to_owned()];
+        if let Some(ks) = &f.keyspace_id {
+            clauses.push(format!("keyspace_id = {}", arg(ks.clone().into())));
+        }
+        if let Some(o) = &f.owner_id {
+            clauses.push(format!("owner_id = {}", arg(o.clone().into())));
+        }
+        if let Some(a) = &f.after {
+            clauses.push(format!("id > {}", arg(a.clone().into())));
+        }
+        match f.status {
+            None => {}
+            Some(KeyStatus::Revoked) => clauses.push("revoked_at IS NOT NULL".into()),
+            Some(KeyStatus::Disabled) => clauses.push("revoked_at IS NULL AND enabled = 0".into()),
             Some(KeyStatus::Expired) => {
-                "revoked_at IS NULL AND enabled = 1 AND expires_at IS NOT NULL AND expires_at <= ?5"
+                let now = arg(f.now.into());
+                clauses.push(format!(
+                    "revoked_at IS NULL AND enabled = 1 AND expires_at IS NOT NULL AND expires_at <= {now}"
+                ))
             }
-            Some(KeyStatus::Active) => "revoked_at IS NULL AND enabled = 1 AND (expires_at IS NULL OR expires_at > ?5)",
-        };
-        // A search is a union of index lookups (id, owner, name range, hint
-        // tail), each a few rows to a few thousand even among millions.
-        let terms = f.search_terms();
-        let search_sql = match &terms {
-            None => "",
-            Some(_) => {
-                "AND rowid IN (
-                    SELECT rowid FROM keys WHERE workspace_id = ?1 AND id = ?7
-                    UNION SELECT rowid FROM keys WHERE workspace_id = ?1 AND owner_id = ?7
-                    UNION SELECT rowid FROM keys WHERE workspace_id = ?1
-                        AND name >= ?7 COLLATE NOCASE AND name < ?8 COLLATE NOCASE
-                    UNION SELECT rowid FROM keys WHERE workspace_id = ?1
-                        AND substr(hint, -4) = ?9 AND substr(hint, -length(?7)) = ?7)"
+            Some(KeyStatus::Active) => {
+                let now = arg(f.now.into());
+                clauses
+                    .push(format!("revoked_at IS NULL AND enabled = 1 AND (expires_at IS NULL OR expires_at > {now})"))
             }
+        }
+        let Some((q, hi, tail)) = f.search_terms() else {
+            let limit = arg(f.limit.into());
+            let sql = format!("SELECT {KEY_COLS} FROM keys WHERE {} ORDER BY id LIMIT {limit}", clauses.join(" AND "));
+            return self.with(|c| query_keys(c, &sql, &args));
         };
-        let sql = format!(
-            "SELECT {KEY_COLS} FROM keys
-             WHERE workspace_id = ?1
-               AND (?2 IS NULL OR keyspace_id = ?2)
-               AND (?3 IS NULL OR owner_id = ?3)
-               AND (?4 IS NULL OR id > ?4)
-               AND (?5 IS NOT NULL) AND {status_sql}
-               {search_sql}
-             ORDER BY id LIMIT ?6"
+        // A search. Its terms (id, owner, name prefix, hint tail) as one
+        // predicate, and as a union of covering-index lookups.
+        let (q, hi) = (arg(q.into()), arg(hi.into()));
+        let tail = tail.map(|t| arg(t.into()));
+        let mut terms = vec![
+            format!("id = {q}"),
+            format!("owner_id = {q}"),
+            format!("(name >= {q} COLLATE NOCASE AND name < {hi} COLLATE NOCASE)"),
+        ];
+        if let Some(tail) = &tail {
+            terms.push(format!("(substr(hint, -4) = {tail} AND substr(hint, -length({q})) = {q})"));
+        }
+        let branches: Vec<String> =
+            terms.iter().map(|t| format!("SELECT id FROM keys WHERE workspace_id = ?1 AND {t}")).collect();
+        let limit = arg(f.limit.into());
+        let window = arg(SEARCH_WINDOW.into());
+        let after = f.after.as_ref().map(|a| arg(a.clone().into()));
+        // First the next `SEARCH_WINDOW` keys in id order: when they hold a
+        // page of matches (a broad search), those are the first matches.
+        // (CROSS JOIN keeps the window outermost: with the search's OR, the
+        // planner would otherwise walk the whole workspace.)
+        let scan = format!(
+            "SELECT {KEY_COLS} FROM (SELECT rowid AS r FROM keys WHERE workspace_id = ?1 {} ORDER BY id LIMIT {window}) AS w
+             CROSS JOIN keys ON keys.rowid = w.r WHERE {} AND ({}) ORDER BY id LIMIT {limit}",
+            after.as_ref().map(|a| format!("AND id > {a}")).unwrap_or_default(),
+            clauses.join(" AND "),
+            terms.join(" OR ")
+        );
+        // Else (a narrow search) the ids of all matches, gathered from the
+        // indexes into a sorted set the query walks in id order.
+        let lookup = format!(
+            "SELECT {KEY_COLS} FROM keys WHERE {} AND id IN ({}) ORDER BY id LIMIT {limit}",
+            clauses.join(" AND "),
+            branches.join(" UNION ")
         );
         self.with(|c| {
-            let mut st = c.prepare(&sql)?;
-            let rows = match terms {
-                None => st.query_map(
-                    params![f.workspace_id, f.keyspace_id, f.owner_id, f.after, f.now, f.limit],
-                    key_from_row,
-                )?,
-                Some((q, hi, tail)) => st.query_map(
-                    params![f.workspace_id, f.keyspace_id, f.owner_id, f.after, f.now, f.limit, q, hi, tail],
-                    key_from_row,
-                )?,
-            };
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let first = query_keys(c, &scan, &args)?;
+            if first.len() >= f.limit as usize {
+                return Ok(first);
+            }
+            query_keys(c, &lookup, &args)
         })
     }
 

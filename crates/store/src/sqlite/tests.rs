@@ -165,3 +165,40 @@ mod outbox {
         assert!(s.delete_webhook("ws_1", &first.webhook_id, 300, &audit("ws_1", "aud_d2", "webhook.delete")).is_err());
     }
 }
+
+#[test]
+fn a_search_finds_matches_beyond_the_first_window_and_pages_a_broad_one_in_id_order() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    seed(&s);
+    let n = 2 * super::SEARCH_WINDOW as usize + 500;
+    let keys: Vec<_> = (0..n)
+        .map(|i| {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&(i as u64 + 1000).to_be_bytes());
+            // Every key is "alpha…"; only the last 3 are "zeta…".
+            let name = if i >= n - 3 { format!("zeta {i}") } else { format!("alpha {i}") };
+            KeyRecord { name: Some(name), hash: keyward_core::KeyHash(hash), ..key(&format!("key_{i:06}"), 0, "o") }
+        })
+        .collect();
+    s.insert_keys(&keys, &audit("ws_1", "aud_many", "key.import")).unwrap();
+    let find = |q: &str, after: Option<&str>, limit: u32| {
+        let f = KeyFilter {
+            workspace_id: "ws_1".into(),
+            q: Some(q.into()),
+            after: after.map(Into::into),
+            limit,
+            now: 5,
+            ..Default::default()
+        };
+        conformance::ids(s.list_keys(&f).unwrap())
+    };
+    let expect = |r: std::ops::Range<usize>| r.map(|i| format!("key_{i:06}")).collect::<Vec<_>>();
+    // Narrow: past the window, found through the indexes.
+    assert_eq!(find("ZETA", None, 51), expect(n - 3..n));
+    // Broad: the first page and the next, in id order.
+    assert_eq!(find("alpha", None, 51), expect(0..51));
+    assert_eq!(find("alpha", Some("key_000050"), 51), expect(51..102));
+    // A broad search from a cursor near the end crosses into the narrow path.
+    let near_end = format!("key_{:06}", n - 10);
+    assert_eq!(find("alpha", Some(&near_end), 51), expect(n - 9..n - 3));
+}
