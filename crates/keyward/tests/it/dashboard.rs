@@ -404,9 +404,20 @@ fn pages_without_a_session_show_nothing_and_forms_without_their_token_are_refuse
     assert_ne!(other_csrf, csrf);
     let r = tab.post(&revoke, &[("confirm", "yes"), ("csrf", &other_csrf)]);
     assert_eq!(r.status, 403);
-    // Without the confirmation box, no revocation either.
-    let r = tab.post(&revoke, &[("csrf", &csrf)]);
-    assert_eq!(r.status, 400, "{}", r.text);
+    // Without the confirmation, every action asks first and changes nothing.
+    for action in ["revoke", "disable", "rotate"] {
+        let r = tab
+            .post(&format!("/ui/keys/{id}/{action}"), &[("csrf", &csrf), ("reason", "leaked"), ("overlap_hours", "1")]);
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(r.text.contains("name=\"confirm\" value=\"yes\""), "{action}: a confirmation form: {}", r.text);
+        assert!(r.text.contains(&format!("Yes, {action} secret-project")));
+        assert_eq!(s.code(&key), "VALID", "{action} before its confirmation");
+    }
+    // Confirmed, a disable takes effect on the next verify; enabling brings the key back.
+    let r = tab.post(&format!("/ui/keys/{id}/disable"), &[("csrf", &csrf), ("confirm", "yes")]);
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(s.code(&key), "DISABLED");
+    tab.post(&format!("/ui/keys/{id}/enable"), &[("csrf", &csrf), ("confirm", "yes")]);
     assert_eq!(s.code(&key), "VALID");
 
     // A key created in the dashboard is shown once, on the answer to the form.
@@ -440,6 +451,15 @@ fn pages_without_a_session_show_nothing_and_forms_without_their_token_are_refuse
     let r = aud.post(&revoke, &[("confirm", "yes"), ("csrf", &aud_csrf)]);
     assert_eq!(r.status, 403, "{}", r.text);
     assert_eq!(s.code(&key), "VALID");
+    // A verifier may read nothing here: the navigation offers nothing but the overview, which is empty.
+    let verifier =
+        s.create("/v1/root-keys", json!({"name": "gw", "role": "verifier"}))["key"].as_str().unwrap().to_owned();
+    let mut ver = Tab::new(&s);
+    assert_eq!(ver.login(&verifier).status, 303);
+    let home = ver.get("/ui/");
+    assert_eq!(home.status, 200);
+    assert!(!home.text.contains("href=\"/ui/keys\"") && !home.text.contains("secret-project"), "{}", home.text);
+    assert_eq!(ver.get("/ui/keys").status, 403);
     // Revoking the session's root key ends the session at once.
     let r = s.call("DELETE", &format!("/v1/root-keys/{}", auditor["id"].as_str().unwrap()), None);
     assert!(r.status < 300, "{}", r.text);

@@ -104,8 +104,8 @@ fn layout(user: &User, nav: Nav, title: &str, charts: bool, body: Markup) -> Res
                     a.brand href="/ui/" { "keyward" }
                     nav aria-label="Main" {
                         ul {
-                            @for (n, href, label) in NAV {
-                                li { a href=(href) aria-current=[(n == nav).then_some("page")] { (label) } }
+                            @for (n, href, label) in NAV.iter().filter(|(n, _, _)| shows(user, *n)) {
+                                li { a href=(href) aria-current=[(*n == nav).then_some("page")] { (label) } }
                             }
                         }
                     }
@@ -122,6 +122,17 @@ fn layout(user: &User, nav: Nav, title: &str, charts: bool, body: Markup) -> Res
         }
     };
     html_response(m)
+}
+
+/// Whether the session's role may read what a page shows (the service
+/// refuses the rest anyway; the navigation just does not offer it).
+fn shows(user: &User, nav: Nav) -> bool {
+    match nav {
+        Nav::Overview => true,
+        Nav::Keys | Nav::Keyspaces | Nav::Incidents => can(user, Permission::KeysRead),
+        Nav::Alerts | Nav::Webhooks => can(user, Permission::AlertsRead),
+        Nav::Audit => can(user, Permission::AuditRead),
+    }
 }
 
 fn csrf(user: &User) -> Markup {
@@ -768,6 +779,15 @@ pub async fn key_action(
     user.check_csrf(&f.csrf)?;
     let svc = &state.service;
     let a = &user.actor;
+    if !matches!(action.as_str(), "disable" | "enable" | "revoke" | "rotate") {
+        return Err(PageError::new(StatusCode::NOT_FOUND, "There is no such action."));
+    }
+    // Every action is confirmed: a form without `confirm=yes` gets a page
+    // that asks, holding the same fields.
+    if f.confirm.as_deref() != Some("yes") {
+        let k = svc.get_key(a, &id).await?;
+        return Ok(confirm_page(&user, &k, &action, &f));
+    }
     let done = match action.as_str() {
         "disable" | "enable" => {
             let req = serde_json::from_value(json!({ "enabled": action == "enable" })).expect("a fixed patch parses");
@@ -775,9 +795,6 @@ pub async fn key_action(
             if action == "enable" { "Key enabled." } else { "Key disabled: it verifies DISABLED until enabled." }
         }
         "revoke" => {
-            if f.confirm.as_deref() != Some("yes") {
-                return Err(PageError::new(StatusCode::BAD_REQUEST, "Tick the confirmation box to revoke the key."));
-            }
             let req =
                 json!({ "reason": f.reason.as_deref().unwrap_or("other"), "note": f.note.as_deref().and_then(opt) });
             let req = serde_json::from_value(req)
@@ -798,6 +815,39 @@ pub async fn key_action(
         _ => return Err(PageError::new(StatusCode::NOT_FOUND, "There is no such action.")),
     };
     Ok(Redirect::to(&format!("/ui/keys/{}?done={}", urlencode(&id), urlencode(done))).into_response())
+}
+
+/// "Do you mean it?" for a key action, with the form's fields carried over.
+fn confirm_page(user: &User, k: &KeyView, action: &str, f: &KeyActionForm) -> Response {
+    let name = k.name.clone().unwrap_or_else(|| k.id.clone());
+    let what = match action {
+        "disable" => "It verifies DISABLED until it is enabled again.".to_owned(),
+        "enable" => "It verifies again under its policy.".to_owned(),
+        "rotate" => format!(
+            "A new key is made and shown once; this one keeps working for {} hour(s), then verifies ROTATED.",
+            f.overlap_hours.unwrap_or(24)
+        ),
+        _ => "It stops working at once and for good; this cannot be undone.".to_owned(),
+    };
+    let body = html! {
+        p.warning role="alert" { (what) }
+        form.confirm method="post" action={ "/ui/keys/" (k.id) "/" (action) } {
+            (csrf(user))
+            input type="hidden" name="confirm" value="yes";
+            @if let Some(r) = &f.reason { input type="hidden" name="reason" value=(r); }
+            @if let Some(n) = &f.note { input type="hidden" name="note" value=(n); }
+            @if let Some(h) = f.overlap_hours { input type="hidden" name="overlap_hours" value=(h); }
+            button.danger type="submit" { "Yes, " (action) " " (name) }
+            " "
+            a href={ "/ui/keys/" (k.id) } { "Cancel" }
+        }
+    };
+    layout(user, Nav::Keys, &format!("{} {name}?", capitalized(action)), false, body)
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 fn urlencode(s: &str) -> String {
