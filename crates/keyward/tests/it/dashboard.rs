@@ -293,7 +293,11 @@ impl<'a> Tab<'a> {
     }
 
     fn req(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>, extra: &[(&str, &str)]) -> Res {
-        let agent = ureq::AgentBuilder::new().redirects(0).build();
+        let mut agent = ureq::AgentBuilder::new().redirects(0);
+        if let Some(tls) = &self.s.tls_client {
+            agent = agent.tls_config(tls.clone());
+        }
+        let agent = agent.build();
         let mut r = agent.request(method, &self.s.url(path));
         let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if !jar.is_empty() {
@@ -560,4 +564,43 @@ fn every_page_shows_what_the_api_holds_and_none_carries_inline_script_or_style()
 
 fn anon_get(s: &Server, path: &str) -> Res {
     Tab::new(s).get(path)
+}
+
+#[test]
+fn over_tls_the_session_cookie_is_secure_and_failed_logins_share_the_api_throttle() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::util::TestCa::new(dir.path());
+    let (cert, key) = ca.leaf("server1", false);
+    let ca_pem = ca.ca().display().to_string();
+    let s = Server::start_full(
+        &[
+            ("KEYWARD_TLS_CERT", cert.to_str().unwrap()),
+            ("KEYWARD_TLS_KEY", key.to_str().unwrap()),
+            ("TEST_CA", &ca_pem),
+        ],
+        Some("[http]\nroot_auth_failures_per_minute = 5\n"),
+    );
+    assert!(s.url("").starts_with("https://"));
+    let mut tab = Tab::new(&s);
+    let login = tab.get("/ui/login");
+    assert!(login.header("set-cookie").unwrap().contains("; Secure"), "{:?}", login.header("set-cookie"));
+    let r = tab.login(&s.root);
+    assert_eq!(r.status, 303, "{}", r.text);
+    let session = r.headers.iter().find(|(k, v)| k == "set-cookie" && v.starts_with("kw_session=")).unwrap();
+    assert!(session.1.contains("; Secure") && session.1.contains("HttpOnly"), "{}", session.1);
+    assert_eq!(tab.get("/ui/keys").status, 200);
+
+    // Wrong root keys through the form count like wrong keys on the API: past
+    // the limit the address is refused, the right key included, with a page that says so.
+    let mut guesser = Tab::new(&s);
+    let statuses: Vec<u16> = (0..7).map(|i| guesser.login(&format!("kw_root_guess{i:0>35}")).status).collect();
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert_eq!(statuses[6], 429, "{statuses:?}");
+    let blocked = guesser.login(&s.root);
+    assert_eq!(blocked.status, 429, "{}", blocked.text);
+    assert!(blocked.text.contains("too many failed root-key authentications"), "{}", blocked.text);
+    assert!(blocked.header("set-cookie").is_none_or(|c| !c.starts_with("kw_session")));
+    // The API says the same to that address.
+    assert_eq!(s.call("GET", "/v1/keys", None).status, 429);
+    assert!(!s.log.lock().contains(&s.root), "the root key reached the log");
 }
