@@ -524,7 +524,10 @@ fn every_page_shows_what_the_api_holds_and_none_carries_inline_script_or_style()
         ("/ui/keyspaces".to_owned(), vec!["billing", "sk_bill", "read"]),
         ("/ui/alerts?status=open".to_owned(), vec!["key found leaked (gist)", "Acknowledge"]),
         ("/ui/incidents".to_owned(), vec!["Key pasted in a public gist"]),
-        (format!("/ui/incidents/{inc_id}"), vec!["read access to invoices", "Usage review", "# "]),
+        (
+            format!("/ui/incidents/{inc_id}"),
+            vec!["read access to invoices", "Usage review", "<caption>Outcomes</caption>", "<code>VALID</code>", "# "],
+        ),
         ("/ui/audit".to_owned(), vec!["The hash chain holds", "key.create", "incident.create"]),
         ("/ui/webhooks".to_owned(), vec!["/keyward", "on-call"]),
         (format!("/ui/webhooks/{hook_id}"), vec!["alert.opened", "key.revoked", "delivered"]),

@@ -977,7 +977,6 @@ pub async fn incidents(state: St, user: User, UiQuery(q): UiQuery<ListIncidentsQ
 pub async fn incident(state: St, user: User, Path(id): Path<String>) -> Page {
     let v = state.service.get_incident(&user.actor, &id, IncidentQuery { review_days: Some(7) }).await?;
     let report = keyward_service::incidents::markdown(&v);
-    let review = serde_json::to_string_pretty(&v.review).unwrap_or_default();
     let body = html! {
         dl.facts {
             div { dt { "Id" } dd { code { (v.id) } } }
@@ -987,7 +986,19 @@ pub async fn incident(state: St, user: User, Path(id): Path<String>) -> Page {
         }
         section aria-labelledby="review" {
             h2 #review { "Usage review, last 7 days" }
-            pre.json { (review) }
+            @if let Some(r) = &v.review {
+                @for k in &r.keys {
+                    h3 { a href={ "/ui/keys/" (k.key_id) } { (k.hint.as_deref().unwrap_or(&k.key_id)) } " · " (k.status.as_deref().unwrap_or("gone")) " · " (k.total) " requests" }
+                    div.cols {
+                        table { caption { "Addresses" } thead { tr { th scope="col" { "Address" } th.num scope="col" { "Requests" } th scope="col" { "First seen" } th scope="col" { "Last seen" } } }
+                            tbody { @for ip in &k.ips { tr { td { code { (ip.ip) } } td.num { (ip.count) } td { (ip.first_seen) } td { (ip.last_seen) } } } } }
+                        table { caption { "Endpoints" } thead { tr { th scope="col" { "Request" } th.num scope="col" { "Requests" } } }
+                            tbody { @for e in &k.endpoints { tr { td { (e.method) " " (e.path) } td.num { (e.count) } } } } }
+                        table { caption { "Outcomes" } thead { tr { th scope="col" { "Outcome" } th.num scope="col" { "Requests" } } }
+                            tbody { @for o in &k.outcomes { tr { td { code { (o.code) } } td.num { (o.count) } } } } }
+                    }
+                }
+            }
         }
         section aria-labelledby="report" {
             h2 #report { "Report (Markdown)" }
