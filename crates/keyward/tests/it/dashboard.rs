@@ -367,6 +367,7 @@ fn pages_without_a_session_show_nothing_and_forms_without_their_token_are_refuse
     assert!(login.header("content-security-policy").unwrap().contains("script-src 'self'"));
     assert!(!login.header("content-security-policy").unwrap().contains("unsafe-inline"));
     assert_eq!(login.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(login.header("referrer-policy"), Some("same-origin"));
     assert_eq!(login.header("cache-control"), Some("no-store"));
     let cookie = login.header("set-cookie").unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
@@ -395,6 +396,7 @@ fn pages_without_a_session_show_nothing_and_forms_without_their_token_are_refuse
         (vec![("confirm", "yes"), ("csrf", "f".repeat(64).as_str())], vec![]),
         (vec![("confirm", "yes"), ("csrf", csrf.as_str())], vec![("Sec-Fetch-Site", "cross-site")]),
         (vec![("confirm", "yes"), ("csrf", csrf.as_str())], vec![("Origin", "https://evil.example")]),
+        (vec![("confirm", "yes"), ("csrf", csrf.as_str())], vec![("Origin", "null")]),
     ] {
         let r = tab.req("POST", &revoke, Some(&form), &extra);
         assert_eq!(r.status, 403, "{form:?} {extra:?}: {}", r.text);
@@ -435,6 +437,10 @@ fn pages_without_a_session_show_nothing_and_forms_without_their_token_are_refuse
     assert!(later.text.contains("made-in-ui") && !later.text.contains(&made));
     assert!(!s.log.lock().contains(&made));
 
+    // A crafted link cannot write on a page: only the known `done` codes show a message.
+    let crafted = tab.get("/ui/keys?done=Your+key+leaked.+Call+555-0100");
+    assert_eq!(crafted.status, 200);
+    assert!(!crafted.text.contains("555-0100") && !crafted.text.contains("class=\"notice\""), "{}", crafted.text);
     // The search finds by owner and by hint; bad input is a 400 page.
     let found = tab.get("/ui/keys?q=acme");
     assert!(found.text.contains("secret-project") && !found.text.contains("made-in-ui"));

@@ -11,7 +11,9 @@
 //!   login form: a double-submit cookie), refused cross-site by
 //!   `Sec-Fetch-Site` / `Origin` as well.
 //! * Every answer carries a strict Content-Security-Policy (no inline script
-//!   or style), `nosniff`, `no-referrer`, frame denial; pages are `no-store`.
+//!   or style), `nosniff`, `Referrer-Policy: same-origin` (with `no-referrer`
+//!   browsers send `Origin: null` on our own posts, which the check refuses),
+//!   frame denial; pages are `no-store`.
 //! * A raw key appears only in the one answer that creates or rotates it.
 
 mod pages;
@@ -69,7 +71,7 @@ async fn headers(req: Request, next: Next) -> Response {
     let h = res.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(if asset { "public, max-age=3600" } else { "no-store" }));
     res
@@ -206,7 +208,8 @@ pub(crate) fn same_site(parts: &Parts) -> Result<(), PageError> {
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if let (Some(origin), Some(host)) = (origin, host) {
         let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
-        if origin != "null" && origin_host != host {
+        // `null` (a sandboxed frame, a privacy redirect) is refused too.
+        if origin == "null" || origin_host != host {
             return Err(csrf_refused());
         }
     }

@@ -143,8 +143,18 @@ fn can(user: &User, p: Permission) -> bool {
     user.actor.role.allows(p)
 }
 
+/// The message of a `?done=` code after a form's redirect. Only these codes
+/// show anything: a crafted link cannot put its own words on a page.
 fn notice(done: &Option<String>) -> Markup {
-    html! { @if let Some(d) = done { p.notice role="status" { (d) } } }
+    let text = match done.as_deref() {
+        Some("enabled") => "Key enabled.",
+        Some("disabled") => "Key disabled: it verifies DISABLED until enabled.",
+        Some("revoked") => "Key revoked.",
+        Some("acknowledged") => "Alert acknowledged.",
+        Some("resolved") => "Alert resolved.",
+        _ => return html! {},
+    };
+    html! { p.notice role="status" { (text) } }
 }
 
 // ---------------------------------------------------------------- login ---
@@ -790,9 +800,10 @@ pub async fn key_action(
     }
     let done = match action.as_str() {
         "disable" | "enable" => {
-            let req = serde_json::from_value(json!({ "enabled": action == "enable" })).expect("a fixed patch parses");
+            let req = serde_json::from_value(json!({ "enabled": action == "enable" }))
+                .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             svc.patch_key(a, &id, req).await?;
-            if action == "enable" { "Key enabled." } else { "Key disabled: it verifies DISABLED until enabled." }
+            if action == "enable" { "enabled" } else { "disabled" }
         }
         "revoke" => {
             let req =
@@ -800,21 +811,21 @@ pub async fn key_action(
             let req = serde_json::from_value(req)
                 .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, crate::error::sanitize(&e.to_string())))?;
             svc.revoke_and_check(a, &id, req).await?;
-            "Key revoked."
+            "revoked"
         }
         "rotate" => {
             let hours = f.overlap_hours.unwrap_or(24);
             if !(0..=720).contains(&hours) {
                 return Err(PageError::new(StatusCode::BAD_REQUEST, "The overlap is 0 to 720 hours."));
             }
-            let req =
-                serde_json::from_value(json!({ "overlap_ms": hours * 3600 * 1000 })).expect("a fixed rotation parses");
+            let req = serde_json::from_value(json!({ "overlap_ms": hours * 3600 * 1000 }))
+                .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             let r = svc.rotate_key(a, &id, req).await?;
             return Ok(shown_once(&user, "Key rotated", &r.key, &r.view, None));
         }
         _ => return Err(PageError::new(StatusCode::NOT_FOUND, "There is no such action.")),
     };
-    Ok(Redirect::to(&format!("/ui/keys/{}?done={}", urlencode(&id), urlencode(done))).into_response())
+    Ok(Redirect::to(&format!("/ui/keys/{}?done={done}", urlencode(&id))).into_response())
 }
 
 /// "Do you mean it?" for a key action, with the form's fields carried over.
@@ -943,8 +954,8 @@ pub async fn alert_action(
         Some("/ui/") => "/ui/",
         _ => "/ui/alerts",
     };
-    let done = if resolve { "Alert resolved." } else { "Alert acknowledged." };
-    Ok(Redirect::to(&format!("{back}?done={}", urlencode(done))).into_response())
+    let done = if resolve { "resolved" } else { "acknowledged" };
+    Ok(Redirect::to(&format!("{back}?done={done}")).into_response())
 }
 
 // ------------------------------------------------------------ incidents ---
