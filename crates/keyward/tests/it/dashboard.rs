@@ -523,12 +523,19 @@ fn every_page_shows_what_the_api_holds_and_none_carries_inline_script_or_style()
     assert_eq!(tab.login(&s.root).status, 303);
     let inc_id = inc["id"].as_str().unwrap();
     let hook_id = hook["id"].as_str().unwrap();
+    let alerts = s.call("GET", "/v1/alerts", None).json();
+    let leak = alerts["data"].as_array().unwrap().iter().find(|a| a["rule"] == "leak").expect("the leak alert");
+    let alert_id = leak["id"].as_str().unwrap();
     for (path, wants) in [
         ("/ui/".to_owned(), vec!["Traffic, last 24 hours", "Open alerts", ">leak<"]),
         ("/ui/keys".to_owned(), vec!["invoice-worker", "revoked"]),
         (format!("/ui/keys/{id}"), vec!["invoice-worker", "acme", "Recent events", "<code>VALID</code>", "(leaked)"]),
         ("/ui/keyspaces".to_owned(), vec!["billing", "sk_bill", "read"]),
         ("/ui/alerts?status=open".to_owned(), vec!["key found leaked (gist)", "Acknowledge"]),
+        (
+            format!("/ui/alerts/{alert_id}"),
+            vec!["key found leaked (gist)", "The events that crossed it", "Findings folded in"],
+        ),
         ("/ui/incidents".to_owned(), vec!["Key pasted in a public gist"]),
         (
             format!("/ui/incidents/{inc_id}"),

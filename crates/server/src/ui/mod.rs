@@ -51,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/keys/{id}/{action}", post(pages::key_action))
         .route("/ui/keyspaces", get(pages::keyspaces))
         .route("/ui/alerts", get(pages::alerts))
+        .route("/ui/alerts/{id}", get(pages::alert))
         .route("/ui/alerts/{id}/{action}", post(pages::alert_action))
         .route("/ui/incidents", get(pages::incidents))
         .route("/ui/incidents/{id}", get(pages::incident))

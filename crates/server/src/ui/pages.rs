@@ -394,7 +394,7 @@ fn alert_table(user: &User, alerts: &[keyward_service::alerts::AlertView], back:
                         @let v = serde_json::to_value(al).unwrap_or_default();
                         tr data-alert=(al.id) data-rule=(s(&v["rule"])) {
                             td { span class={ "sev sev-" (s(&v["severity"])) } { (s(&v["severity"])) } }
-                            td { code { (s(&v["rule"])) } }
+                            td { a href={ "/ui/alerts/" (al.id) } { code { (s(&v["rule"])) } } }
                             td {
                                 @if let Some(k) = v["subject"]["key_id"].as_str() {
                                     a href={ "/ui/keys/" (k) } { (v["subject"]["key_hint"].as_str().unwrap_or(k)) }
@@ -924,6 +924,41 @@ pub async fn alerts(state: St, user: User, UiQuery(p): UiQuery<AlertsPageQuery>)
         @if let Some(c) = &page.next_cursor { p { a rel="next" href={ "/ui/alerts?status=" (current) "&cursor=" (c) } { "Next page" } } }
     };
     Ok(layout(&user, Nav::Alerts, "Alerts", false, body))
+}
+
+/// One alert and the events that crossed it.
+pub async fn alert(state: St, user: User, Path(id): Path<String>) -> Page {
+    let d = state.service.get_alert(&user.actor, &id).await?;
+    let body = html! {
+        (alert_table(&user, std::slice::from_ref(&d.alert), "/ui/alerts"))
+        dl.facts {
+            div { dt { "First seen" } dd { (d.alert.first_seen) } }
+            div { dt { "Findings folded in" } dd { (d.alert.count) } }
+            div { dt { "Value / threshold" } dd { (d.alert.value) " / " (d.alert.threshold) } }
+            div { dt { "Acknowledged" } dd { (d.alert.acknowledged_at.as_deref().unwrap_or("–")) " " (d.alert.acknowledged_by.as_deref().unwrap_or("")) } }
+            div { dt { "Resolved" } dd { (d.alert.resolved_at.as_deref().unwrap_or("–")) " " (d.alert.resolved_by.as_deref().unwrap_or("")) } }
+        }
+        section aria-labelledby="evidence" {
+            h2 #evidence { "The events that crossed it" }
+            @if d.events.is_empty() { p.empty { "None in the log (a signal, or past retention)." } } @else {
+                table.events {
+                    thead { tr { th scope="col" { "Time" } th scope="col" { "Outcome" } th scope="col" { "Key" } th scope="col" { "Address" } th scope="col" { "Request" } } }
+                    tbody {
+                        @for e in &d.events {
+                            tr {
+                                td { (e.timestamp) }
+                                td { code { (e.code.as_str()) } }
+                                td { @if let Some(k) = &e.key_id { a href={ "/ui/keys/" (k) } { (e.key_hint.as_deref().unwrap_or(k)) } } }
+                                td { (e.ip.as_deref().unwrap_or("")) }
+                                td { (e.method.as_deref().unwrap_or("")) " " (e.path.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout(&user, Nav::Alerts, &format!("Alert {}", d.alert.id), false, body))
 }
 
 #[derive(Deserialize)]
