@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
+pub use keyward_alerts::AlertStatus;
 use keyward_alerts::rules::{Overrides, problems};
 pub use keyward_alerts::view::AlertView;
 use keyward_alerts::view::{EVENT_TYPES, alert_of, alert_row, message};
-use keyward_alerts::{AlertStatus, Monitor, RuleBook, RuleId, RuleSet, RuleSettings, Signal, Subject};
+use keyward_alerts::{Monitor, RuleBook, RuleId, RuleSet, RuleSettings, Signal, Subject};
 use keyward_core::Permission;
 use keyward_core::id::new_id;
 use keyward_core::time::{now_ms, parse_rfc3339, to_rfc3339};

@@ -233,6 +233,14 @@ impl IntoResponse for PageError {
     }
 }
 
+/// No random bytes for a session or token: nothing is opened.
+impl From<getrandom::Error> for PageError {
+    fn from(e: getrandom::Error) -> Self {
+        tracing::error!(error = %e, "The operating system's random source failed.");
+        PageError::new(StatusCode::SERVICE_UNAVAILABLE, "the server could not make a session token; try again")
+    }
+}
+
 /// A service failure with the API's status and detail.
 impl From<keyward_service::ServiceError> for PageError {
     fn from(e: keyward_service::ServiceError) -> Self {
@@ -268,12 +276,18 @@ pub(crate) fn html_response(m: Markup) -> Response {
 }
 
 /// `Set-Cookie` for `name`: HttpOnly, SameSite=Strict, on `path`, Secure under TLS.
-pub(crate) fn set_cookie(name: &str, value: &str, path: &str, max_age_s: i64, tls: bool) -> HeaderValue {
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age_s: i64,
+    tls: bool,
+) -> Result<HeaderValue, PageError> {
     let secure = if tls { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path={path}; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{secure}"
     ))
-    .expect("cookie values are hex")
+    .map_err(|_| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "a cookie could not be written"))
 }
 
 /// Keeps handlers' `State` extraction in one place for the pages module.

@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::Permission;
-use keyward_service::alerts::{AlertAction, AlertQuery, DeliveryQuery};
+use keyward_service::alerts::{AlertAction, AlertQuery, AlertStatus, DeliveryQuery};
 use keyward_service::analytics::{AnalyticsQuery, TopQuery};
 use keyward_service::api::{KeyView, ListAuditQuery, ListKeysQuery};
 use keyward_service::events::EventQuery;
@@ -190,25 +190,23 @@ fn login_page(token: &str, error: Option<&str>) -> Markup {
 }
 
 /// A fresh login form and its double-submit cookie.
-fn login_response(parts_tls: bool, status: StatusCode, error: Option<&str>) -> Response {
-    let token = session::token();
+fn login_response(parts_tls: bool, status: StatusCode, error: Option<&str>) -> Page {
+    let token = session::token()?;
     let mut res = (status, html_response(login_page(&token, error))).into_response();
-    res.headers_mut().append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, "/ui/login", 3600, parts_tls));
-    res
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, "/ui/login", 3600, parts_tls)?);
+    Ok(res)
 }
 
-pub async fn login_form(parts: Parts) -> Response {
+pub async fn login_form(parts: Parts) -> Page {
     login_response(over_tls(&parts), StatusCode::OK, None)
 }
 
-pub async fn login(state: St, parts: Parts, UiForm(form): UiForm<LoginForm>) -> Response {
+pub async fn login(state: St, parts: Parts, UiForm(form): UiForm<LoginForm>) -> Page {
     let tls = over_tls(&parts);
-    if let Err(r) = same_site(&parts) {
-        return r.into_response();
-    }
+    same_site(&parts)?;
     let expected = cookie(&parts, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !session::same_token(&form.csrf, expected) {
-        return super::csrf_refused().into_response();
+        return Err(super::csrf_refused());
     }
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let request_id = parts.extensions.get::<crate::request_id::RequestId>().map(|r| r.0.clone());
@@ -225,13 +223,13 @@ pub async fn login(state: St, parts: Parts, UiForm(form): UiForm<LoginForm>) -> 
         }
     };
     let now = keyward_core::time::now_ms();
-    let (id, _) = state.ui_sessions.open(&actor.root_key_id, now);
+    let (id, _) = state.ui_sessions.open(&actor.root_key_id, now)?;
     tracing::info!(root_key_id = %actor.root_key_id, "Dashboard login.");
     let mut res = Redirect::to("/ui/").into_response();
     let h = res.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(session::COOKIE, &id, "/ui", session::TTL_MS / 1000, tls));
-    h.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", "/ui/login", 0, tls));
-    res
+    h.append(header::SET_COOKIE, set_cookie(session::COOKIE, &id, "/ui", session::TTL_MS / 1000, tls)?);
+    h.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", "/ui/login", 0, tls)?);
+    Ok(res)
 }
 
 #[derive(Deserialize)]
@@ -247,7 +245,7 @@ pub async fn logout(state: St, parts: Parts, user: User, UiForm(form): UiForm<Cs
     }
     tracing::info!(root_key_id = %user.actor.root_key_id, "Dashboard logout.");
     let mut res = Redirect::to("/ui/login").into_response();
-    res.headers_mut().append(header::SET_COOKIE, set_cookie(session::COOKIE, "", "/ui", 0, over_tls(&parts)));
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(session::COOKIE, "", "/ui", 0, over_tls(&parts))?);
     Ok(res)
 }
 
@@ -320,8 +318,7 @@ pub async fn overview(state: St, user: User, UiQuery(p): UiQuery<OverviewQuery>)
         });
     }
     if can(&user, Permission::AlertsRead) {
-        let q =
-            AlertQuery { status: serde_json::from_value(json!("open")).ok(), limit: Some(10), ..Default::default() };
+        let q = AlertQuery { status: Some(AlertStatus::Open), limit: Some(10), ..Default::default() };
         let open = svc.list_alerts(a, q).await?;
         body.push(html! {
             section aria-labelledby="open" {
@@ -350,18 +347,15 @@ fn percent(n: u64, of: u64) -> String {
 }
 
 fn top_table(items: &[keyward_service::analytics::TopItem], what: &str) -> Markup {
-    let v: Vec<Value> = items.iter().map(|i| serde_json::to_value(i).unwrap_or_default()).collect();
     html! {
-        @if v.is_empty() { p.empty { "No traffic in the last 24 hours." } } @else {
+        @if items.is_empty() { p.empty { "No traffic in the last 24 hours." } } @else {
             table {
                 thead { tr { th scope="col" { "Key" } th.num scope="col" { (what) } } }
                 tbody {
-                    @for i in &v {
-                        @let id = s(&i["id"]);
-                        @let label = i["name"].as_str().map(str::to_owned).or_else(|| i["hint"].as_str().map(str::to_owned)).unwrap_or_else(|| id.clone());
+                    @for i in items {
                         tr {
-                            td { a href={ "/ui/keys/" (id) } { (label) } }
-                            td.num { (if what == "Requests" { &i["requests"] } else { &i["denied"] }) }
+                            td { a href={ "/ui/keys/" (i.id) } { (i.name.as_deref().or(i.hint.as_deref()).unwrap_or(&i.id)) } }
+                            td.num { (if what == "Requests" { i.requests } else { i.denied }) }
                         }
                     }
                 }
@@ -391,27 +385,27 @@ fn alert_table(user: &User, alerts: &[keyward_service::alerts::AlertView], back:
                 } }
                 tbody {
                     @for al in alerts {
-                        @let v = serde_json::to_value(al).unwrap_or_default();
-                        tr data-alert=(al.id) data-rule=(s(&v["rule"])) {
-                            td { span class={ "sev sev-" (s(&v["severity"])) } { (s(&v["severity"])) } }
-                            td { a href={ "/ui/alerts/" (al.id) } { code { (s(&v["rule"])) } } }
+                        @let (rule, severity, status) = (al.rule.as_str(), al.severity.as_str(), al.status.as_str());
+                        tr data-alert=(al.id) data-rule=(rule) {
+                            td { span class={ "sev sev-" (severity) } { (severity) } }
+                            td { a href={ "/ui/alerts/" (al.id) } { code { (rule) } } }
                             td {
-                                @if let Some(k) = v["subject"]["key_id"].as_str() {
-                                    a href={ "/ui/keys/" (k) } { (v["subject"]["key_hint"].as_str().unwrap_or(k)) }
-                                } @else { (s(&v["subject"]["ip"])) }
+                                @if let Some(k) = &al.subject.key_id {
+                                    a href={ "/ui/keys/" (k) } { (al.subject.key_hint.as_deref().unwrap_or(k)) }
+                                } @else { (al.subject.ip.as_deref().unwrap_or("")) }
                             }
                             td { (al.detail) }
                             td { time { (al.last_seen) } }
-                            td { (s(&v["status"])) }
+                            td { (status) }
                             @if write {
                                 td { div.actions {
-                                    @if s(&v["status"]) == "open" {
+                                    @if status == "open" {
                                         form method="post" action={ "/ui/alerts/" (al.id) "/ack" } {
                                             (csrf(user)) input type="hidden" name="back" value=(back);
                                             button type="submit" aria-label={ "Acknowledge alert " (al.id) } { "Acknowledge" }
                                         }
                                     }
-                                    @if s(&v["status"]) != "resolved" {
+                                    @if status != "resolved" {
                                         form method="post" action={ "/ui/alerts/" (al.id) "/resolve" } {
                                             (csrf(user)) input type="hidden" name="back" value=(back);
                                             button type="submit" aria-label={ "Resolve alert " (al.id) } { "Resolve" }
@@ -903,13 +897,15 @@ pub struct AlertsPageQuery {
 }
 
 pub async fn alerts(state: St, user: User, UiQuery(p): UiQuery<AlertsPageQuery>) -> Page {
-    let status =
-        match p.status.as_deref().filter(|s| !s.is_empty()) {
-            None => None,
-            Some(st) => Some(serde_json::from_value(json!(st)).map_err(|_| {
-                PageError::new(StatusCode::BAD_REQUEST, "status must be open, acknowledged or resolved")
-            })?),
-        };
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some("open") => Some(AlertStatus::Open),
+        Some("acknowledged") => Some(AlertStatus::Acknowledged),
+        Some("resolved") => Some(AlertStatus::Resolved),
+        Some(_) => {
+            return Err(PageError::new(StatusCode::BAD_REQUEST, "status must be open, acknowledged or resolved"));
+        }
+    };
     let q = AlertQuery { status, cursor: p.cursor.clone(), limit: Some(50), ..Default::default() };
     let page = state.service.list_alerts(&user.actor, q).await?;
     let current = p.status.clone().unwrap_or_default();

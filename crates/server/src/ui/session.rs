@@ -34,23 +34,24 @@ pub struct Sessions {
 }
 
 /// 32 random bytes as hex: session ids and CSRF tokens.
-pub fn token() -> String {
+pub fn token() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the operating system's random source is available");
-    hex::encode(b)
+    getrandom::fill(&mut b)?;
+    Ok(hex::encode(b))
 }
 
-/// Compares two tokens in time that depends only on their lengths.
+/// Compares two tokens in constant time (`subtle`; unequal lengths are unequal).
 pub fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 impl Sessions {
     /// Opens a session for `root_key_id`; returns its id.
-    pub fn open(&self, root_key_id: &str, now: i64) -> (String, Session) {
-        let id = token();
+    pub fn open(&self, root_key_id: &str, now: i64) -> Result<(String, Session), getrandom::Error> {
+        let id = token()?;
         let s =
-            Session { root_key_id: root_key_id.to_owned(), csrf: token(), created_at: now, expires_at: now + TTL_MS };
+            Session { root_key_id: root_key_id.to_owned(), csrf: token()?, created_at: now, expires_at: now + TTL_MS };
         let mut map = self.map.lock();
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, s| s.expires_at > now);
@@ -61,7 +62,7 @@ impl Sessions {
             map.remove(&oldest);
         }
         map.insert(id.clone(), s.clone());
-        (id, s)
+        Ok((id, s))
     }
 
     /// The live session `id`, if any (an expired one is dropped).
@@ -97,17 +98,17 @@ mod tests {
     #[test]
     fn sessions_expire_close_and_stay_bounded() {
         let s = Sessions::default();
-        let (id, sess) = s.open("rk_1", 1_000);
+        let (id, sess) = s.open("rk_1", 1_000).unwrap();
         assert_eq!(id.len(), 64);
         assert_ne!(sess.csrf, id);
         assert_eq!(s.get(&id, 1_001).unwrap().root_key_id, "rk_1");
         assert!(s.get(&id, 1_000 + TTL_MS).is_none(), "expired at its deadline");
         assert!(s.is_empty(), "an expired session is dropped when seen");
-        let (id, _) = s.open("rk_1", 2_000);
+        let (id, _) = s.open("rk_1", 2_000).unwrap();
         s.close(&id);
         assert!(s.get(&id, 2_001).is_none());
         for i in 0..MAX_SESSIONS + 5 {
-            s.open("rk_1", 3_000 + i as i64);
+            s.open("rk_1", 3_000 + i as i64).unwrap();
         }
         assert_eq!(s.len(), MAX_SESSIONS);
     }
