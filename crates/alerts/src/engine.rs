@@ -387,8 +387,8 @@ impl Default for EngineConfig {
 pub struct Engine {
     cfg: EngineConfig,
     book: RuleBook,
-    keys: HashMap<Box<str>, KeyState>,
-    ips: HashMap<IpId, IpState>,
+    keys: foldhash::HashMap<Box<str>, KeyState>,
+    ips: foldhash::HashMap<IpId, IpState>,
     loader: LearnedLoader,
     /// Learned state of keys dropped from memory, to persist before it is lost.
     evicted: Vec<(String, String, Learned)>,
@@ -471,8 +471,8 @@ impl Engine {
         Engine {
             cfg,
             book: RuleBook::default(),
-            keys: HashMap::new(),
-            ips: HashMap::new(),
+            keys: foldhash::HashMap::default(),
+            ips: foldhash::HashMap::default(),
             loader: Box::new(|_| None),
             evicted: Vec::new(),
         }

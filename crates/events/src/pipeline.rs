@@ -12,7 +12,7 @@
 //! reports ride the same buffer, behind the event they amend.
 
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -381,9 +381,9 @@ struct Writer {
     /// update also matches workspace and request id in SQL, so a hash
     /// collision can never touch another workspace's event.
     /// Recent request hashes: the event id and whether its verify admitted.
-    recent: HashMap<u64, (i64, bool)>,
+    recent: foldhash::HashMap<u64, (i64, bool)>,
     recent_order: VecDeque<u64>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::quality::RandomState,
     updates: Vec<(i64, UsageReport)>,
     next_purge: Instant,
     stopping: Arc<AtomicBool>,
@@ -407,9 +407,9 @@ impl Writer {
             next_purge: Instant::now() + Duration::from_secs(5).min(cfg.purge_interval()),
             observer,
             cfg,
-            recent: HashMap::new(),
+            recent: foldhash::HashMap::default(),
             recent_order: VecDeque::new(),
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
             updates: Vec::new(),
             stopping,
         }

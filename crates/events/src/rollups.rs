@@ -12,7 +12,7 @@
 //! Late usage reports (`/v1/usage`) are not folded in yet: statuses, bytes
 //! and latency count when the event carries them (gateway, tower layer).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -158,7 +158,7 @@ fn targets(e: &UsageEvent, gran: Granularity) -> impl Iterator<Item = (Scope, &s
 fn fold(log: &dyn EventLog, levels: &mut [Level; 3], batch: &[UsageEvent]) -> keyward_store::Result<()> {
     for (gi, level) in levels.iter_mut().enumerate() {
         let gran = Granularity::ALL[gi];
-        let mut sums: HashMap<(Scope, &str, &str, i64), Agg> = HashMap::new();
+        let mut sums: HashMap<(Scope, &str, &str, i64), Agg> = HashMap::default();
         let mut last = level.folded;
         for e in batch.iter().filter(|e| e.id > level.folded) {
             for (scope, target) in targets(e, gran) {

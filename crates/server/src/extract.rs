@@ -99,7 +99,10 @@ where
             ));
         }
     };
-    axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(v)| v).map_err(json_rejection)
+    // The plain parser first (the path-tracking one cost 2.7 % of the HTTP
+    // verify profile); only a body it refuses is parsed again for the message.
+    serde_json::from_slice::<T>(&bytes)
+        .or_else(|_| axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(v)| v).map_err(json_rejection))
 }
 
 /// `application/json`, or any `application/…+json`, parameters allowed
