@@ -152,20 +152,56 @@ fn targets(e: &UsageEvent, gran: Granularity) -> impl Iterator<Item = (Scope, &s
     .flatten()
 }
 
+/// A batch summed per bucket, with borrowed names: (scope, workspace, target, bucket).
+type Sums<'a> = HashMap<(Scope, &'a str, &'a str, i64), Agg>;
+
+/// `batch` summed per bucket of each level, each level counting only the
+/// events it has not folded yet. When every level stands at the same event
+/// (always, but for the first batches after a restart) each event is summed
+/// once, into its minutes (its address into its hour), and the minutes are
+/// merged into hours and the hours into days: a third of the work of summing
+/// every event into every level (issue 11).
+fn sum_batch<'a>(levels: &[Level; 3], batch: &'a [UsageEvent]) -> [Sums<'a>; 3] {
+    let mut sums: [Sums<'a>; 3] = Default::default();
+    let folded = levels[0].folded;
+    if levels.iter().all(|l| l.folded == folded) {
+        for e in batch.iter().filter(|e| e.id > folded) {
+            let ws = e.workspace_id.as_str();
+            for (scope, target) in targets(e, Granularity::Minute) {
+                sums[0].entry((scope, ws, target, Granularity::Minute.bucket(e.ts))).or_default().add_event(e);
+            }
+            if let Some(ip) = e.source_ip.as_deref() {
+                sums[1].entry((Scope::Ip, ws, ip, Granularity::Hour.bucket(e.ts))).or_default().add_event(e);
+            }
+        }
+        for gi in 1..3 {
+            let gran = Granularity::ALL[gi];
+            let (finer, coarser) = sums.split_at_mut(gi);
+            for (&(scope, ws, target, bucket), a) in &finer[gi - 1] {
+                coarser[0].entry((scope, ws, target, gran.bucket(bucket))).or_default().merge(a);
+            }
+        }
+        return sums;
+    }
+    for (gi, level) in levels.iter().enumerate() {
+        let gran = Granularity::ALL[gi];
+        for e in batch.iter().filter(|e| e.id > level.folded) {
+            for (scope, target) in targets(e, gran) {
+                sums[gi].entry((scope, e.workspace_id.as_str(), target, gran.bucket(e.ts))).or_default().add_event(e);
+            }
+        }
+    }
+    sums
+}
+
 /// Folds `batch` into the levels that have not seen its events. The batch is
 /// first summed per bucket with borrowed names (no allocation per event),
 /// then each bucket it touched is loaded if needed and merged once.
 fn fold(log: &dyn EventLog, levels: &mut [Level; 3], batch: &[UsageEvent]) -> keyward_store::Result<()> {
-    for (gi, level) in levels.iter_mut().enumerate() {
+    let all = sum_batch(levels, batch);
+    for ((gi, level), sums) in levels.iter_mut().enumerate().zip(all) {
         let gran = Granularity::ALL[gi];
-        let mut sums: HashMap<(Scope, &str, &str, i64), Agg> = HashMap::default();
-        let mut last = level.folded;
-        for e in batch.iter().filter(|e| e.id > level.folded) {
-            for (scope, target) in targets(e, gran) {
-                sums.entry((scope, e.workspace_id.as_str(), target, gran.bucket(e.ts))).or_default().add_event(e);
-            }
-            last = e.id;
-        }
+        let last = batch.last().map_or(level.folded, |e| e.id.max(level.folded));
         if sums.is_empty() {
             continue;
         }
@@ -258,7 +294,7 @@ fn run(log: &dyn EventLog, cfg: &RollupConfig, stop: &AtomicBool) {
     let mut next_purge = Instant::now() + Duration::from_secs(60);
     let mut newest = 0;
     loop {
-        let batch = match log.after(at, 5_000) {
+        let batch = match log.after_for_rollups(at, 5_000) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "Reading events for the rollups failed; retrying.");
@@ -369,5 +405,48 @@ mod tests {
         let ws = log.rollup_top("ws", Scope::Workspace, Granularity::Hour, since, until, TopBy::Bytes, 1).unwrap();
         assert_eq!(ws[0].requests, batch.len() as u64);
         assert_eq!(ws[0].bytes, 1 << 53);
+    }
+
+    #[test]
+    fn summing_minutes_into_hours_and_days_equals_summing_every_event_into_every_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteEventLog::open(&dir.path().join("events.db")).unwrap();
+        let outcomes = [keyward_core::Outcome::Valid, keyward_core::Outcome::RateLimited];
+        // 3,000 events over two days, across midnight: 7 keys, 3 owners, 2 keyspaces, 40 addresses.
+        let mut batch: Vec<UsageEvent> = (0..3_000u64)
+            .map(|n| {
+                let mut e = crate::pipeline::tests::event(n, if n % 11 == 0 { "ws2" } else { "ws" });
+                e.ts = 1_700_000_000_000 + (n as i64) * 61_000;
+                e.key_id = Some(format!("key_{}", n % 7));
+                e.owner_id = (n % 5 != 0).then(|| format!("owner_{}", n % 3));
+                e.keyspace_id = Some(format!("ks_{}", n % 2));
+                e.source_ip = (n % 4 != 0).then(|| format!("203.0.113.{}", n % 40));
+                e.outcome = outcomes[(n % 9 == 0) as usize];
+                e.http_status = (n % 3 == 0).then_some(if n % 6 == 0 { 200 } else { 503 });
+                e.bytes_in = Some(n);
+                e.latency_us = Some(n * 17 % 5_000);
+                e
+            })
+            .collect();
+        log.append(&mut batch).unwrap();
+        let (a, b) = batch.split_at(1_700);
+        // Every level at the same place: the summing of minutes into hours and days.
+        let mut once: [Level; 3] = Default::default();
+        fold(&log, &mut once, a).unwrap();
+        fold(&log, &mut once, b).unwrap();
+        // Levels at different places (as after a restart; all still before the
+        // first event): every event summed into every level, the batch at once.
+        let mut apart: [Level; 3] = Default::default();
+        apart[2].folded = -1;
+        apart[1].folded = -2;
+        fold(&log, &mut apart, &batch).unwrap();
+        for gi in 0..3 {
+            assert_eq!(once[gi].folded, batch.last().unwrap().id);
+            assert!(!once[gi].cache.is_empty());
+            assert_eq!(once[gi].cache, apart[gi].cache, "{:?}", Granularity::ALL[gi]);
+            let requests: u64 =
+                once[gi].cache.iter().filter(|(k, _)| k.scope == Scope::Workspace).map(|(_, a)| a.requests).sum();
+            assert_eq!(requests, batch.len() as u64);
+        }
     }
 }

@@ -276,6 +276,12 @@ pub trait EventLog: Send + Sync + 'static {
     fn query(&self, f: &EventFilter) -> Result<Vec<UsageEvent>>;
     /// Events of every workspace after `after_id`, oldest first (for sinks).
     fn after(&self, after_id: i64, limit: u32) -> Result<Vec<UsageEvent>>;
+    /// [`EventLog::after`] for the roller: id, time, workspace, keyspace,
+    /// key, owner, address, outcome, status, bytes and latency are read; the
+    /// other fields may be left empty (a log may read them all).
+    fn after_for_rollups(&self, after_id: i64, limit: u32) -> Result<Vec<UsageEvent>> {
+        self.after(after_id, limit)
+    }
     /// Events of one workspace by id, in id order.
     fn by_ids(&self, workspace_id: &str, ids: &[i64]) -> Result<Vec<UsageEvent>>;
     /// The id of the newest event (0 for an empty log).
@@ -458,6 +464,9 @@ impl EventLog for SqliteEventLog {
     fn after(&self, after_id: i64, limit: u32) -> Result<Vec<UsageEvent>> {
         SqliteEventLog::after(self, after_id, limit)
     }
+    fn after_for_rollups(&self, after_id: i64, limit: u32) -> Result<Vec<UsageEvent>> {
+        SqliteEventLog::after_for_rollups(self, after_id, limit)
+    }
     fn by_ids(&self, workspace_id: &str, ids: &[i64]) -> Result<Vec<UsageEvent>> {
         SqliteEventLog::by_ids(self, workspace_id, ids)
     }
@@ -507,13 +516,12 @@ fn open_conn(path: &Path, key: Option<&keyward_core::seal::SecretKey>) -> Result
 }
 
 fn event_from_row(r: &Row<'_>) -> rusqlite::Result<UsageEvent> {
-    let code: String = r.get(14)?;
-    let outcome = serde_json::from_value(serde_json::Value::String(code)).unwrap_or(Outcome::NotFound);
-    let kind: String = r.get(2)?;
+    let outcome = Outcome::parse(r.get_ref(14)?.as_str()?).unwrap_or(Outcome::NotFound);
+    let kind = EventKind::parse(r.get_ref(2)?.as_str()?);
     Ok(UsageEvent {
         id: r.get(0)?,
         ts: r.get(1)?,
-        kind: EventKind::parse(&kind),
+        kind,
         request_id: r.get(3)?,
         workspace_id: r.get(4)?,
         keyspace_id: r.get(5)?,
@@ -534,6 +542,41 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<UsageEvent> {
         country: r.get(20)?,
         asn: r.get::<_, Option<i64>>(21)?.map(|a| a as u32),
         as_org: r.get(22)?,
+        deprecated: false,
+        scopes: Vec::new(),
+    })
+}
+
+/// The columns the rollups count, in [`rollup_event_from_row`]'s order.
+const ROLLUP_COLS: &str =
+    "id, ts, workspace_id, keyspace_id, key_id, owner_id, ip, code, status, bytes_in, bytes_out, latency_us";
+
+/// An event with only what the rollups count (`ROLLUP_COLS`); the rest empty.
+fn rollup_event_from_row(r: &Row<'_>) -> rusqlite::Result<UsageEvent> {
+    Ok(UsageEvent {
+        id: r.get(0)?,
+        ts: r.get(1)?,
+        kind: EventKind::Verify,
+        request_id: String::new(),
+        workspace_id: r.get(2)?,
+        keyspace_id: r.get(3)?,
+        key_id: r.get(4)?,
+        key_hint: None,
+        owner_id: r.get(5)?,
+        fingerprint: None,
+        source_ip: r.get(6)?,
+        user_agent: None,
+        method: None,
+        path: None,
+        outcome: Outcome::parse(r.get_ref(7)?.as_str()?).unwrap_or(Outcome::NotFound),
+        http_status: r.get::<_, Option<i64>>(8)?.map(|s| s as u16),
+        error: None,
+        bytes_in: r.get::<_, Option<i64>>(9)?.map(|b| b as u64),
+        bytes_out: r.get::<_, Option<i64>>(10)?.map(|b| b as u64),
+        latency_us: r.get::<_, Option<i64>>(11)?.map(|b| b as u64),
+        country: None,
+        asn: None,
+        as_org: None,
         deprecated: false,
         scopes: Vec::new(),
     })
@@ -890,6 +933,16 @@ impl SqliteEventLog {
         self.read(|c| {
             let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
             let rows = st.query_map(params![after_id, limit], event_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// [`SqliteEventLog::after`] with only the fields the rollups count.
+    pub fn after_for_rollups(&self, after_id: i64, limit: u32) -> Result<Vec<UsageEvent>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached(&format!("SELECT {ROLLUP_COLS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
+            let rows = st.query_map(params![after_id, limit], rollup_event_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }

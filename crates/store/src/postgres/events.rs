@@ -48,8 +48,7 @@ impl Drop for PgEventLog {
 }
 
 fn event_from_row(r: &Row) -> Result<UsageEvent> {
-    let code: String = r.try_get(14)?;
-    let outcome = serde_json::from_value(serde_json::Value::String(code)).unwrap_or(Outcome::NotFound);
+    let outcome = Outcome::parse(r.try_get(14)?).unwrap_or(Outcome::NotFound);
     let kind: String = r.try_get(2)?;
     Ok(UsageEvent {
         id: r.try_get(0)?,
