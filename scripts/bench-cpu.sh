@@ -45,7 +45,7 @@ before=$(snapshot); t0=$(date +%s.%N)
 sleep "$WINDOW"
 after=$(snapshot); t1=$(date +%s.%N)
 wait "$bg" || { cat "$out" >&2; exit 1; }
-line=$(tail -n1 "$out")
+line=$(grep " rps=" "$out" | tail -n1)
 echo "$line"
 rps=$(sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<< "$line")
 join <(echo "$before") <(echo "$after") | awk -v rps="$rps" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" '
