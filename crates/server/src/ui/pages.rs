@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use keyward_core::Permission;
 use keyward_service::alerts::{AlertAction, AlertQuery, AlertStatus, DeliveryQuery};
 use keyward_service::analytics::{AnalyticsQuery, TopQuery};
-use keyward_service::api::{KeyView, ListAuditQuery, ListKeysQuery};
+use keyward_service::api::{KeyView, ListAuditQuery, ListKeysQuery, PatchKey, RotateKey};
 use keyward_service::events::EventQuery;
 use keyward_service::incidents::{IncidentQuery, ListIncidentsQuery};
 use maud::{DOCTYPE, Markup, html};
@@ -720,20 +720,7 @@ pub async fn key(state: St, user: User, Path(id): Path<String>, UiQuery(p): UiQu
         section aria-labelledby="events" {
             h2 #events { "Recent events" }
             @if events.data.is_empty() { p.empty { "No events yet." } } @else {
-                table.events {
-                    thead { tr { th scope="col" { "Time" } th scope="col" { "Outcome" } th scope="col" { "Address" } th scope="col" { "Request" } th scope="col" { "Status" } } }
-                    tbody {
-                        @for e in events.data.iter().take(25) {
-                            tr {
-                                td { (e.timestamp) }
-                                td { code { (e.code.as_str()) } }
-                                td { (e.ip.as_deref().unwrap_or("")) }
-                                td { (e.method.as_deref().unwrap_or("")) " " (e.path.as_deref().unwrap_or("")) }
-                                td { (e.status.map(|s| s.to_string()).unwrap_or_default()) }
-                            }
-                        }
-                    }
-                }
+                (events_table(&events.data[..events.data.len().min(25)], false))
             }
         }
     };
@@ -783,23 +770,20 @@ pub async fn key_action(
     user.check_csrf(&f.csrf)?;
     let svc = &state.service;
     let a = &user.actor;
-    if !matches!(action.as_str(), "disable" | "enable" | "revoke" | "rotate") {
-        return Err(PageError::new(StatusCode::NOT_FOUND, "There is no such action."));
-    }
+    let action = KeyAction::parse(&action)?;
     // Every action is confirmed: a form without `confirm=yes` gets a page
     // that asks, holding the same fields.
     if f.confirm.as_deref() != Some("yes") {
         let k = svc.get_key(a, &id).await?;
-        return Ok(confirm_page(&user, &k, &action, &f));
+        return Ok(confirm_page(&user, &k, action, &f));
     }
-    let done = match action.as_str() {
-        "disable" | "enable" => {
-            let req = serde_json::from_value(json!({ "enabled": action == "enable" }))
-                .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            svc.patch_key(a, &id, req).await?;
-            if action == "enable" { "enabled" } else { "disabled" }
+    let done = match action {
+        KeyAction::Disable | KeyAction::Enable => {
+            let enabled = action == KeyAction::Enable;
+            svc.patch_key(a, &id, PatchKey { enabled: Some(enabled), ..Default::default() }).await?;
+            if enabled { "enabled" } else { "disabled" }
         }
-        "revoke" => {
+        KeyAction::Revoke => {
             let req =
                 json!({ "reason": f.reason.as_deref().unwrap_or("other"), "note": f.note.as_deref().and_then(opt) });
             let req = serde_json::from_value(req)
@@ -807,33 +791,60 @@ pub async fn key_action(
             svc.revoke_and_check(a, &id, req).await?;
             "revoked"
         }
-        "rotate" => {
+        KeyAction::Rotate => {
             let hours = f.overlap_hours.unwrap_or(24);
             if !(0..=720).contains(&hours) {
                 return Err(PageError::new(StatusCode::BAD_REQUEST, "The overlap is 0 to 720 hours."));
             }
-            let req = serde_json::from_value(json!({ "overlap_ms": hours * 3600 * 1000 }))
-                .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            let r = svc.rotate_key(a, &id, req).await?;
+            let r = svc.rotate_key(a, &id, RotateKey { overlap_ms: Some(hours * 3600 * 1000) }).await?;
             return Ok(shown_once(&user, "Key rotated", &r.key, &r.view, None));
         }
-        _ => return Err(PageError::new(StatusCode::NOT_FOUND, "There is no such action.")),
     };
     Ok(Redirect::to(&format!("/ui/keys/{}?done={done}", urlencode(&id))).into_response())
 }
 
+/// What a key's page can do to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyAction {
+    Disable,
+    Enable,
+    Revoke,
+    Rotate,
+}
+
+impl KeyAction {
+    const ALL: [KeyAction; 4] = [KeyAction::Disable, KeyAction::Enable, KeyAction::Revoke, KeyAction::Rotate];
+
+    fn parse(s: &str) -> Result<KeyAction, PageError> {
+        KeyAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "There is no such action."))
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyAction::Disable => "disable",
+            KeyAction::Enable => "enable",
+            KeyAction::Revoke => "revoke",
+            KeyAction::Rotate => "rotate",
+        }
+    }
+}
+
 /// "Do you mean it?" for a key action, with the form's fields carried over.
-fn confirm_page(user: &User, k: &KeyView, action: &str, f: &KeyActionForm) -> Response {
+fn confirm_page(user: &User, k: &KeyView, action: KeyAction, f: &KeyActionForm) -> Response {
     let name = k.name.clone().unwrap_or_else(|| k.id.clone());
     let what = match action {
-        "disable" => "It verifies DISABLED until it is enabled again.".to_owned(),
-        "enable" => "It verifies again under its policy.".to_owned(),
-        "rotate" => format!(
+        KeyAction::Disable => "It verifies DISABLED until it is enabled again.".to_owned(),
+        KeyAction::Enable => "It verifies again under its policy.".to_owned(),
+        KeyAction::Rotate => format!(
             "A new key is made and shown once; this one keeps working for {} hour(s), then verifies ROTATED.",
             f.overlap_hours.unwrap_or(24)
         ),
-        _ => "It stops working at once and for good; this cannot be undone.".to_owned(),
+        KeyAction::Revoke => "It stops working at once and for good; this cannot be undone.".to_owned(),
     };
+    let action = action.as_str();
     let body = html! {
         p.warning role="alert" { (what) }
         form.confirm method="post" action={ "/ui/keys/" (k.id) "/" (action) } {
@@ -897,15 +908,13 @@ pub struct AlertsPageQuery {
 }
 
 pub async fn alerts(state: St, user: User, UiQuery(p): UiQuery<AlertsPageQuery>) -> Page {
-    let status = match p.status.as_deref() {
-        None | Some("") => None,
-        Some("open") => Some(AlertStatus::Open),
-        Some("acknowledged") => Some(AlertStatus::Acknowledged),
-        Some("resolved") => Some(AlertStatus::Resolved),
-        Some(_) => {
-            return Err(PageError::new(StatusCode::BAD_REQUEST, "status must be open, acknowledged or resolved"));
-        }
-    };
+    let status =
+        match p.status.as_deref() {
+            None | Some("") => None,
+            Some(st) => Some(AlertStatus::parse(st).ok_or_else(|| {
+                PageError::new(StatusCode::BAD_REQUEST, "status must be open, acknowledged or resolved")
+            })?),
+        };
     let q = AlertQuery { status, cursor: p.cursor.clone(), limit: Some(50), ..Default::default() };
     let page = state.service.list_alerts(&user.actor, q).await?;
     let current = p.status.clone().unwrap_or_default();
@@ -920,6 +929,34 @@ pub async fn alerts(state: St, user: User, UiQuery(p): UiQuery<AlertsPageQuery>)
         @if let Some(c) = &page.next_cursor { p { a rel="next" href={ "/ui/alerts?status=" (current) "&cursor=" (c) } { "Next page" } } }
     };
     Ok(layout(&user, Nav::Alerts, "Alerts", false, body))
+}
+
+/// Usage events as a table: time, outcome, the key (`with_key`), address,
+/// request and status (a key's page, an alert's evidence).
+fn events_table(events: &[keyward_service::events::EventView], with_key: bool) -> Markup {
+    html! {
+        table.events {
+            thead { tr {
+                th scope="col" { "Time" } th scope="col" { "Outcome" }
+                @if with_key { th scope="col" { "Key" } }
+                th scope="col" { "Address" } th scope="col" { "Request" } th scope="col" { "Status" }
+            } }
+            tbody {
+                @for e in events {
+                    tr {
+                        td { (e.timestamp) }
+                        td { code { (e.code.as_str()) } }
+                        @if with_key {
+                            td { @if let Some(k) = &e.key_id { a href={ "/ui/keys/" (k) } { (e.key_hint.as_deref().unwrap_or(k)) } } }
+                        }
+                        td { (e.ip.as_deref().unwrap_or("")) }
+                        td { (e.method.as_deref().unwrap_or("")) " " (e.path.as_deref().unwrap_or("")) }
+                        td { (e.status.map(|s| s.to_string()).unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One alert and the events that crossed it.
@@ -937,20 +974,7 @@ pub async fn alert(state: St, user: User, Path(id): Path<String>) -> Page {
         section aria-labelledby="evidence" {
             h2 #evidence { "The events that crossed it" }
             @if d.events.is_empty() { p.empty { "None in the log (a signal, or past retention)." } } @else {
-                table.events {
-                    thead { tr { th scope="col" { "Time" } th scope="col" { "Outcome" } th scope="col" { "Key" } th scope="col" { "Address" } th scope="col" { "Request" } } }
-                    tbody {
-                        @for e in &d.events {
-                            tr {
-                                td { (e.timestamp) }
-                                td { code { (e.code.as_str()) } }
-                                td { @if let Some(k) = &e.key_id { a href={ "/ui/keys/" (k) } { (e.key_hint.as_deref().unwrap_or(k)) } } }
-                                td { (e.ip.as_deref().unwrap_or("")) }
-                                td { (e.method.as_deref().unwrap_or("")) " " (e.path.as_deref().unwrap_or("")) }
-                            }
-                        }
-                    }
-                }
+                (events_table(&d.events, true))
             }
         }
     };
