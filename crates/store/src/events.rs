@@ -15,6 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{Result, StoreError};
 
+mod runs;
+use runs::{RunKind, Runs};
+
 const SCHEMA: &[&str] = &[
     r#"
     CREATE TABLE events (
@@ -104,7 +107,17 @@ const SCHEMA: &[&str] = &[
     ALTER TABLE rollups ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX rollups_top ON rollups(workspace_id, scope, gran, bucket, target, requests, denied, bytes);
 "#,
+    // 6: the key and address indexes become runs, one row per key and per
+    // address per batch (issue 11; `runs`). `open` fills them for the rows
+    // already here (`runs::fill`) in the same transaction.
+    r#"
+    DROP INDEX events_key;
+    DROP INDEX events_ip;
+"#,
 ];
+
+/// The migration (its index in `SCHEMA`) after which `runs::fill` indexes the existing rows.
+const RUNS_MIGRATION: usize = 5;
 
 /// How far out of time order events may be written (producers enqueue
 /// concurrently); time-bounded queries look this much further.
@@ -582,6 +595,12 @@ fn rollup_event_from_row(r: &Row<'_>) -> rusqlite::Result<UsageEvent> {
     })
 }
 
+/// How [`SqliteEventLog::query`] finds a page (see `access`).
+enum Access {
+    Runs(RunKind, i64),
+    Index(&'static str),
+}
+
 impl SqliteEventLog {
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_with(path, None)
@@ -602,6 +621,10 @@ impl SqliteEventLog {
             }
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
+            if i == RUNS_MIGRATION {
+                tx.execute_batch(runs::SCHEMA)?;
+                runs::fill(&tx)?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
@@ -634,6 +657,7 @@ impl SqliteEventLog {
         }
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
+        let mut runs = Runs::default();
         {
             let mut st = tx.prepare_cached(&format!(
                 "INSERT INTO events ({COLS}, key_no, ws_no, ip_no, code_no, status_no)
@@ -641,6 +665,8 @@ impl SqliteEventLog {
                  ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
             ))?;
             for e in events.iter_mut() {
+                let key = e.key_id.as_deref().map(key_no);
+                let ip = e.source_ip.as_deref().map(|ip| scoped_no(&e.workspace_id, Some(ip)));
                 st.execute(params![
                     e.ts,
                     e.kind.as_str(),
@@ -664,15 +690,22 @@ impl SqliteEventLog {
                     e.country,
                     e.asn.map(i64::from),
                     e.as_org,
-                    e.key_id.as_deref().map(key_no),
+                    key,
                     scoped_no(&e.workspace_id, None),
-                    e.source_ip.as_deref().map(|ip| scoped_no(&e.workspace_id, Some(ip))),
+                    ip,
                     scoped_no(&e.workspace_id, Some(e.outcome.as_str())),
                     e.http_status.map(|st| scoped_no(&e.workspace_id, Some(&status_class(st)))),
                 ])?;
                 e.id = tx.last_insert_rowid();
+                if let Some(no) = key {
+                    runs.add(RunKind::Key, no, e.id);
+                }
+                if let Some(no) = ip {
+                    runs.add(RunKind::Address, no, e.id);
+                }
             }
         }
+        runs.write(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -768,12 +801,62 @@ impl SqliteEventLog {
                 .collect();
             return self.merged(f, parts);
         }
-        self.read(|c| {
-            let (sql, args) = Self::query_sql(c, f)?;
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), event_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        if f.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(|c| match Self::access(f) {
+            Access::Runs(kind, no) => Self::query_runs(c, f, kind, no),
+            Access::Index(index) => {
+                let (sql, args) = Self::query_sql(c, f, index)?;
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st.query_map(rusqlite::params_from_iter(args.iter()), event_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            }
         })
+    }
+
+    /// How a page of `f` is found: the runs of its key or address, else the
+    /// index of its rarest other filter (outcome, status class) or of the
+    /// workspace.
+    fn access(f: &EventFilter) -> Access {
+        if let Some(k) = &f.key_id {
+            Access::Runs(RunKind::Key, key_no(k))
+        } else if let Some(ip) = &f.ip {
+            Access::Runs(RunKind::Address, scoped_no(&f.workspace_id, Some(ip)))
+        } else if f.code.is_some_and(|c| c != Outcome::Valid) {
+            Access::Index("events_code")
+        } else if f.status_class.is_some_and(|c| c != 2) {
+            Access::Index("events_status")
+        } else {
+            Access::Index("events_ws")
+        }
+    }
+
+    /// One page of `f` through the runs of `(kind, no)`: each id, in page
+    /// order, read by rowid with every filter checked, until the page is full.
+    fn query_runs(c: &Connection, f: &EventFilter, kind: RunKind, no: i64) -> Result<Vec<UsageEvent>> {
+        let (after, before) = Self::id_bounds(c, f)?;
+        let (sql, mut args) = Self::row_sql(f, COLS);
+        let mut st = c.prepare_cached(&sql)?;
+        let mut out = Vec::new();
+        let at = args.len() - 1;
+        runs::walk(c, kind, no, after, before, f.ascending, |id| {
+            args[at] = rusqlite::types::Value::Integer(id);
+            if let Some(e) = st.query_row(rusqlite::params_from_iter(args.iter()), event_from_row).optional()? {
+                out.push(e);
+            }
+            Ok(out.len() < f.limit as usize)
+        })?;
+        Ok(out)
+    }
+
+    /// The SQL that reads `cols` of one event by id (the last argument, a
+    /// placeholder to set) if it passes every filter of `f` but the ids.
+    fn row_sql(f: &EventFilter, cols: &str) -> (String, Vec<rusqlite::types::Value>) {
+        let (mut cond, mut args) = Self::conditions(f, None);
+        args.push(rusqlite::types::Value::Null);
+        cond.push(format!("id = ?{}", args.len()));
+        (format!("SELECT {cols} FROM events WHERE {}", cond.join(" AND ")), args)
     }
 
     /// One page of `f` from several seekable parts (an owner's keys; an
@@ -830,21 +913,42 @@ impl SqliteEventLog {
     }
 
     /// SQLite's `EXPLAIN QUERY PLAN` of [`SqliteEventLog::query`] for `f`,
-    /// one line per step (tests check that every filter seeks).
+    /// one line per step (tests check that every filter seeks): for a key or
+    /// an address, the plans of its runs and of the read of one event.
     pub fn plan(&self, f: &EventFilter) -> Result<Vec<String>> {
         self.read(|c| {
-            let (sql, args) = Self::query_sql(c, f)?;
-            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(3))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let (sqls, args) = match Self::access(f) {
+                Access::Runs(kind, no) => {
+                    let (row, mut args) = Self::row_sql(f, COLS);
+                    let walk = runs::WALK_DESC
+                        .replace("?1", &(kind as i64).to_string())
+                        .replace("?2", &no.to_string())
+                        .replace("?3", "0")
+                        .replace("?4", "0");
+                    *args.last_mut().expect("row_sql ends with the id") = rusqlite::types::Value::Integer(1);
+                    (vec![walk, row], args)
+                }
+                Access::Index(index) => {
+                    let (sql, args) = Self::query_sql(c, f, index)?;
+                    (vec![sql], args)
+                }
+            };
+            let mut out = Vec::new();
+            for (i, sql) in sqls.iter().enumerate() {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let none: &[rusqlite::types::Value] = &[];
+                let args = if i + 1 == sqls.len() { &args[..] } else { none };
+                let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(3))?;
+                out.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+            Ok(out)
         })
     }
 
-    /// The SQL and arguments of one page of `f`.
-    fn query_sql(c: &Connection, f: &EventFilter) -> Result<(String, Vec<rusqlite::types::Value>)> {
-        use rusqlite::types::Value as V;
-        // Time bounds become id bounds (with a minute of slack for events
-        // enqueued slightly out of order); rows are still checked by ts.
+    /// The id bounds of `f`: its own, narrowed by its time bounds (with a
+    /// minute of slack for events enqueued slightly out of order; rows are
+    /// still checked by ts).
+    fn id_bounds(c: &Connection, f: &EventFilter) -> Result<(Option<i64>, Option<i64>)> {
         let mut after_id = f.after_id;
         let mut before_id = f.before_id;
         if let Some(since) = f.since {
@@ -855,44 +959,36 @@ impl SqliteEventLog {
             let hi = Self::first_id_at_or_after(c, until + TS_SLACK_MS)?;
             before_id = Some(before_id.map_or(hi, |b| b.min(hi)));
         }
+        Ok((after_id, before_id))
+    }
+
+    /// The conditions of `f` but its ids, numbered `?1`…, for a read through
+    /// `index` (which adds that index's own terms) or by rowid (`None`).
+    fn conditions(f: &EventFilter, index: Option<&str>) -> (Vec<String>, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value as V;
         let mut cond: Vec<String> = Vec::new();
         let mut args: Vec<V> = Vec::new();
         let mut arg = |cond: &mut Vec<String>, sql: &str, v: V| {
             args.push(v);
             cond.push(sql.replace('?', &format!("?{}", args.len())));
         };
-        let index = if f.key_id.is_some() {
-            "events_key"
-        } else if f.ip.is_some() {
-            "events_ip"
-        } else if f.code.is_some_and(|c| c != Outcome::Valid) {
-            "events_code"
-        } else if f.status_class.is_some_and(|c| c != 2) {
-            "events_status"
-        } else {
-            "events_ws"
-        };
         let ws = f.workspace_id.as_str();
         if let Some(k) = &f.key_id {
-            arg(&mut cond, "key_no = ?", V::Integer(key_no(k)));
             arg(&mut cond, "key_id = ?", V::Text(k.clone()));
         }
-        if index == "events_ws" {
+        if index == Some("events_ws") {
             arg(&mut cond, "ws_no = ?", V::Integer(scoped_no(ws, None)));
         }
         arg(&mut cond, "workspace_id = ?", V::Text(ws.to_owned()));
         if let Some(o) = &f.owner_id {
             arg(&mut cond, "owner_id = ?", V::Text(o.clone()));
         }
-        // (`query` splits an address and its pseudonym into two seeks.)
+        // (`query` splits an address and its pseudonym into two reads.)
         if let Some(ip) = &f.ip {
-            if index == "events_ip" {
-                arg(&mut cond, "ip_no = ?", V::Integer(scoped_no(ws, Some(ip))));
-            }
             arg(&mut cond, "ip = ?", V::Text(ip.clone()));
         }
         if let Some(code) = f.code {
-            if index == "events_code" {
+            if index == Some("events_code") {
                 arg(&mut cond, "code_no = ?", V::Integer(scoped_no(ws, Some(code.as_str()))));
                 // The partial index's own condition, so SQLite may use it.
                 cond.push("code != 'VALID'".into());
@@ -900,7 +996,7 @@ impl SqliteEventLog {
             arg(&mut cond, "code = ?", V::Text(code.as_str().to_owned()));
         }
         if let Some(class) = f.status_class {
-            if index == "events_status" {
+            if index == Some("events_status") {
                 arg(&mut cond, "status_no = ?", V::Integer(scoped_no(ws, Some(&class.to_string()))));
                 cond.push("status_no IS NOT NULL AND (status < 200 OR status >= 300)".into());
             }
@@ -912,11 +1008,19 @@ impl SqliteEventLog {
         if let Some(t) = f.until {
             arg(&mut cond, "ts < ?", V::Integer(t));
         }
-        if let Some(id) = after_id {
-            arg(&mut cond, "id > ?", V::Integer(id));
-        }
-        if let Some(id) = before_id {
-            arg(&mut cond, "id < ?", V::Integer(id));
+        (cond, args)
+    }
+
+    /// The SQL and arguments of one page of `f` through `index`.
+    fn query_sql(c: &Connection, f: &EventFilter, index: &str) -> Result<(String, Vec<rusqlite::types::Value>)> {
+        use rusqlite::types::Value as V;
+        let (after_id, before_id) = Self::id_bounds(c, f)?;
+        let (mut cond, mut args) = Self::conditions(f, Some(index));
+        for (id, op) in [(after_id, ">"), (before_id, "<")] {
+            if let Some(id) = id {
+                args.push(V::Integer(id));
+                cond.push(format!("id {op} ?{}", args.len()));
+            }
         }
         args.push(V::Integer(i64::from(f.limit)));
         let order = if f.ascending { "ASC" } else { "DESC" };
@@ -973,50 +1077,52 @@ impl SqliteEventLog {
     /// How one key was used in `[since, until)`: totals, source addresses,
     /// endpoints and outcomes (each list at most `top` entries, largest first).
     pub fn review(&self, workspace_id: &str, key_id: &str, since: i64, until: i64, top: u32) -> Result<KeyUsageReview> {
-        let no = key_no(key_id);
-        // The key's index, bounded by ids found for the time range: the
-        // review reads the key's events in the window, not all of them.
-        let filter = "key_no = ?1 AND key_id = ?2 AND workspace_id = ?3 AND ts >= ?4 AND ts < ?5 \
-                      AND id >= ?7 AND id < ?8";
+        use std::collections::HashMap;
+        // The key's runs, bounded by ids found for the time range: the review
+        // reads the key's events in the window, not all of them.
         self.read(|c| {
             let lo = Self::first_id_at_or_after(c, since - TS_SLACK_MS)?;
             let hi = Self::first_id_at_or_after(c, until.saturating_add(TS_SLACK_MS))?;
-            let p = params![no, key_id, workspace_id, since, until, top, lo, hi];
-            let total: i64 = c.query_row(
-                &format!("SELECT COUNT(*) FROM events INDEXED BY events_key WHERE {filter}"),
-                params![no, key_id, workspace_id, since, until, top, lo, hi],
-                |r| r.get(0),
+            let mut st = c.prepare_cached(
+                "SELECT ts, COALESCE(ip, '-'), COALESCE(method, '-'), COALESCE(path, '-'), code FROM events
+                 WHERE id = ?1 AND key_id = ?2 AND workspace_id = ?3 AND ts >= ?4 AND ts < ?5",
             )?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT COALESCE(ip, '-'), COUNT(*), MIN(ts), MAX(ts) FROM events INDEXED BY events_key WHERE {filter}
-                 GROUP BY ip ORDER BY COUNT(*) DESC, ip LIMIT ?6"
-            ))?;
-            let ips = st
-                .query_map(p, |r| {
-                    Ok(IpUse {
-                        ip: r.get(0)?,
-                        count: r.get::<_, i64>(1)? as u64,
-                        first_seen: r.get(2)?,
-                        last_seen: r.get(3)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT COALESCE(method, '-'), COALESCE(path, '-'), COUNT(*) FROM events INDEXED BY events_key WHERE {filter}
-                 GROUP BY method, path ORDER BY COUNT(*) DESC, path LIMIT ?6"
-            ))?;
-            let endpoints = st
-                .query_map(p, |r| {
-                    Ok(EndpointUse { method: r.get(0)?, path: r.get(1)?, count: r.get::<_, i64>(2)? as u64 })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT code, COUNT(*) FROM events INDEXED BY events_key WHERE {filter} GROUP BY code ORDER BY COUNT(*) DESC, code LIMIT ?6"
-            ))?;
-            let outcomes = st
-                .query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(KeyUsageReview { total: total as u64, ips, endpoints, outcomes })
+            let mut total = 0u64;
+            let mut ips: HashMap<String, IpUse> = HashMap::new();
+            let mut endpoints: HashMap<(String, String), u64> = HashMap::new();
+            let mut outcomes: HashMap<String, u64> = HashMap::new();
+            runs::walk(c, RunKind::Key, key_no(key_id), Some(lo - 1), Some(hi), true, |id| {
+                let mut rows = st.query(params![id, key_id, workspace_id, since, until])?;
+                let Some(r) = rows.next()? else { return Ok(true) };
+                let ts: i64 = r.get(0)?;
+                total += 1;
+                let ip = ips.entry(r.get(1)?).or_insert_with_key(|ip| IpUse {
+                    ip: ip.clone(),
+                    count: 0,
+                    first_seen: ts,
+                    last_seen: ts,
+                });
+                ip.count += 1;
+                ip.first_seen = ip.first_seen.min(ts);
+                ip.last_seen = ip.last_seen.max(ts);
+                *endpoints.entry((r.get(2)?, r.get(3)?)).or_default() += 1;
+                *outcomes.entry(r.get(4)?).or_default() += 1;
+                Ok(true)
+            })?;
+            let top = top as usize;
+            let mut ips: Vec<IpUse> = ips.into_values().collect();
+            ips.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.ip.cmp(&b.ip)));
+            ips.truncate(top);
+            let mut endpoints: Vec<EndpointUse> =
+                endpoints.into_iter().map(|((method, path), count)| EndpointUse { method, path, count }).collect();
+            endpoints.sort_by(|a, b| {
+                b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)).then_with(|| a.method.cmp(&b.method))
+            });
+            endpoints.truncate(top);
+            let mut outcomes: Vec<(String, u64)> = outcomes.into_iter().collect();
+            outcomes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            outcomes.truncate(top);
+            Ok(KeyUsageReview { total, ips, endpoints, outcomes })
         })
     }
 
@@ -1028,11 +1134,19 @@ impl SqliteEventLog {
     /// returns how many. Called until it returns 0, so the writer lock is
     /// held only briefly each time; the oldest events come first by id.
     pub fn purge_chunk(&self, before_ts: i64, chunk: u32) -> Result<usize> {
-        let conn = self.writer.lock();
-        Ok(conn.execute(
-            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?2) AND ts < ?1",
-            params![before_ts, chunk],
-        )?)
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction()?;
+        let deleted = {
+            let mut st = tx.prepare_cached(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?2) AND ts < ?1
+                 RETURNING id, key_no, ip_no",
+            )?;
+            let rows = st.query_map(params![before_ts, chunk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        runs::forget(&tx, &deleted)?;
+        tx.commit()?;
+        Ok(deleted.len())
     }
 
     pub fn cursor(&self, sink: &str) -> Result<Option<i64>> {
